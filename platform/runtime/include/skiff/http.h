@@ -1,0 +1,151 @@
+/* skiff/http.h - HTTP/1.1 and HTTP/2 servers and clients.
+ *
+ * One request/response API whatever the protocol: HTTP/1.1 (keep-alive,
+ * pipelining, chunked both ways, Expect: 100-continue), h2 over TLS via
+ * ALPN, and h2c with prior knowledge. Header names keep the case they were
+ * received with (HTTP/2 names are lower case on the wire). */
+#ifndef SKIFF_HTTP_H
+#define SKIFF_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "skiff/mem.h"
+#include "skiff/net.h"
+#include "skiff/tls.h"
+
+typedef struct sk_http_header {
+  const char *name; /* NUL-terminated, case as received */
+  const char *value;
+} sk_http_header_t;
+
+typedef struct sk_http_headers {
+  sk_http_header_t *v;
+  size_t n, cap;
+} sk_http_headers_t;
+
+/* Case-insensitive lookup of the first header with that name, or NULL. */
+const char *sk_http_headers_get(const sk_http_headers_t *h, const char *name);
+/* Appends; name and value are copied into pool. */
+void sk_http_headers_add(sk_http_headers_t *h, sk_pool_t *pool, const char *name, const char *value);
+const char *sk_http_status_text(int status);
+
+typedef struct sk_http_server sk_http_server_t;
+typedef struct sk_http_req sk_http_req_t;
+
+struct sk_http_req {
+  sk_pool_t *pool;      /* freed with the request */
+  const char *method;   /* "GET" */
+  const char *target;   /* request-target as received: "/a/b?x=1" */
+  const char *path;     /* target before '?' */
+  const char *query;    /* after '?', or NULL */
+  const char *authority; /* Host or :authority, or NULL */
+  const char *scheme;   /* "http" or "https" */
+  int version;          /* 10, 11 or 20 */
+  sk_http_headers_t headers;
+  const uint8_t *body;  /* the whole body (buffered up to max_body_bytes) */
+  size_t body_len;
+  const char *peer_addr;
+  const char *peer_spiffe; /* verified client certificate's SPIFFE ID, or NULL */
+  const char *trace_id;    /* from a valid traceparent header, or NULL */
+  uint64_t start_ns;       /* uv_hrtime() when the request began */
+  sk_http_server_t *server;
+  void *user;              /* free for the handler */
+  struct sk__http_req_int *_int; /* protocol internals */
+};
+
+/* Called once per request with the body complete. The handler must end the
+ * response, now or later from the same loop (sk_http_respond or
+ * sk_http_resp_start/write/end). */
+typedef void (*sk_http_handler_fn)(sk_http_req_t *req, void *ud);
+/* Called if the client goes away before the response ended; after it
+ * returns the request is freed and must not be touched. */
+typedef void (*sk_http_abort_fn)(sk_http_req_t *req, void *ud);
+
+typedef struct sk_http_server_opts {
+  const char *host;            /* default "127.0.0.1" */
+  int port;                    /* 0 = ephemeral (see sk_http_server_port) */
+  sk_tls_ctx_t *tls;           /* NULL = plaintext; ALPN "h2,http/1.1" is set by the server */
+  int h2c;                     /* accept h2c prior knowledge on plaintext (default on: pass -1 to refuse) */
+  int reuseport;
+  size_t max_header_bytes;     /* request line + headers; default 16384 -> 431 */
+  size_t max_headers;          /* default 100 -> 431 */
+  size_t max_body_bytes;       /* default 1 MiB -> 413 */
+  uint64_t header_timeout_ms;  /* first byte to end of headers; default 10000 -> 408 */
+  uint64_t body_timeout_ms;    /* default 30000 -> 408 */
+  uint64_t idle_timeout_ms;    /* keep-alive idle; default 60000 -> close */
+  uint32_t h2_max_concurrent_streams; /* default 100 */
+  uint32_t h2_initial_window;  /* default 65535 */
+  const char *server_name;     /* "server" response header; default none */
+} sk_http_server_opts_t;
+
+int sk_http_server_new(uv_loop_t *loop, const sk_http_server_opts_t *o, sk_http_handler_fn fn,
+                       void *ud, sk_http_server_t **out);
+int sk_http_server_port(const sk_http_server_t *s);
+uv_loop_t *sk_http_server_loop(const sk_http_server_t *s);
+/* Graceful drain: stop accepting, send GOAWAY on h2, close idle h1
+ * connections and every other one once its in-flight responses are done.
+ * cb runs when no connection is left (or immediately if none). */
+void sk_http_server_drain(sk_http_server_t *s, void (*cb)(sk_http_server_t *s, void *ud), void *ud);
+size_t sk_http_server_conn_count(const sk_http_server_t *s);
+/* Closes everything now; memory goes once the loop has run the closes. */
+void sk_http_server_free(sk_http_server_t *s);
+
+/* Responses. hdrs may be NULL. A "content-length" header in hdrs makes
+ * sk_http_resp_start send a fixed-length body; otherwise HTTP/1.1 uses
+ * chunked encoding (HTTP/1.0: close-delimited). */
+int sk_http_respond(sk_http_req_t *req, int status, const sk_http_header_t *hdrs, size_t nhdrs,
+                    const void *body, size_t len);
+int sk_http_respond_text(sk_http_req_t *req, int status, const char *content_type, const char *text);
+int sk_http_resp_start(sk_http_req_t *req, int status, const sk_http_header_t *hdrs, size_t nhdrs);
+int sk_http_resp_write(sk_http_req_t *req, const void *data, size_t len);
+int sk_http_resp_end(sk_http_req_t *req);
+void sk_http_req_on_abort(sk_http_req_t *req, sk_http_abort_fn fn, void *ud);
+
+/* ---- client ---- */
+
+typedef struct sk_http_client sk_http_client_t;
+
+typedef struct sk_http_resp {
+  int status;
+  int version; /* 10, 11, 20 */
+  sk_http_headers_t headers;
+  const uint8_t *body;
+  size_t body_len;
+  sk_pool_t *pool; /* owns everything above; freed after the callback */
+} sk_http_resp_t;
+
+/* err < 0 and resp == NULL on failure (connect, TLS, timeout, protocol). */
+typedef void (*sk_http_client_cb)(int err, sk_http_resp_t *resp, void *ud);
+
+typedef struct sk_http_client_opts {
+  const char *host;
+  int port;
+  sk_tls_ctx_t *tls;          /* NULL = plaintext */
+  const char *sni;
+  int version;                /* 11 (default) or 20: h2 via ALPN with tls, else h2c prior knowledge */
+  size_t max_conns;           /* HTTP/1.1 pool size, default 8 */
+  size_t max_body_bytes;      /* default 16 MiB */
+  uint64_t connect_timeout_ms; /* default 5000 */
+  uint64_t request_timeout_ms; /* whole exchange, default 30000 */
+  uint64_t idle_timeout_ms;   /* pooled idle connection lifetime, default 30000 */
+} sk_http_client_opts_t;
+
+int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_client_t **out);
+/* Sends a request on a pooled or new connection. Headers, path and body are
+ * copied. Host/:authority is filled in from opts when absent. */
+int sk_http_client_request(sk_http_client_t *cl, const char *method, const char *path,
+                           const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
+                           size_t len, sk_http_client_cb cb, void *ud);
+/* Fails pending requests with SK_ECANCELED and closes every connection. */
+void sk_http_client_free(sk_http_client_t *cl);
+
+/* Convenience for CLIs and tests: runs a private loop until done.
+ * url: http://host:port/path or https://...; *resp must be freed with
+ * sk_http_resp_free. */
+int sk_http_fetch(const char *method, const char *url, sk_tls_ctx_t *tls, const void *body,
+                  size_t len, uint64_t timeout_ms, sk_http_resp_t **resp);
+void sk_http_resp_free(sk_http_resp_t *resp);
+
+#endif
