@@ -50,13 +50,10 @@ wait_until() { # SECONDS CMD...
   return 1
 }
 
-echo_field() { # FIELD of skiff-echo in skiff status --json
-  "$SKIFF" status --state-dir "$ST" --json 2>/dev/null | python3 -c "
-import json, sys
-d = [d for d in json.load(sys.stdin)['daemons'] if d['name'] == 'skiff-echo'][0]
-v = d['$1']
-print('null' if v is None else str(v).lower() if isinstance(v, bool) else v)
-"
+echo_field() { # FIELD of skiff-echo in skiff status --json (one key per line)
+  "$SKIFF" status --state-dir "$ST" --json 2>/dev/null | awk -v f="\"$1\":" '
+    $1 == "\"name\":" { v = $2; gsub(/[",]/, "", v); cur = v }
+    cur == "skiff-echo" && $1 == f { v = $2; gsub(/[",]/, "", v); print v; exit }'
 }
 echo_is() { [ "$(echo_field "$1")" = "$2" ]; }
 

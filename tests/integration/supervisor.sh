@@ -51,15 +51,10 @@ wait_until() { # SECONDS CMD...
   return 1
 }
 
-json_field() { # DAEMON FIELD: from skiff status --json
-  "$SKIFF" status --state-dir "$ST" --json | python3 -c "
-import json, sys
-s = json.load(sys.stdin)
-for d in s['daemons']:
-    if d['name'] == '$1':
-        v = d['$2']
-        print('null' if v is None else str(v).lower() if isinstance(v, bool) else v)
-"
+json_field() { # DAEMON FIELD: from skiff status --json (one key per line)
+  "$SKIFF" status --state-dir "$ST" --json | awk -v n="$1" -v f="\"$2\":" '
+    $1 == "\"name\":" { v = $2; gsub(/[",]/, "", v); cur = v }
+    cur == n && $1 == f { v = $2; gsub(/[",]/, "", v); print v; exit }'
 }
 
 field_is() { # DAEMON FIELD VALUE
@@ -187,4 +182,25 @@ grep -q "skiff-echo: draining" "$TMP/follow.log" || fail "logs -f missed the dra
 if pgrep -f -- "$TMP/" >/dev/null; then fail "processes left: $(pgrep -af -- "$TMP/")"; fi
 out=$("$SKIFF" status --state-dir "$ST" --json) && fail "status --json exit 0 after down"
 echo "$out" | grep -q '"running": false' || fail "status --json after down: $out"
+
+# --- a supervisor killed with SIGKILL leaves its daemons running; the next
+# `skiff up` on that state dir stops them before starting its own
+"$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" >"$TMP/up.log" 2>&1 &
+UP_PID=$!
+wait_until 30 field_is echo-b ready true || fail "second run: echo-b never ready"
+orphan=$(json_field echo-a pid)
+kill -KILL "$UP_PID"
+set +e; wait "$UP_PID"; set -e
+kill -0 "$orphan" || fail "echo-a should outlive a SIGKILLed supervisor"
+"$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" >"$TMP/up.log" 2>&1 &
+UP_PID=$!
+wait_until 30 field_is echo-b ready true || fail "third run: echo-b never ready"
+grep -q "stopping echo-a (pid $orphan) left running by an earlier supervisor" "$TMP/up.log" ||
+  fail "orphan not reported"
+kill -0 "$orphan" 2>/dev/null && fail "orphan $orphan still running"
+[ "$(json_field echo-a restarts)" = 0 ] || fail "echo-a needed restarts: its port was still taken"
+"$SKIFF" down --state-dir "$ST" >/dev/null || fail "final down"
+wait_until 15 sh -c "! kill -0 $UP_PID" || fail "supervisor alive after final down"
+UP_PID=
+if pgrep -f -- "$TMP/" >/dev/null; then fail "processes left: $(pgrep -af -- "$TMP/")"; fi
 echo "1 passed, 0 failed"

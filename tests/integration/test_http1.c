@@ -30,6 +30,13 @@ static void note_peer(const char *p) {
 
 static void on_abort(sk_http_req_t *req, void *ud) { g_aborts++; }
 
+static void later_closed(uv_handle_t *h) { free(h); }
+static void later_cb(uv_timer_t *t) {
+  sk_http_req_t *req = t->data;
+  sk_http_respond_text(req, 200, NULL, "later\n");
+  uv_close((uv_handle_t *)t, later_closed);
+}
+
 static void handler(sk_http_req_t *req, void *ud) {
   note_peer(req->peer_addr);
   if (!strcmp(req->path, "/hello")) {
@@ -45,6 +52,11 @@ static void handler(sk_http_req_t *req, void *ud) {
     sk_http_resp_write(req, "part2", 5);
     sk_http_resp_write(req, "part3", 5);
     sk_http_resp_end(req);
+  } else if (!strcmp(req->path, "/later")) { /* answers from a timer */
+    uv_timer_t *t = malloc(sizeof *t);
+    uv_timer_init(&g_loop, t);
+    t->data = req;
+    uv_timer_start(t, later_cb, 50, 0);
   } else if (!strcmp(req->path, "/never")) {
     sk_http_req_on_abort(req, on_abort, NULL);
   } else {
@@ -61,6 +73,7 @@ static int setup(void **state) {
       .max_body_bytes = 256 * 1024,
       .header_timeout_ms = 700,
       .body_timeout_ms = 700,
+      .idle_timeout_ms = 3000, /* ends mangled-but-valid keep-alive exchanges */
   };
   int rc = sk_http_server_new(&g_loop, &o, handler, NULL, &g_srv);
   if (rc < 0) return -1;
@@ -298,6 +311,13 @@ static void test_pipelining_and_http10(void **state) {
   assert_non_null(b);
   assert_non_null(c);
   assert_true(a < b && b < c);
+  /* an asynchronous answer holds back the pipelined request after it */
+  o = RAW(&j, "GET /later HTTP/1.1\r\nHost: a\r\n\r\nGET /hello?2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  a = strstr(o, "later\n");
+  b = strstr(o, "hello 2\n");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_true(a < b);
   /* HTTP/1.0: close-delimited streaming response */
   o = RAW(&j, "GET /chunked HTTP/1.0\r\n\r\n");
   assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
@@ -318,6 +338,49 @@ static void test_header_timeout(void **state) {
   /* body timeout too */
   o = RAW(&j, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
   assert_non_null(strstr(o, "HTTP/1.1 408 "));
+  expect_normal_curl();
+}
+
+/* Mangled requests on many connections at once: whatever each gets, the
+ * server survives and keeps answering normal requests. */
+static void test_garbage(void **state) {
+  static const char *const seeds[] = {
+      "GET /hello?g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+      "5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /hello HTTP/1.1\r\n"
+      "Host: a\r\nConnection: close\r\n\r\n",
+      "GET /later HTTP/1.0\r\n\r\n",
+  };
+  enum { N = 32 };
+  static raw_job_t jobs[N];
+  uint32_t rnd = 12345;
+  for (int i = 0; i < N; i++) {
+    raw_job_t *j = &jobs[i];
+    memset(j, 0, sizeof *j);
+    j->port = g_port;
+    const char *seed = seeds[i % 4];
+    j->reqlen = strlen(seed);
+    memcpy(j->req, seed, j->reqlen);
+    int flips = 1 + i % 4;
+    for (int k = 0; k < flips && i >= 4; k++) {
+      rnd = rnd * 1103515245u + 12345u;
+      size_t pos = (rnd >> 8) % j->reqlen;
+      rnd = rnd * 1103515245u + 12345u;
+      j->req[pos] = (char)(rnd >> 16);
+    }
+    uv_thread_create(&j->th, raw_main, j);
+  }
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(sk_test_run_until(&g_loop, &jobs[i].done, 30000), 0);
+    uv_thread_join(&jobs[i].th);
+  }
+  /* the unmangled ones got their answers */
+  assert_non_null(strstr(jobs[0].out, "hello g\n"));
+  assert_non_null(strstr(jobs[1].out, "helloabc"));
+  assert_non_null(strstr(jobs[2].out, "hello \n"));
+  assert_non_null(strstr(jobs[3].out, "later\n"));
+  for (int i = 4; i < N; i++) assert_true(jobs[i].outlen == 0 || !strncmp(jobs[i].out, "HTTP/1.1 ", 9));
   expect_normal_curl();
 }
 
@@ -477,6 +540,42 @@ static void test_drain(void **state) {
   sk_http_server_free(srv);
 }
 
+static sk_http_server_t *g_watch_srv;
+static int g_no_conns;
+static void watch_cb(uv_timer_t *t) {
+  if (sk_http_server_conn_count(g_watch_srv) == 0) {
+    g_no_conns = 1;
+    uv_timer_stop(t);
+  }
+}
+
+/* A keep-alive connection left idle is closed by the server, silently. */
+static void test_idle_timeout(void **state) {
+  sk_http_server_t *srv;
+  sk_http_server_opts_t so = {.port = 0, .idle_timeout_ms = 200};
+  assert_int_equal(sk_http_server_new(&g_loop, &so, handler, NULL, &srv), 0);
+  static raw_job_t j;
+  memset(&j, 0, sizeof j);
+  j.port = sk_http_server_port(srv);
+  const char *req = "GET /hello?idle HTTP/1.1\r\nHost: a\r\n\r\n";
+  memcpy(j.req, req, strlen(req));
+  j.reqlen = strlen(req);
+  uv_thread_create(&j.th, raw_main, &j); /* reads until the server closes */
+  assert_int_equal(sk_test_run_until(&g_loop, &j.done, 20000), 0);
+  uv_thread_join(&j.th);
+  assert_non_null(strstr(j.out, "hello idle\n"));
+  assert_null(strstr(j.out, "408")); /* nothing after the response */
+  g_watch_srv = srv;
+  g_no_conns = 0;
+  static uv_timer_t t;
+  uv_timer_init(&g_loop, &t);
+  uv_timer_start(&t, watch_cb, 10, 10);
+  assert_int_equal(sk_test_run_until(&g_loop, &g_no_conns, 10000), 0);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&g_loop, UV_RUN_NOWAIT);
+  sk_http_server_free(srv);
+}
+
 /* The client's HTTP/2 path (h2c prior knowledge) against the same server. */
 static void test_client_h2c(void **state) {
   sk_http_client_t *cl;
@@ -492,6 +591,59 @@ static void test_client_h2c(void **state) {
   sk_http_client_free(cl);
 }
 
+/* HTTP/1.1 over TLS: curl with ALPN http/1.1, and the client. */
+static void test_tls(void **state) {
+  char err[256];
+  sk_tls_ctx_t *stls, *ctls;
+  sk_tls_opts_t so = {.is_server = 1, .cert_file = sk_test_cert("server.pem"),
+                      .key_file = sk_test_cert("server.key")};
+  assert_int_equal(sk_tls_ctx_new(&so, &stls, err, sizeof err), 0);
+  sk_tls_opts_t co = {.is_server = 0, .ca_file = sk_test_cert("ca.pem"), .alpn = "http/1.1"};
+  assert_int_equal(sk_tls_ctx_new(&co, &ctls, err, sizeof err), 0);
+  sk_http_server_t *srv;
+  sk_http_server_opts_t o = {.port = 0, .tls = stls};
+  assert_int_equal(sk_http_server_new(&g_loop, &o, handler, NULL, &srv), 0);
+  int port = sk_http_server_port(srv);
+  sk_test_job_t job;
+  sk_test_job_start(&job,
+                    "curl -sv -m 10 --http1.1 --cacert %s https://localhost:%d/hello?t "
+                    "https://localhost:%d/chunked 2>&1",
+                    sk_test_cert("ca.pem"), port, port);
+  assert_int_equal(run_job(&job), 0);
+  assert_non_null(strstr(job.out, "hello t\n"));
+  assert_non_null(strstr(job.out, "part1part2part3"));
+  assert_non_null(strstr(job.out, "Re-using existing connection"));
+  assert_non_null(strstr(job.out, "< X-Mixed-Case: Yes"));
+  sk_http_client_t *cl;
+  sk_http_client_opts_t copt = {.host = "127.0.0.1", .port = port, .tls = ctls, .sni = "localhost"};
+  assert_int_equal(sk_http_client_new(&g_loop, &copt, &cl), 0);
+  cres_t r;
+  creq(cl, "POST", "/echo", "secret", &r);
+  assert_int_equal(r.err, 0);
+  assert_string_equal(r.body, "secret");
+  creq(cl, "GET", "/chunked", NULL, &r);
+  assert_string_equal(r.body, "part1part2part3");
+  sk_http_client_free(cl);
+  sk_http_server_free(srv);
+  sk_tls_ctx_unref(stls);
+  sk_tls_ctx_unref(ctls);
+}
+
+static void test_client_body_limit(void **state) {
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = g_port, .max_body_bytes = 10};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &cl), 0);
+  cres_t r;
+  creq(cl, "GET", "/hello?0123456789", NULL, &r); /* content-length over the limit */
+  assert_int_equal(r.err, SK_E2BIG);
+  creq(cl, "GET", "/chunked", NULL, &r); /* chunked over the limit */
+  assert_int_equal(r.err, SK_E2BIG);
+  creq(cl, "GET", "/hello?x", NULL, &r); /* within */
+  assert_int_equal(r.err, 0);
+  assert_string_equal(r.body, "hello x\n");
+  sk_http_client_free(cl);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_keepalive_and_case),
@@ -501,11 +653,15 @@ int main(void) {
       cmocka_unit_test(test_smuggling),
       cmocka_unit_test(test_pipelining_and_http10),
       cmocka_unit_test(test_header_timeout),
+      cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_client),
       cmocka_unit_test(test_client_refused),
       cmocka_unit_test(test_fetch),
       cmocka_unit_test(test_drain),
+      cmocka_unit_test(test_idle_timeout),
       cmocka_unit_test(test_client_h2c),
+      cmocka_unit_test(test_tls),
+      cmocka_unit_test(test_client_body_limit),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "skiff/err.h"
@@ -538,6 +539,56 @@ static void test_stream_limit(void **state) {
   sk_http_server_free(srv);
 }
 
+/* A raw client that starts a header block and never finishes it; prints
+ * the GOAWAY it gets and whether the server closed. */
+static const char stall_py[] =
+    "import socket, sys\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+    "def fr(t, f, sid, p=b''):\n"
+    "    return len(p).to_bytes(3, 'big') + bytes([t, f]) + sid.to_bytes(4, 'big') + p\n"
+    "s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n' + fr(4, 0, 0) + fr(1, 0, 1, bytes([0x82, 0x86])))\n"
+    "s.settimeout(20)\n"
+    "d = b''\n"
+    "while True:\n"
+    "    c = s.recv(4096)\n"
+    "    if not c: break\n"
+    "    d += c\n"
+    "i = 0\n"
+    "while i + 9 <= len(d):\n"
+    "    n = int.from_bytes(d[i:i+3], 'big')\n"
+    "    if d[i+3] == 7: print('GOAWAY', int.from_bytes(d[i+13:i+17], 'big'))\n"
+    "    i += 9 + n\n"
+    "print('closed')\n";
+
+static void test_timeouts(void **state) {
+  fx_t *f = *state;
+  sk_http_server_t *srv;
+  sk_http_server_opts_t o = {.port = 0, .header_timeout_ms = 300, .body_timeout_ms = 300};
+  assert_int_equal(sk_http_server_new(&f->loop, &o, handler, f, &srv), 0);
+  int port = sk_http_server_port(srv);
+  sk_test_job_t j;
+  char path[256], cmd[4096];
+  /* a body that stops arriving: 408, and the server resets the upload */
+  snprintf(cmd, sizeof cmd,
+           "(printf abc; sleep 3) | " CURL "--http2-prior-knowledge -T - -X POST "
+           "-w ' code=%%{http_code}' http://127.0.0.1:%d/echo",
+           port);
+  run_job(f, &j, cmd);
+  assert_non_null(strstr(j.out, "408 Request Timeout"));
+  assert_non_null(strstr(j.out, "code=408"));
+  /* a header block that never ends: GOAWAY and close */
+  snprintf(path, sizeof path, "%s/stall.py", f->dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs(stall_py, fp);
+  fclose(fp);
+  snprintf(cmd, sizeof cmd, "python3 %s %d", path, port);
+  assert_int_equal(run_job(f, &j, cmd), 0);
+  assert_non_null(strstr(j.out, "GOAWAY 1\nclosed\n")); /* PROTOCOL_ERROR */
+  assert_int_equal(f->nreq, 0);
+  sk_http_server_free(srv);
+}
+
 /* ---------------- Skiff's own client, version 20 ---------------- */
 
 typedef struct cres {
@@ -702,6 +753,92 @@ static void test_client_goaway(void **state) {
   sk_http_client_free(cl);
 }
 
+/* A raw HTTP/2 server: reads three requests, sends GOAWAY with
+ * last_stream_id=1, answers stream 1 and closes. */
+static const char goaway_srv_py[] =
+    "import socket, sys, time\n"
+    "l = socket.socket()\n"
+    "l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "l.bind(('127.0.0.1', int(sys.argv[1])))\n"
+    "l.listen(1)\n"
+    "open(sys.argv[2], 'w').close()\n"
+    "l.settimeout(20)\n"
+    "c, _ = l.accept()\n"
+    "c.settimeout(20)\n"
+    "def fr(t, f, sid, p=b''):\n"
+    "    return len(p).to_bytes(3, 'big') + bytes([t, f]) + sid.to_bytes(4, 'big') + p\n"
+    "c.sendall(fr(4, 0, 0))\n"
+    "d = b''\n"
+    "seen = set()\n"
+    "while len(seen) < 3:\n"
+    "    x = c.recv(4096)\n"
+    "    if not x: sys.exit(1)\n"
+    "    d += x\n"
+    "    i = 24 if d.startswith(b'PRI') else 0\n"
+    "    while i + 9 <= len(d):\n"
+    "        n = int.from_bytes(d[i:i+3], 'big')\n"
+    "        if i + 9 + n > len(d): break\n"
+    "        if d[i+3] == 1: seen.add(int.from_bytes(d[i+5:i+9], 'big'))\n"
+    "        i += 9 + n\n"
+    "c.sendall(fr(4, 1, 0) + fr(7, 0, 0, (1).to_bytes(4, 'big') + bytes(4)) +\n"
+    "          fr(1, 4, 1, bytes([0x88])) + fr(0, 1, 1, b'ok'))\n"
+    "time.sleep(0.5)\n"
+    "c.close()\n"
+    "print('served', sorted(seen))\n";
+
+static void test_client_goaway_unprocessed(void **state) {
+  fx_t *f = *state;
+  /* a free port for the raw server */
+  uv_tcp_t probe;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  uv_tcp_init(&f->loop, &probe);
+  assert_int_equal(uv_tcp_bind(&probe, (const struct sockaddr *)&a, 0), 0);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  uv_tcp_getsockname(&probe, (struct sockaddr *)&ss, &len);
+  int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  uv_close((uv_handle_t *)&probe, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+
+  char path[256], cmd[4096];
+  snprintf(path, sizeof path, "%s/goaway_srv.py", f->dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs(goaway_srv_py, fp);
+  fclose(fp);
+  sk_test_job_t j;
+  snprintf(cmd, sizeof cmd, "python3 %s %d %s.ready", path, port, path);
+  sk_test_job_start(&j, "%s", cmd);
+
+  sk_http_client_t *cl;
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = port, .version = 20,
+                             .connect_timeout_ms = 20000};
+  assert_int_equal(sk_http_client_new(&f->loop, &o, &cl), 0);
+  cres_t r[3];
+  memset(r, 0, sizeof r);
+  /* wait until the raw server listens */
+  char ready[300];
+  snprintf(ready, sizeof ready, "%s.ready", path);
+  for (int i = 0; i < 400 && access(ready, F_OK) != 0; i++) {
+    volatile int never = 0;
+    sk_test_run_until(&f->loop, &never, 50);
+  }
+  assert_int_equal(access(ready, F_OK), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(sk_http_client_request(cl, "GET", "/", NULL, 0, NULL, 0, client_cb, &r[i]), 0);
+  wait_clients(f, 3);
+  assert_int_equal(run_until(f, &j.done), 0);
+  sk_test_job_join(&j);
+  assert_non_null(strstr(j.out, "served [1, 3, 5]"));
+  assert_int_equal(r[0].err, 0);
+  assert_int_equal(r[0].status, 200);
+  assert_string_equal(r[0].text, "ok");
+  assert_int_equal(r[1].err, SK_EDRAIN); /* above last_stream_id: never processed */
+  assert_int_equal(r[2].err, SK_EDRAIN);
+  sk_http_client_free(cl);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_h2c_get, setup, teardown),
@@ -717,10 +854,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_h2load, setup, teardown),
       cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_timeouts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_h2c, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_tls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_goaway, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_client_goaway_unprocessed, setup, teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   free(big_body);

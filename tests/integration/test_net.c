@@ -101,7 +101,15 @@ static void cli_connected(sk_conn_t *c, int err, void *ud) {
   snprintf(k->peer, sizeof k->peer, "%s", sk_conn_peer_addr(c));
   sk_conn_cbs_t cbs = {.on_data = cli_on_data, .on_close = cli_on_close};
   sk_conn_set_cbs(c, &cbs, k);
-  if (k->send_len) assert_int_equal(sk_conn_write(c, k->send, k->send_len), 0);
+  if (k->send_len >= 3) { /* three uneven pieces, one write */
+    size_t a = k->send_len / 7 + 1, b = k->send_len / 2;
+    uv_buf_t v[4] = {uv_buf_init((char *)k->send, (unsigned)a), uv_buf_init(NULL, 0),
+                     uv_buf_init((char *)k->send + a, (unsigned)(b - a)),
+                     uv_buf_init((char *)k->send + b, (unsigned)(k->send_len - b))};
+    assert_int_equal(sk_conn_writev(c, v, 4), 0);
+  } else if (k->send_len) {
+    assert_int_equal(sk_conn_write(c, k->send, k->send_len), 0);
+  }
 }
 
 static void cli_run(uv_loop_t *loop, cli_t *k, const char *host, int port, sk_tls_ctx_t *tls,
@@ -234,6 +242,30 @@ static void test_connect_errors(void **state) {
   finish(&loop, l);
 }
 
+static void test_reuseport(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  srv_t s = {0};
+  sk_listener_t *a = NULL, *b = NULL, *c = NULL;
+  sk_listener_opts_t o = {.host = "127.0.0.1", .reuseport = 1};
+  assert_int_equal(sk_listener_new(&loop, &o, srv_accept, &s, &a), 0);
+  o.port = sk_listener_port(a);
+  assert_int_equal(sk_listener_new(&loop, &o, srv_accept, &s, &b), 0); /* shares the port */
+  assert_int_equal(sk_listener_port(b), o.port);
+  o.reuseport = 0;
+  assert_int_equal(sk_listener_new(&loop, &o, srv_accept, &s, &c), SK_EADDRINUSE);
+  assert_null(c);
+  cli_t k = {0};
+  k.send = (uint8_t *)"rp";
+  k.send_len = k.want = 2;
+  cli_run(&loop, &k, "127.0.0.1", o.port, NULL, NULL);
+  assert_int_equal(k.got.len, 2);
+  assert_int_equal(s.accepts, 1);
+  sk_buf_done(&k.got);
+  sk_listener_free(b);
+  finish(&loop, a);
+}
+
 static void test_tls_roundtrip(void **state) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -362,6 +394,16 @@ static void test_mtls_optional(void **state) {
   assert_int_equal(k2.got.len, 1);
   assert_string_equal(s.spiffe, "spiffe://skiff.test/region/local/workload/client");
   assert_int_equal(s.accepts, 2);
+  /* a certificate that is sent must verify */
+  sk_tls_ctx_t *rogue = tls_ctx(0, "rogue", "ca.pem", SK_TLS_VERIFY_REQUIRE, NULL);
+  cli_t k3 = {0};
+  k3.send = (uint8_t *)"c";
+  k3.send_len = k3.want = 1;
+  cli_run(&loop, &k3, "127.0.0.1", sk_listener_port(l), rogue, "localhost");
+  assert_int_equal(k3.got.len, 0);
+  assert_true(k3.conn_err < 0 || k3.close_err < 0);
+  assert_int_equal(s.accepts, 2);
+  sk_tls_ctx_unref(rogue);
   sk_buf_done(&k.got);
   sk_buf_done(&k2.got);
   sk_tls_ctx_unref(anon);
@@ -386,6 +428,46 @@ static void test_handshake_timeout(void **state) {
   assert_int_equal(k.got.len, 0);
   assert_int_equal(s.accepts, 0);
   sk_tls_ctx_unref(sctx);
+  finish(&loop, l);
+}
+
+static void mute_accept(sk_listener_t *l, sk_conn_t *c, void *ud) { ++*(int *)ud; }
+
+static void test_client_deadline(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  /* a plaintext server that never answers the ClientHello */
+  int accepts = 0;
+  sk_listener_t *l = NULL;
+  sk_listener_opts_t o = {.host = "127.0.0.1"};
+  assert_int_equal(sk_listener_new(&loop, &o, mute_accept, &accepts, &l), 0);
+  sk_tls_ctx_t *cctx = tls_ctx(0, NULL, "ca.pem", SK_TLS_VERIFY_REQUIRE, NULL);
+  cli_t k = {0};
+  sk_connect_opts_t co = {.host = "127.0.0.1", .port = sk_listener_port(l), .tls = cctx,
+                          .sni = "localhost", .timeout_ms = 200};
+  assert_int_equal(sk_conn_connect(&loop, &co, cli_connected, &k), 0);
+  assert_int_equal(sk_test_run_until(&loop, &k.done, WAIT_MS), 0);
+  assert_false(k.connected);
+  assert_int_equal(k.conn_err, SK_ETIMEDOUT);
+  assert_int_equal(accepts, 1);
+  sk_tls_ctx_unref(cctx);
+  finish(&loop, l);
+}
+
+static void test_dual_stack_peer(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  srv_t s = {0};
+  sk_listener_t *l = NULL;
+  sk_listener_opts_t o = {.host = "::"};
+  if (sk_listener_new(&loop, &o, srv_accept, &s, &l) < 0) skip();
+  cli_t k = {0};
+  k.send = (uint8_t *)"v4";
+  k.send_len = k.want = 2;
+  cli_run(&loop, &k, "127.0.0.1", sk_listener_port(l), NULL, NULL);
+  if (!k.connected) skip(); /* an IPv6-only socket here */
+  assert_int_equal(strncmp(s.peer, "127.0.0.1:", 10), 0);
+  sk_buf_done(&k.got);
   finish(&loop, l);
 }
 
@@ -495,9 +577,11 @@ static void test_s_client(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_roundtrip),  cmocka_unit_test(test_plain_large_ipv6),
-      cmocka_unit_test(test_connect_errors),   cmocka_unit_test(test_tls_roundtrip),
+      cmocka_unit_test(test_connect_errors),   cmocka_unit_test(test_reuseport),
+      cmocka_unit_test(test_tls_roundtrip),
       cmocka_unit_test(test_mtls_require),     cmocka_unit_test(test_mtls_optional),
-      cmocka_unit_test(test_handshake_timeout), cmocka_unit_test(test_s_client),
+      cmocka_unit_test(test_handshake_timeout),
+      cmocka_unit_test(test_client_deadline),  cmocka_unit_test(test_dual_stack_peer), cmocka_unit_test(test_s_client),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli_int.h"
+#include "policy.h"
 #include "skiff/err.h"
 #include "skiff/mem.h"
 
@@ -35,6 +36,7 @@ static const char usage_text[] =
     "  logs   DAEMON [-f] [-n LINES] [--state-dir DIR]\n"
     "                                           print (or follow) a daemon's log\n"
     "  check  [-f FILE]                         validate FILE without starting anything\n"
+    "  policy test POLICIES RESOURCES...        evaluate manifests against policies (docs/policy.md)\n"
     "  version                                  print the version\n"
     "  help   [COMMAND]                         this text\n"
     "\n"
@@ -218,6 +220,7 @@ static int cmd_up(int argc, char **argv) {
     cli_config_free(cfg);
     return 1;
   }
+  cli_state_reap_orphans(abs_sd, 10000, stdout);
   char self[PATH_MAX];
   self_dir(self, sizeof self);
   cli_up_opts_t uo = {.config_path = file, .state_dir = abs_sd, .self_exe = self[0] ? self : NULL,
@@ -505,6 +508,11 @@ int cli_main(int argc, char **argv) {
   if (!strcmp(verb, "status")) return cmd_status(n, rest);
   if (!strcmp(verb, "logs")) return cmd_logs(n, rest);
   if (!strcmp(verb, "check")) return cmd_check(n, rest);
+  if (!strcmp(verb, "policy")) { /* skiff-policy's engine (platform/policy) */
+    if (n >= 1 && !strcmp(rest[0], "test")) return pol_cli_test(n, rest);
+    return usage_error("policy", "unknown subcommand (try: skiff policy test POLICIES RESOURCES...)",
+                       n >= 1 ? rest[0] : NULL);
+  }
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("skiff %s\n", SKIFF_VERSION);
     return 0;

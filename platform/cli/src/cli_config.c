@@ -9,6 +9,7 @@
  *       env: [K=V]
  *       admin: 127.0.0.1:9911        # ready_url defaults to http://<admin>/readyz
  *       ready_url: http://127.0.0.1:9911/readyz
+ *       url: http://127.0.0.1:8081/  # printed once every daemon is ready
  *       depends_on: [other]
  *       restart: always              # always | on-failure | never
  *       start_timeout: 30s
@@ -289,8 +290,12 @@ int cli_config_parse(const char *path, const char *text, size_t len, cli_config_
 
   for (size_t i = 0; i < c->n; i++) {
     cli_daemon_spec_t *d = &c->d[i];
+    if (!d->name || !*d->name) {
+      sk_config_errors_add(&errs, path, d->pos.line, d->pos.col, "daemons[%zu]: empty name", i);
+      continue;
+    }
     for (size_t j = 0; j < i; j++)
-      if (!strcmp(c->d[j].name, d->name))
+      if (c->d[j].name && !strcmp(c->d[j].name, d->name))
         sk_config_errors_add(&errs, path, d->pos.line, d->pos.col,
                              "daemons: duplicate daemon name '%s' (first at line %d)", d->name,
                              c->d[j].pos.line);

@@ -109,6 +109,11 @@ int cli_state_lock(cli_state_t *st, const char *dir, pid_t *other);
 void cli_state_unlock(cli_state_t *st);
 /* The pid recorded in skiff.pid when that process is alive, else 0. */
 pid_t cli_state_live_pid(const char *dir);
+/* Stops daemons that status.json lists as running when no supervisor holds
+ * the directory (the previous one was killed): SIGTERM, then SIGKILL after
+ * timeout_ms. Only pids still running the recorded executable are touched.
+ * Returns how many were found. */
+int cli_state_reap_orphans(const char *dir, uint64_t timeout_ms, FILE *out);
 /* Writes data to path through path.tmp + fsync + rename. */
 int cli_write_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (up to max bytes) into a malloc'd NUL-terminated buffer. */

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -191,4 +192,60 @@ int cli_parse_duration_ms(const char *s, uint64_t *out) {
     return SK_EINVAL;
   *out = (uint64_t)(v * mult + 0.5);
   return 0;
+}
+
+/* Is pid alive and running exe (as recorded in status.json)? A rebuilt
+ * binary shows as "<exe> (deleted)". */
+static int runs_exe(pid_t pid, const char *exe) {
+  char link[64], target[PATH_MAX];
+  snprintf(link, sizeof link, "/proc/%ld/exe", (long)pid);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n <= 0) return 0;
+  target[n] = 0;
+  size_t el = strlen(exe);
+  return !strncmp(target, exe, el) && (target[el] == 0 || !strcmp(target + el, " (deleted)"));
+}
+
+int cli_state_reap_orphans(const char *dir, uint64_t timeout_ms, FILE *out) {
+  char path[PATH_MAX];
+  char *text = NULL;
+  int found = 0;
+  char prev[PATH_MAX];
+  if (cli_state_path(dir, "status.json", path, sizeof path) < 0) return 0;
+  if (cli_state_path(dir, "status.prev.json", prev, sizeof prev) < 0) return 0;
+  /* the old status must not pass for the new supervisor's */
+  if (rename(path, prev) < 0) return 0;
+  if (cli_read_file(prev, 4u << 20, &text, NULL) < 0) return 0;
+  json_t *root = json_loads(text, 0, NULL);
+  free(text);
+  if (!root) return 0;
+  pid_t pids[CLI_MAX_DAEMONS];
+  size_t i, n = 0;
+  json_t *d;
+  json_array_foreach(json_object_get(root, "daemons"), i, d) {
+    json_t *jp = json_object_get(d, "pid");
+    const char *exe = json_string_value(json_object_get(d, "exe"));
+    if (!json_is_integer(jp) || !exe || n >= CLI_MAX_DAEMONS) continue;
+    json_int_t v = json_integer_value(jp);
+    if (v <= 1 || v > INT_MAX || (pid_t)v == getpid()) continue;
+    if (!runs_exe((pid_t)v, exe)) continue;
+    if (out)
+      fprintf(out, "skiff: stopping %s (pid %ld) left running by an earlier supervisor\n",
+              json_string_value(json_object_get(d, "name")) ? json_string_value(json_object_get(d, "name")) : "?",
+              (long)v);
+    if (out) fflush(out);
+    kill((pid_t)v, SIGTERM);
+    pids[n++] = (pid_t)v;
+  }
+  json_decref(root);
+  found = (int)n;
+  for (uint64_t waited = 0; n > 0 && waited < timeout_ms; waited += 50) {
+    size_t alive = 0;
+    for (size_t k = 0; k < n; k++)
+      if (kill(pids[k], 0) == 0) pids[alive++] = pids[k];
+    n = alive;
+    if (n) usleep(50 * 1000);
+  }
+  for (size_t k = 0; k < n; k++) kill(pids[k], SIGKILL);
+  return found;
 }

@@ -89,6 +89,7 @@ struct sup {
   size_t order[CLI_MAX_DAEMONS];
   uv_signal_t sigint, sigterm, sighup;
   int stopping;
+  int finished;       /* every daemon stopped */
   int stop_pos;       /* index into order while stopping, counting down */
   int all_ready_announced;
   int exit_code;
@@ -170,7 +171,8 @@ static void write_status(sup_t *s) {
   json_object_set_new(root, "config", json_string(s->cfg->path));
   json_object_set_new(root, "started_at", json_integer((json_int_t)s->started_wall));
   json_object_set_new(root, "updated_at", json_integer((json_int_t)time(NULL)));
-  json_object_set_new(root, "state", json_string(s->stopping ? "stopping" : "running"));
+  json_object_set_new(root, "state",
+                      json_string(s->finished ? "stopped" : s->stopping ? "stopping" : "running"));
   json_t *arr = json_array();
   for (size_t k = 0; k < s->n; k++) {
     sdaemon_t *d = &s->d[s->order[k]];
@@ -289,8 +291,9 @@ static void probe_tick(uv_timer_t *t) {
   pr->gen = d->probe_gen;
   d->probe_inflight = 1;
   int rc = sk_http_client_request(d->client, "GET", d->path, NULL, 0, NULL, 0, probe_done, pr);
-  if (rc < 0 && d->probe_inflight && pr->gen == d->probe_gen) {
-    /* the callback did not run: the request never started */
+  if (rc < 0 && d->probe_inflight) {
+    /* the callback did not run (it clears probe_inflight): the request
+     * never started and pr is still ours */
     d->probe_inflight = 0;
     free(pr);
   }
@@ -504,7 +507,7 @@ static void daemon_spawn(sdaemon_t *d) {
   d->probe_gen++;
   sup_say(s, "started %s (pid %ld)%s", spec->name, d->pid, d->restarts ? " after a restart" : "");
   if (d->url[0])
-    uv_timer_start(&d->probe, probe_tick, PROBE_START_MS, PROBE_START_MS);
+    uv_timer_start(&d->probe, probe_tick, 50, PROBE_START_MS);
   else
     daemon_set_ready(d, 1);
   write_status(s);
@@ -557,6 +560,7 @@ static void daemon_kill(sdaemon_t *d, int sig) {
 }
 
 static void sup_finish(sup_t *s) {
+  s->finished = 1;
   write_status(s);
   sup_say(s, "all daemons stopped");
   uv_close((uv_handle_t *)&s->sigint, NULL);

@@ -2,6 +2,8 @@
  * every error as file:line:col. */
 #include "skiff/config.h"
 
+#include <jansson.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -301,6 +303,7 @@ static const char *type_name(sk_cfg_type_t t) {
   case SK_CFG_ADDR: return "host:port";
   case SK_CFG_SECTION: return "section";
   case SK_CFG_LIST: return "[section]";
+  case SK_CFG_JSON: return "any";
   default: return "?";
   }
 }
@@ -462,7 +465,7 @@ static int defaults_rec(const sk_config_schema_t *s, void *obj, const char *pref
       if (e->sub && defaults_rec(e->sub, f, p, errs) < 0) rc = SK_ECONFIG;
       continue;
     }
-    if (!e->def || e->type == SK_CFG_LIST) continue;
+    if (!e->def || e->type == SK_CFG_LIST || e->type == SK_CFG_JSON) continue;
     char msg[SK_CFG_MSG_MAX];
     if (convert_scalar(e, f, e->def, msg, sizeof msg) < 0) {
       if (errs)
@@ -490,6 +493,13 @@ static void free_rec(const sk_config_schema_t *s, void *obj) {
       break;
     }
     case SK_CFG_STRLIST: strlist_free(f); break;
+    case SK_CFG_JSON: {
+      sk_cfg_json_t *j = f;
+      json_decref(j->value);
+      json_decref(j->where);
+      j->value = j->where = NULL;
+      break;
+    }
     case SK_CFG_SECTION:
       if (e->sub) free_rec(e->sub, f);
       break;
@@ -641,10 +651,69 @@ static void join(char *out, size_t n, const char *prefix, const char *key) {
   snprintf(out, n, "%s%s%s", prefix, *prefix ? "." : "", key);
 }
 
+/* Records [line, col] of n and every node below it under its path. */
+static void json_where_rec(const sk__ynode_t *n, const char *path, json_t *where, int depth) {
+  json_t *pos = json_array();
+  json_array_append_new(pos, json_integer(n->line));
+  json_array_append_new(pos, json_integer(n->col));
+  json_object_set_new(where, path, pos);
+  if (depth > 64) return;
+  char p[SK_CFG_PATH_MAX];
+  if (n->kind == SK__Y_SEQ) {
+    size_t i = 0;
+    for (const sk__ynode_t *k = n->first; k; k = k->next, i++) {
+      snprintf(p, sizeof p, "%s[%zu]", path, i);
+      json_where_rec(k, p, where, depth + 1);
+    }
+  } else if (n->kind == SK__Y_MAP) {
+    for (const sk__ynode_t *k = n->first; k && k->next; k = k->next->next) {
+      if (k->kind != SK__Y_SCALAR) continue;
+      join(p, sizeof p, path, k->str);
+      json_where_rec(k->next, p, where, depth + 1);
+    }
+  }
+}
+
+int sk_cfg_json_where(const sk_cfg_json_t *j, const char *path, int *line, int *col) {
+  *line = *col = 0;
+  if (!j || !j->where || !path) return SK_ENOTFOUND;
+  char p[SK_CFG_PATH_MAX];
+  snprintf(p, sizeof p, "%s", path);
+  for (;;) {
+    json_t *pos = json_object_get(j->where, p);
+    if (pos) {
+      *line = (int)json_integer_value(json_array_get(pos, 0));
+      *col = (int)json_integer_value(json_array_get(pos, 1));
+      return 0;
+    }
+    char *cut = strrchr(p, '.');
+    char *br = strrchr(p, '[');
+    if (br && (!cut || br > cut)) cut = br;
+    if (!cut) return SK_ENOTFOUND;
+    *cut = 0;
+  }
+}
+
 static void set_value(ctx_t *c, const sk_config_entry_t *e, void *f, const sk__ynode_t *v, const char *path) {
   char msg[SK_CFG_MSG_MAX];
   if (sk__yaml_is_null(v)) return; /* "key:" with nothing keeps the default */
   switch (e->type) {
+  case SK_CFG_JSON: {
+    int line = 0, col = 0;
+    json_t *jv = sk__yaml_to_json(v, msg, sizeof msg, &line, &col);
+    if (!jv) {
+      c->nerr++;
+      sk_config_errors_add(c->errs, c->file, line, col, "%s: %s", path, msg);
+      return;
+    }
+    sk_cfg_json_t *j = f;
+    json_decref(j->value);
+    json_decref(j->where);
+    j->value = jv;
+    j->where = json_object();
+    json_where_rec(v, path, j->where, 0);
+    break;
+  }
   case SK_CFG_SECTION: {
     bind_t b = {e->sub, f};
     walk_map(c, &b, 1, v, path, NULL);

@@ -59,6 +59,7 @@ struct sk__h2_client {
   int closing;      /* connection close requested */
   int gone_called;
   int core_closed;  /* sk__h2_client_close was called */
+  int proto_error;  /* nghttp2 ended the session over the peer's protocol error */
   int dead;         /* transport gone: free when busy == 0 */
 };
 
@@ -269,6 +270,13 @@ static int h2c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *fram
   return 0;
 }
 
+static int h2c_on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  sk__h2_client_t *s = ud;
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+    s->proto_error = 1;
+  return 0;
+}
+
 static int h2c_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                                void *ud) {
   sk__h2_client_t *s = ud;
@@ -331,8 +339,9 @@ static void h2c_conn_close(sk_conn_t *c, int err) {
   h2c_enter(s);
   s->dead = 1;
   s->conn = NULL;
-  int e = err < 0 && err != SK_ECLOSED ? err : SK_ECONNRESET;
-  if (s->goaway) e = SK_EDRAIN;
+  /* streams above a GOAWAY's last id were already failed with SK_EDRAIN;
+   * the rest may have been processed */
+  int e = s->proto_error ? SK_EHTTP : err < 0 && err != SK_ECLOSED ? err : SK_ECONNRESET;
   h2c_fail_all(s, e);
   h2c_gone(s);
   h2c_leave(s);
@@ -361,6 +370,7 @@ sk__h2_client_t *sk__h2_client_new(sk_conn_t *c, sk_http_client_t *cl,
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2c_on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2c_on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2c_on_stream_close);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, h2c_on_frame_send);
   if (nghttp2_session_client_new(&s->session, cbs, s) != 0) abort();
   nghttp2_session_callbacks_del(cbs);
 

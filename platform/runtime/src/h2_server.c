@@ -51,6 +51,9 @@ struct sk__h2s_stream {
   size_t hdr_bytes, nhdrs;
   int reject;           /* status answered instead of dispatching (400, 413, 431) */
   int rst_sent;
+  int rst_after;        /* reset once the early answer is out, whatever was announced */
+  int headers_done;     /* the request's header block is complete */
+  uint64_t start_ms;    /* uv_now when HEADERS began */
   int64_t content_length; /* announced, or -1 */
   uint64_t recv_bytes;    /* request DATA received */
   uint64_t reject_at;     /* recv_bytes when the early answer was decided */
@@ -76,6 +79,7 @@ struct sk__h2s {
   uv_idle_t flush_idle;
   uv_timer_t idle_timer;   /* no stream open for idle_timeout_ms -> GOAWAY, close */
   uv_timer_t drain_timer;  /* shutdown notice sent -> final GOAWAY */
+  uv_timer_t req_timer;    /* ticks while some request is still arriving */
   int handles_open;
   int busy;                /* nesting depth of our own entry points */
   int in_recv, in_send;
@@ -138,6 +142,7 @@ static void h2s_teardown(sk__h2s_t *h) {
   uv_close((uv_handle_t *)&h->flush_idle, h2s_handle_closed);
   uv_close((uv_handle_t *)&h->idle_timer, h2s_handle_closed);
   uv_close((uv_handle_t *)&h->drain_timer, h2s_handle_closed);
+  uv_close((uv_handle_t *)&h->req_timer, h2s_handle_closed);
 }
 
 static void h2s_leave(sk__h2s_t *h) {
@@ -151,6 +156,7 @@ static void h2s_close(sk__h2s_t *h, int graceful) {
   uv_idle_stop(&h->flush_idle);
   uv_timer_stop(&h->idle_timer);
   uv_timer_stop(&h->drain_timer);
+  uv_timer_stop(&h->req_timer);
   if (graceful) sk_conn_close(h->hc->conn);
   else sk_conn_abort(h->hc->conn);
 }
@@ -402,6 +408,59 @@ static const struct sk__http_req_ops sk__h2s_req_ops = {
     .end = h2s_op_end,
 };
 
+/* ---------------- request timeouts ---------------- */
+
+/* A request whose header block is not complete after header_timeout_ms
+ * stalls the whole connection (nothing may interleave a header block):
+ * the connection goes. One whose body is not complete after
+ * body_timeout_ms is answered 408 and reset; so is a client that stops
+ * sending after an early answer. Requests the handler has are its own. */
+static void h2s_req_timer_cb(uv_timer_t *t) {
+  sk__h2s_t *h = t->data;
+  if (h->closing || h->gone || !h->session) return;
+  h2s_enter(h);
+  uint64_t now = uv_now(t->loop);
+  int pending = 0, kill = 0;
+  for (sk__h2s_stream_t *st = h->streams; st; st = st->next) {
+    if (st->remote_closed || st->dispatched || st->rst_sent) continue;
+    uint64_t age = now - st->start_ms;
+    if (!st->headers_done) {
+      if (age >= h->opts->header_timeout_ms) kill = 1;
+      pending = 1;
+    } else if (age >= h->opts->body_timeout_ms) {
+      if (!st->reject) {
+        st->rst_after = 1;
+        h2s_reject(st, 408);
+      } else {
+        st->rst_sent = 1;
+        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+      }
+    } else {
+      pending = 1;
+    }
+  }
+  if (kill) {
+    nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
+    h2s_flush(h);
+    h2s_close(h, 1);
+  } else {
+    if (!pending) uv_timer_stop(t);
+    h2s_flush(h);
+  }
+  h2s_leave(h);
+}
+
+static void h2s_req_timer_arm(sk__h2s_t *h) {
+  if (uv_is_active((uv_handle_t *)&h->req_timer)) return;
+  uint64_t tick = h->opts->header_timeout_ms < h->opts->body_timeout_ms
+                      ? h->opts->header_timeout_ms
+                      : h->opts->body_timeout_ms;
+  tick /= 4;
+  if (tick < 25) tick = 25;
+  if (tick > 1000) tick = 1000;
+  uv_timer_start(&h->req_timer, h2s_req_timer_cb, tick, tick);
+}
+
 /* ---------------- streams ---------------- */
 
 static sk__h2s_stream_t *h2s_stream_new(sk__h2s_t *h, int32_t id) {
@@ -411,6 +470,7 @@ static sk__h2s_stream_t *h2s_stream_new(sk__h2s_t *h, int32_t id) {
   sk_buf_init(&st->body);
   sk_buf_init(&st->out);
   st->content_length = -1;
+  st->start_ms = uv_now(sk_conn_loop(h->hc->conn));
   st->req = sk__http_req_new(h->hc, &sk__h2s_req_ops, st);
   st->req->version = 20;
   st->next = h->streams;
@@ -418,6 +478,7 @@ static sk__h2s_stream_t *h2s_stream_new(sk__h2s_t *h, int32_t id) {
   h->streams = st;
   h->nstreams++;
   uv_timer_stop(&h->idle_timer);
+  h2s_req_timer_arm(h);
   return st;
 }
 
@@ -532,6 +593,7 @@ static int h2s_on_frame_recv(nghttp2_session *session, const nghttp2_frame *fram
   case NGHTTP2_DATA:
     st = h2s_stream_get(h, frame->hd.stream_id);
     if (!st || !st->req) break;
+    if (frame->hd.type == NGHTTP2_HEADERS) st->headers_done = 1;
     if (frame->hd.type == NGHTTP2_HEADERS && st->reject < 0) {
       int status = -st->reject;
       st->reject = 0;
@@ -580,8 +642,9 @@ static int h2s_on_frame_send(nghttp2_session *session, const nghttp2_frame *fram
     /* Answered before the request was complete (413, 431): tell the client
      * to stop sending (RFC 9113 8.1), unless what it announced is little
      * enough to read and drop (some clients fail on a reset upload). */
-    if (st && !st->remote_closed && !st->rst_sent && st->content_length >= 0 &&
-        (uint64_t)st->content_length - st->reject_at > SK__H2S_DISCARD_MAX) {
+    if (st && !st->remote_closed && !st->rst_sent &&
+        (st->rst_after || (st->content_length >= 0 &&
+                           (uint64_t)st->content_length - st->reject_at > SK__H2S_DISCARD_MAX))) {
       st->rst_sent = 1;
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     }
@@ -697,7 +760,9 @@ void sk__h2_server_attach(sk__http_conn_t *hc) {
   uv_timer_init(loop, &h->idle_timer);
   uv_timer_init(loop, &h->drain_timer);
   h->flush_idle.data = h->idle_timer.data = h->drain_timer.data = h;
-  h->handles_open = 3;
+  uv_timer_init(loop, &h->req_timer);
+  h->req_timer.data = h;
+  h->handles_open = 4;
 
   hc->proto = &sk__h2s_proto;
   hc->proto_data = h;

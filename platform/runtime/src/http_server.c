@@ -18,8 +18,16 @@
 static const char sk__h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define SK__H2_PREFACE_LEN (sizeof sk__h2_preface - 1)
 
+/* The core's view of a connection: the shared part plus when it came. */
+typedef struct sk__srv_conn {
+  sk__http_conn_t hc;
+  uint64_t accepted_ms;
+} sk__srv_conn_t;
+
 struct sk_http_server {
   uv_loop_t *loop;
+  uv_timer_t sweep; /* closes connections that stay silent while sniffed */
+  int sweep_closed;
   sk_http_server_opts_t opts; /* defaults resolved; strings owned */
   sk_listener_t *listener;
   sk_http_handler_fn fn;
@@ -176,14 +184,21 @@ void sk__http_req_dispatch(sk_http_req_t *r) {
   if (!r) return;
   if (!r->method) r->method = "GET";
   if (!r->target) r->target = "/";
-  const char *q = strchr(r->target, '?');
-  if (q) {
-    r->path = sk_pool_strndup(r->pool, r->target, (size_t)(q - r->target));
-    r->query = q + 1;
-  } else {
-    r->path = r->target;
-    r->query = NULL;
+  const char *t = r->target;
+  /* absolute-form (RFC 9112 3.2.2): its authority wins over Host */
+  size_t skip = !strncasecmp(t, "http://", 7) ? 7 : !strncasecmp(t, "https://", 8) ? 8 : 0;
+  if (skip) {
+    const char *a = t + skip;
+    size_t alen = strcspn(a, "/?#");
+    if (alen) r->authority = sk_pool_strndup(r->pool, a, alen);
+    t = a + alen;
   }
+  const char *q = strchr(t, '?');
+  size_t plen = q ? (size_t)(q - t) : strlen(t);
+  r->query = q ? q + 1 : NULL;
+  if (plen == 0) r->path = "/"; /* "http://host" or "?x" */
+  else if (q || t != r->target) r->path = sk_pool_strndup(r->pool, t, plen);
+  else r->path = t;
   if (!r->authority) r->authority = sk_http_headers_get(&r->headers, "host");
   const char *tp = sk_http_headers_get(&r->headers, "traceparent");
   char tid[33];
@@ -321,11 +336,11 @@ static void sk__hc_on_close(sk_conn_t *c, int err) {
   else s->conns = hc->next;
   if (hc->next) hc->next->prev = hc->prev;
   sk_buf_done(&hc->sniff);
-  free(hc);
+  free((sk__srv_conn_t *)hc);
   s->nconns--;
   if (s->nconns > 0) return;
   if (s->freeing) {
-    sk__server_destroy(s);
+    if (s->sweep_closed) sk__server_destroy(s);
     return;
   }
   if (s->draining && s->drain_cb) {
@@ -343,9 +358,26 @@ static void sk__hc_on_drain(sk_conn_t *c) {
 static const sk_conn_cbs_t sk__hc_cbs = {
     .on_data = sk__hc_on_data, .on_close = sk__hc_on_close, .on_drain = sk__hc_on_drain};
 
+/* A plaintext connection must show its first bytes within the header
+ * timeout, like any request head. */
+static void sk__server_sweep(uv_timer_t *t) {
+  sk_http_server_t *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  int sniffing = 0;
+  for (sk__http_conn_t *hc = s->conns; hc; hc = hc->next) {
+    if (hc->proto) continue;
+    sk__srv_conn_t *sc = (sk__srv_conn_t *)hc;
+    if (now - sc->accepted_ms >= s->opts.header_timeout_ms) sk_conn_close(hc->conn);
+    else sniffing = 1;
+  }
+  if (!sniffing) uv_timer_stop(t);
+}
+
 static void sk__server_on_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
   sk_http_server_t *s = ud;
-  sk__http_conn_t *hc = sk_xcalloc(1, sizeof *hc);
+  sk__srv_conn_t *sc = sk_xcalloc(1, sizeof *sc);
+  sk__http_conn_t *hc = &sc->hc;
+  sc->accepted_ms = uv_now(s->loop);
   hc->conn = c;
   hc->srv = s;
   sk_buf_init(&hc->sniff);
@@ -363,8 +395,11 @@ static void sk__server_on_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
     sk__hc_attach(hc, alpn && !strcmp(alpn, "h2"));
   } else if (s->opts.h2c < 0) {
     sk__hc_attach(hc, 0);
+  } else if (!uv_is_active((uv_handle_t *)&s->sweep)) {
+    /* plaintext with h2c allowed: the first bytes decide */
+    uint64_t every = s->opts.header_timeout_ms < 1000 ? s->opts.header_timeout_ms : 1000;
+    uv_timer_start(&s->sweep, sk__server_sweep, every, every);
   }
-  /* else: plaintext with h2c allowed, the first bytes decide */
 }
 
 /* ---------------- server ---------------- */
@@ -407,6 +442,9 @@ int sk_http_server_new(uv_loop_t *loop, const sk_http_server_opts_t *o, sk_http_
     sk__server_destroy(s);
     return rc;
   }
+  uv_timer_init(loop, &s->sweep);
+  s->sweep.data = s;
+  uv_unref((uv_handle_t *)&s->sweep);
   *out = s;
   return 0;
 }
@@ -445,6 +483,12 @@ void sk_http_server_drain(sk_http_server_t *s, void (*cb)(sk_http_server_t *s, v
   }
 }
 
+static void sk__server_sweep_closed(uv_handle_t *h) {
+  sk_http_server_t *s = h->data;
+  s->sweep_closed = 1;
+  if (s->nconns == 0) sk__server_destroy(s);
+}
+
 void sk_http_server_free(sk_http_server_t *s) {
   if (!s || s->freeing) return;
   s->freeing = 1;
@@ -452,5 +496,5 @@ void sk_http_server_free(sk_http_server_t *s) {
   sk_listener_free(s->listener);
   s->listener = NULL;
   for (sk__http_conn_t *hc = s->conns; hc; hc = hc->next) sk_conn_abort(hc->conn);
-  if (s->nconns == 0) sk__server_destroy(s);
+  uv_close((uv_handle_t *)&s->sweep, sk__server_sweep_closed);
 }

@@ -188,6 +188,12 @@ static void sk__conn_fill_peer(sk_conn_t *c) {
     snprintf(c->peer, sizeof c->peer, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
   } else if (ss.ss_family == AF_INET6) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) { /* IPv4 on a dual-stack socket */
+      const uint8_t *b = a->sin6_addr.s6_addr + 12;
+      snprintf(c->peer, sizeof c->peer, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3],
+               (unsigned)ntohs(a->sin6_port));
+      return;
+    }
     uv_ip6_name(a, ip, sizeof ip);
     snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
   }
@@ -213,6 +219,21 @@ static void sk__conn_on_write(uv_write_t *req, int status) {
 static int sk__conn_queue(sk_conn_t *c, struct sk__wreq *w) {
   uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
   w->c = c;
+  if (c->queued == 0 && !c->shut_pending) {
+    /* nothing queued: let the kernel take what it can right now */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)w->len) {
+      free(w);
+      return 0;
+    }
+    if (n > 0) { /* queue the rest */
+      w->len -= (size_t)n;
+      b = uv_buf_init(w->data + n, (unsigned)w->len);
+    } else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+      free(w);
+      return sk_err_from_uv(n);
+    }
+  }
   int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, sk__conn_on_write);
   if (r < 0) {
     free(w);
@@ -240,32 +261,86 @@ static int sk__conn_tls_flush(sk_conn_t *c) {
   return 0;
 }
 
-int sk_conn_write(sk_conn_t *c, const void *data, size_t len) {
-  if (!c || c->state != SK__C_OPEN) return SK_ECLOSED;
-  if (len == 0) return 0;
-  int r;
-  if (c->ssl) {
-    const char *p = data;
-    while (len > 0) {
-      int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
-      int n = SSL_write(c->ssl, p, chunk);
-      if (n <= 0) {
-        ERR_clear_error();
-        sk__conn_fail(c, SK_ETLS);
-        return SK_ETLS;
-      }
-      p += n;
-      len -= (size_t)n;
+/* Encrypts into the output BIO, moving it to the socket whenever it holds
+ * a read buffer's worth, so the BIO never grows large. */
+static int sk__conn_tls_write(sk_conn_t *c, const char *p, size_t len) {
+  while (len > 0) {
+    int chunk = len > SK_NET_TLS_CHUNK ? SK_NET_TLS_CHUNK : (int)len;
+    ERR_clear_error(); /* SSL_get_error() looks at this thread's queue */
+    int n = SSL_write(c->ssl, p, chunk);
+    if (n <= 0) {
+      ERR_clear_error();
+      return SK_ETLS;
     }
-    r = sk__conn_tls_flush(c);
+    p += n;
+    len -= (size_t)n;
+    if (BIO_ctrl_pending(c->net_out) >= SK_NET_READ_BUF) {
+      int r = sk__conn_tls_flush(c);
+      if (r < 0) return r;
+    }
+  }
+  return 0;
+}
+
+static int sk__conn_plain_write(sk_conn_t *c, const uv_buf_t *bufs, size_t n, size_t total) {
+  struct sk__wreq *w = sk_xmalloc(sizeof *w + total);
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (bufs[i].len) memcpy(w->data + off, bufs[i].base, bufs[i].len);
+    off += bufs[i].len;
+  }
+  w->len = total;
+  return sk__conn_queue(c, w);
+}
+
+int sk_conn_writev(sk_conn_t *c, const uv_buf_t *bufs, size_t n) {
+  if (!c || c->state != SK__C_OPEN) return SK_ECLOSED;
+  if (n && !bufs) return SK_EINVAL;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (bufs[i].len > (1u << 30) || total > (1u << 30)) { /* uv_buf_t lengths are 32-bit */
+      total = SIZE_MAX;
+      break;
+    }
+    total += bufs[i].len;
+  }
+  if (total == 0) return 0;
+  int r = 0;
+  if (c->ssl) {
+    for (size_t i = 0; i < n && r >= 0; i++) r = sk__conn_tls_write(c, bufs[i].base, bufs[i].len);
+    if (r >= 0) r = sk__conn_tls_flush(c);
+  } else if (total <= (1u << 30)) {
+    r = sk__conn_plain_write(c, bufs, n, total);
   } else {
-    struct sk__wreq *w = sk_xmalloc(sizeof *w + len);
-    memcpy(w->data, data, len);
-    w->len = len;
-    r = sk__conn_queue(c, w);
+    for (size_t i = 0; i < n && r >= 0; i++) {
+      const char *p = bufs[i].base;
+      size_t left = bufs[i].len;
+      while (left > 0 && r >= 0) {
+        uv_buf_t piece = uv_buf_init((char *)p, (unsigned)(left > (1u << 30) ? (1u << 30) : left));
+        r = sk__conn_plain_write(c, &piece, 1, piece.len);
+        p += piece.len;
+        left -= piece.len;
+      }
+    }
   }
   if (r < 0) sk__conn_fail(c, r);
   return r;
+}
+
+int sk_conn_write(sk_conn_t *c, const void *data, size_t len) {
+  if (len > (1u << 30)) { /* split below the 32-bit uv_buf_t limit */
+    const char *p = data;
+    int r = 0;
+    while (len > 0 && r >= 0) {
+      size_t chunk = len > (1u << 30) ? (1u << 30) : len;
+      r = sk_conn_write(c, p, chunk);
+      p += chunk;
+      len -= chunk;
+    }
+    return r;
+  }
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  return sk_conn_writev(c, &b, 1);
 }
 
 size_t sk_conn_write_queued(const sk_conn_t *c) { return c ? c->queued : 0; }
@@ -370,6 +445,7 @@ static void sk__conn_tls_handshake_done(sk_conn_t *c) {
 static void sk__conn_tls_read(sk_conn_t *c) {
   static _Thread_local uint8_t plain[SK_NET_TLS_CHUNK];
   while (c->state == SK__C_OPEN && !c->user_paused) {
+    ERR_clear_error();
     int r = SSL_read(c->ssl, plain, sizeof plain);
     if (r > 0) {
       sk__conn_deliver(c, plain, (size_t)r);
@@ -394,6 +470,7 @@ static void sk__conn_tls_read(sk_conn_t *c) {
 
 static void sk__conn_tls_pump(sk_conn_t *c) {
   if (c->state == SK__C_HANDSHAKE) {
+    ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     int fr = sk__conn_tls_flush(c);
     if (fr < 0) {
@@ -675,7 +752,7 @@ int sk_listener_port(const sk_listener_t *l) { return l ? l->port : SK_EINVAL; }
 void sk_listener_stop(sk_listener_t *l) {
   if (!l || l->stopping) return;
   l->stopping = 1;
-  uv_close((uv_handle_t *)&l->tcp, sk__listener_closed);
+  if (!uv_is_closing((uv_handle_t *)&l->tcp)) uv_close((uv_handle_t *)&l->tcp, sk__listener_closed);
 }
 
 void sk_listener_free(sk_listener_t *l) {

@@ -298,6 +298,11 @@ static json_t *to_json(const sk__ynode_t *n, jctx_t *c) {
   return o;
 }
 
+json_t *sk__yaml_to_json(const sk__ynode_t *n, char *err, size_t errlen, int *line, int *col) {
+  jctx_t c = {err, errlen, line, col};
+  return to_json(n, &c);
+}
+
 static int load(const char *text, size_t len, const sk_yaml_opts_t *o, int one, json_t **out, char *err,
                 size_t errlen) {
   sk__ylimits_t lim = {0};

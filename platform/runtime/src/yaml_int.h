@@ -42,5 +42,9 @@ void sk__yaml_stream_done(sk__ystream_t *s);
 /* Plain scalars that mean null: "", "~", "null", "Null", "NULL". */
 int sk__yaml_is_null(const sk__ynode_t *n);
 const char *sk__yaml_kind_name(const sk__ynode_t *n);
+/* The node as a jansson value (core schema typing for plain scalars), or
+ * NULL with the message and position of the offending node. */
+struct json_t;
+struct json_t *sk__yaml_to_json(const sk__ynode_t *n, char *err, size_t errlen, int *line, int *col);
 
 #endif

@@ -31,6 +31,9 @@
  *   SECTION  the sub-struct    nested mapping described by `sub`
  *   LIST     sk_cfg_list_t    sequence of mappings, each a `sub` struct; max elements
  *                             = max if > 0, else SK_CFG_LIST_MAX
+ *   JSON     sk_cfg_json_t    any value (scalar, mapping, sequence) kept as a jansson
+ *                             value for a module that validates it itself, with the
+ *                             line:col of every node (no ${ENV} substitution inside)
  *
  * Scalars may contain ${NAME} or ${NAME:-default}; "$${" writes a literal
  * "${". An unset variable without a default is an error at the scalar.
@@ -58,7 +61,8 @@ typedef enum sk_cfg_type {
   SK_CFG_STRLIST,
   SK_CFG_ADDR,
   SK_CFG_SECTION,
-  SK_CFG_LIST
+  SK_CFG_LIST,
+  SK_CFG_JSON
 } sk_cfg_type_t;
 
 #define SK_CFG_HOST_MAX 256
@@ -78,6 +82,18 @@ typedef struct sk_cfg_list {
   void *v; /* n elements of the sub-schema's size */
   size_t n;
 } sk_cfg_list_t;
+/* A JSON field: value is NULL when the key is absent. where maps the path
+ * of every node below the key ("routes[0].match.path", the same syntax as
+ * error messages) to [line, col]. Both are freed by sk_config_free. */
+struct json_t;
+typedef struct sk_cfg_json {
+  struct json_t *value;
+  struct json_t *where;
+} sk_cfg_json_t;
+/* Position of the node at path (or of its nearest recorded ancestor);
+ * 0 when found, SK_ENOTFOUND otherwise (line = col = 0). */
+int sk_cfg_json_where(const sk_cfg_json_t *j, const char *path, int *line, int *col);
+
 /* Element i of a LIST field, as a typed pointer. */
 #define SK_CFG_LIST_AT(list, type, i) (&((type *)(list).v)[(i)])
 
@@ -129,6 +145,7 @@ struct sk_config_schema {
 #define SK_CFG_ADDR_E(k, d, st, f, h) {SK_CFG_E_(k, SK_CFG_ADDR, d, st, f, h)}
 #define SK_CFG_SECTION_E(k, sb, st, f, h) {SK_CFG_E_(k, SK_CFG_SECTION, NULL, st, f, h), .sub = (sb)}
 #define SK_CFG_LIST_E(k, mx, sb, st, f, h) {SK_CFG_E_(k, SK_CFG_LIST, NULL, st, f, h), .max = (mx), .sub = (sb)}
+#define SK_CFG_JSON_E(k, st, f, h) {SK_CFG_E_(k, SK_CFG_JSON, NULL, st, f, h)}
 #define SK_CFG_END_E {.key = NULL}
 
 /* One collected problem. */

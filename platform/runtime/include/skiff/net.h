@@ -76,6 +76,9 @@ uv_loop_t *sk_conn_loop(const sk_conn_t *c);
 
 /* Copies and queues; returns SK_ECLOSED once closing. */
 int sk_conn_write(sk_conn_t *c, const void *data, size_t len);
+/* The same for several pieces, sent as one write (one TLS flush): a
+ * response head and its body in one segment. */
+int sk_conn_writev(sk_conn_t *c, const uv_buf_t *bufs, size_t n);
 size_t sk_conn_write_queued(const sk_conn_t *c);
 void sk_conn_read_stop(sk_conn_t *c);
 void sk_conn_read_start(sk_conn_t *c);

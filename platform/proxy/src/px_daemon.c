@@ -1,0 +1,197 @@
+/* px_daemon.c - skiff-proxy's config schema and daemon lifecycle hooks:
+ * init, SIGHUP reload (build, then swap or keep the old), SIGTERM drain,
+ * admin routes /config_dump and /clusters. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "px_int.h"
+#include "skiff/err.h"
+
+#ifndef SKIFF_VERSION
+#define SKIFF_VERSION "0.0.0"
+#endif
+
+int px_config_from_daemon(const px_daemon_cfg_t *dc, const char *file, uint64_t version, sk_config_errors_t *errs,
+                          px_config_t **out) {
+  json_t *doc = json_object();
+  json_t *where = json_object();
+  const sk_cfg_json_t *parts[4] = {&dc->listeners, &dc->routes, &dc->clusters, &dc->access_log};
+  static const char *const names[4] = {"listeners", "routes", "clusters", "access_log"};
+  for (int i = 0; i < 4; i++) {
+    if (parts[i]->value) json_object_set(doc, names[i], parts[i]->value);
+    if (parts[i]->where) json_object_update(where, parts[i]->where);
+  }
+  int rc = px_config_build(doc, where, file, version, errs, out);
+  json_decref(doc);
+  json_decref(where);
+  return rc;
+}
+
+/* Section check: the whole model is built once to validate (also --check). */
+static int check_model(const void *section, char *msg, size_t msglen) {
+  sk_config_errors_t errs;
+  sk_config_errors_init(&errs);
+  px_config_t *c = NULL;
+  int rc = px_config_from_daemon(section, "", 0, &errs, &c);
+  px_config_unref(c);
+  if (rc < 0) {
+    size_t off = 0;
+    msg[0] = 0;
+    for (size_t i = 0; i < errs.n && off + 1 < msglen; i++) {
+      const sk_config_error_t *e = &errs.v[i];
+      int n = e->line ? snprintf(msg + off, msglen - off, "%s%d:%d: %s", i ? "; " : "", e->line, e->col, e->msg)
+                      : snprintf(msg + off, msglen - off, "%s%s", i ? "; " : "", e->msg);
+      if (n < 0) break;
+      off += (size_t)n;
+    }
+    if (off >= msglen && msglen > 4) memcpy(msg + msglen - 4, "...", 4);
+  }
+  sk_config_errors_done(&errs);
+  return rc < 0 ? SK_ECONFIG : 0;
+}
+
+static const sk_config_entry_t px_entries[] = {
+    SK_CFG_INT_E("workers", "1", 1, PX_MAX_WORKERS, px_daemon_cfg_t, workers,
+                 "worker threads, each with its own loop and SO_REUSEPORT listeners (restart to change)"),
+    SK_CFG_JSON_E("listeners", px_daemon_cfg_t, listeners, "listeners (see docs/proxy.md)"),
+    SK_CFG_JSON_E("routes", px_daemon_cfg_t, routes, "routes, first match wins (see docs/proxy.md)"),
+    SK_CFG_JSON_E("clusters", px_daemon_cfg_t, clusters, "upstream clusters (see docs/proxy.md)"),
+    SK_CFG_JSON_E("access_log", px_daemon_cfg_t, access_log, "{path: \"-\"|file|\"\", fields: [...]}"),
+    SK_CFG_END_E};
+
+const sk_config_schema_t px_daemon_schema = {
+    .name = "proxy", .size = sizeof(px_daemon_cfg_t), .entries = px_entries, .check = check_model};
+
+typedef struct px_daemon_state {
+  px_proxy_t *p;
+  uint64_t version;
+  int workers;
+} px_daemon_state_t;
+
+static void send_json(sk_http_req_t *req, json_t *o) {
+  char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  json_decref(o);
+  sk_http_header_t h = {"content-type", "application/json"};
+  sk_http_respond(req, 200, &h, 1, s ? s : "{}", s ? strlen(s) : 2);
+  free(s);
+}
+
+static void admin_config_dump(sk_http_req_t *req, void *ud) {
+  px_daemon_state_t *st = ud;
+  px_config_t *c = px_proxy_config(st->p);
+  send_json(req, px_config_dump(c));
+  px_config_unref(c);
+}
+
+static void admin_clusters(sk_http_req_t *req, void *ud) {
+  px_daemon_state_t *st = ud;
+  send_json(req, px_proxy_clusters_json(st->p));
+}
+
+static void log_errors(sk_daemon_t *d, sk_config_errors_t *errs, const char *what) {
+  for (size_t i = 0; i < errs->n; i++) {
+    char buf[1200];
+    sk_config_errors_format(errs, i, buf, sizeof buf);
+    sk_log_kv(sk_daemon_log(d), SK_LOG_ERROR, what, "error", buf, NULL);
+  }
+}
+
+static int px_init(sk_daemon_t *d, void *cfgp) {
+  px_daemon_cfg_t *dc = cfgp;
+  sk_config_errors_t errs;
+  sk_config_errors_init(&errs);
+  px_config_t *c = NULL;
+  const char *file = sk_daemon_config_path(d);
+  int rc = px_config_from_daemon(dc, file ? file : "<defaults>", 1, &errs, &c);
+  if (rc < 0) {
+    log_errors(d, &errs, "invalid proxy config");
+    sk_config_errors_done(&errs);
+    return rc;
+  }
+  sk_config_errors_done(&errs);
+  px_daemon_state_t *st = sk_xcalloc(1, sizeof *st);
+  st->version = 1;
+  st->workers = dc->workers;
+  px_opts_t o = {.workers = dc->workers, .metrics = sk_daemon_metrics(d), .log = sk_daemon_log(d)};
+  rc = px_proxy_new(sk_daemon_loop(d), c, &o, &st->p);
+  if (rc < 0) {
+    sk_log_kv(sk_daemon_log(d), SK_LOG_ERROR, "cannot start listeners", "error", sk_strerror(rc), NULL);
+    px_config_unref(c);
+    free(st);
+    return rc;
+  }
+  sk_daemon_set_data(d, st);
+  sk_admin_t *a = sk_daemon_admin(d);
+  if (a) {
+    sk_admin_add_route(a, "GET", "/config_dump", admin_config_dump, st);
+    sk_admin_add_route(a, "GET", "/clusters", admin_clusters, st);
+  }
+  for (size_t i = 0; i < c->nlisteners; i++) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", px_proxy_listener_port(st->p, c->listeners[i].name));
+    sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "listening", "listener", c->listeners[i].name, "host",
+              c->listeners[i].addr.host, "port", port, "protocol",
+              c->listeners[i].proto == PX_PROTO_TCP ? "tcp" : "http", NULL);
+  }
+  sk_daemon_set_ready(d, 1);
+  return 0;
+}
+
+static int px_reload(sk_daemon_t *d, void *new_cfgp) {
+  px_daemon_state_t *st = sk_daemon_get_data(d);
+  px_daemon_cfg_t *dc = new_cfgp;
+  if (!st) return SK_EINVAL;
+  sk_config_errors_t errs;
+  sk_config_errors_init(&errs);
+  px_config_t *c = NULL;
+  const char *file = sk_daemon_config_path(d);
+  int rc = px_config_from_daemon(dc, file ? file : "<defaults>", st->version + 1, &errs, &c);
+  if (rc < 0) {
+    log_errors(d, &errs, "proxy config refused; keeping the running one");
+    sk_config_errors_done(&errs);
+    sk_counter_inc(st->p->c_reload_errors);
+    return rc;
+  }
+  sk_config_errors_done(&errs);
+  if (dc->workers != st->workers)
+    sk_log_warn(sk_daemon_log(d), "workers changed from %d to %d: takes effect after a restart", st->workers,
+                dc->workers);
+  st->version++;
+  px_proxy_set_config(st->p, c);
+  sk_counter_inc(st->p->c_reloads);
+  char v[24];
+  snprintf(v, sizeof v, "%llu", (unsigned long long)st->version);
+  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "proxy config applied", "version", v, NULL);
+  return 0;
+}
+
+static void drained_cb(void *ud) { sk_daemon_drained(ud); }
+
+static void px_drain(sk_daemon_t *d) {
+  px_daemon_state_t *st = sk_daemon_get_data(d);
+  if (!st) {
+    sk_daemon_drained(d);
+    return;
+  }
+  px_proxy_drain(st->p, drained_cb, d);
+}
+
+static void px_fini(sk_daemon_t *d) {
+  px_daemon_state_t *st = sk_daemon_get_data(d);
+  if (!st) return;
+  px_proxy_free(st->p);
+  free(st);
+  sk_daemon_set_data(d, NULL);
+}
+
+const sk_daemon_desc_t px_daemon_desc = {
+    .name = "skiff-proxy",
+    .version = SKIFF_VERSION,
+    .summary = "the data plane: L7/L4 proxy with routing, resilience and observability",
+    .schema = &px_daemon_schema,
+    .init = px_init,
+    .reload = px_reload,
+    .drain = px_drain,
+    .fini = px_fini,
+};

@@ -1,0 +1,565 @@
+/* px_worker.c - the proxy object, worker threads, per-worker config
+ * generations, listener reconciliation on reload, drain. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "px_int.h"
+#include "skiff/err.h"
+
+/* ---- endpoint stats (shared) ---- */
+
+typedef struct stats_node {
+  px_ep_stats_t s;
+  struct stats_node *next;
+} stats_node_t;
+
+px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char *addr) {
+  uv_mutex_lock(&p->mu);
+  stats_node_t *n = (stats_node_t *)p->stats;
+  for (; n; n = n->next)
+    if (!strcmp(n->s.cluster, cluster) && !strcmp(n->s.addr, addr)) break;
+  if (!n) {
+    n = sk_xcalloc(1, sizeof *n);
+    snprintf(n->s.cluster, sizeof n->s.cluster, "%s", cluster);
+    snprintf(n->s.addr, sizeof n->s.addr, "%s", addr);
+    n->next = (stats_node_t *)p->stats;
+    p->stats = &n->s; /* s is the first member */
+  }
+  uv_mutex_unlock(&p->mu);
+  return &n->s;
+}
+
+/* ---- generations ---- */
+
+static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i) {
+  char key[1200];
+  const px_endpoint_t *e = &c->endpoints[i];
+  snprintf(key, sizeof key, "%s|%s|%d|%s|%llu|%llu|%llu|%u", c->name, e->addr, c->h2, c->tls_sig,
+           (unsigned long long)c->connect_timeout_ms, (unsigned long long)c->idle_timeout_ms,
+           (unsigned long long)c->request_timeout_ms, c->max_conns);
+  for (px_ep_t *ep = w->eps; ep; ep = ep->next)
+    if (!strcmp(ep->key, key)) {
+      ep->refs++;
+      return ep;
+    }
+  px_ep_t *ep = sk_xcalloc(1, sizeof *ep);
+  ep->w = w;
+  ep->key = sk_xstrdup(key);
+  ep->refs = 1;
+  ep->stats = px_proxy_ep_stats(w->p, c->name, e->addr);
+  sk_http_client_opts_t o = {.host = e->host,
+                             .port = e->port,
+                             .tls = c->tls,
+                             .sni = c->sni,
+                             .version = c->h2 ? 20 : 11,
+                             .max_conns = c->max_conns,
+                             .max_body_bytes = 64u << 20,
+                             .connect_timeout_ms = c->connect_timeout_ms,
+                             .request_timeout_ms = c->request_timeout_ms,
+                             .idle_timeout_ms = c->idle_timeout_ms};
+  if (sk_http_client_new(&w->loop, &o, &ep->client) < 0) ep->client = NULL;
+  ep->next = w->eps;
+  w->eps = ep;
+  return ep;
+}
+
+static void ep_unref(px_ep_t *ep) {
+  if (!ep || --ep->refs > 0) return;
+  px_worker_t *w = ep->w;
+  for (px_ep_t **pp = &w->eps; *pp; pp = &(*pp)->next)
+    if (*pp == ep) {
+      *pp = ep->next;
+      break;
+    }
+  if (ep->ejected) atomic_fetch_sub(&ep->stats->ejected, 1);
+  if (ep->unhealthy) atomic_fetch_sub(&ep->stats->unhealthy, 1);
+  sk_http_client_free(ep->client);
+  free(ep->key);
+  free(ep);
+}
+
+typedef struct hc_ud {
+  px_wcluster_t *wc;
+} hc_ud_t;
+
+static void hc_change(void *ud, size_t i, int healthy) {
+  px_wcluster_t *wc = ud;
+  if (i >= wc->n) return;
+  px_ep_t *ep = wc->eps[i];
+  int un = !healthy;
+  if (un == ep->unhealthy) return;
+  ep->unhealthy = un;
+  if (un) atomic_fetch_add(&ep->stats->unhealthy, 1);
+  else atomic_fetch_sub(&ep->stats->unhealthy, 1);
+}
+
+static px_gen_t *gen_new(px_worker_t *w, px_config_t *cfg) {
+  px_proxy_t *p = w->p;
+  px_gen_t *g = sk_xcalloc(1, sizeof *g);
+  g->w = w;
+  g->cfg = cfg;
+  g->refs = 1;
+  g->clusters = sk_xcalloc(cfg->nclusters + 1, sizeof *g->clusters);
+  for (size_t c = 0; c < cfg->nclusters; c++) {
+    const px_cluster_t *cc = &cfg->clusters[c];
+    px_wcluster_t *wc = &g->clusters[c];
+    wc->cfg = cc;
+    wc->n = cc->nendpoints;
+    wc->eps = sk_xcalloc(wc->n + 1, sizeof *wc->eps);
+    for (size_t i = 0; i < wc->n; i++) wc->eps[i] = ep_get(w, cc, i);
+    wc->rr = (uint32_t)w->id;
+    if (cc->outlier.enabled) px_outlier_init(&wc->outlier, &cc->outlier, wc->n);
+    px_breaker_config_t bc;
+    memset(&bc, 0, sizeof bc);
+    px_breaker_init(&wc->breaker, cc->breaker.enabled ? &cc->breaker : &bc);
+    const char *v[1] = {cc->name};
+    if (p->f_retries) sk_counter_with(p->f_retries, v, &wc->m_retries);
+    if (p->f_ejections) sk_counter_with(p->f_ejections, v, &wc->m_ejections);
+    if (cc->health.enabled) {
+      px_hc_target_t *tg = sk_xcalloc(wc->n + 1, sizeof *tg);
+      for (size_t i = 0; i < wc->n; i++)
+        tg[i] = (px_hc_target_t){cc->endpoints[i].host, cc->endpoints[i].port, cc->tls, cc->sni};
+      if (px_hc_runner_new(&w->loop, &cc->health, tg, wc->n, px_rng_next(&w->rng), hc_change, wc, &wc->hc) < 0)
+        wc->hc = NULL;
+      free(tg);
+    }
+  }
+  g->routes = sk_xcalloc(cfg->nroutes + 1, sizeof *g->routes);
+  for (size_t r = 0; r < cfg->nroutes; r++)
+    if (cfg->routes[r].rate_limit.enabled) px_ratelimit_init(&g->routes[r].rl, &cfg->routes[r].rate_limit);
+  return g;
+}
+
+px_gen_t *px_gen_ref(px_gen_t *g) {
+  if (g) g->refs++;
+  return g;
+}
+
+void px_gen_unref(px_gen_t *g) {
+  if (!g || --g->refs > 0) return;
+  for (size_t c = 0; c < g->cfg->nclusters; c++) {
+    px_wcluster_t *wc = &g->clusters[c];
+    px_hc_runner_free(wc->hc);
+    for (size_t i = 0; i < wc->n; i++) {
+      /* health state goes with the runner */
+      if (wc->eps[i]->unhealthy && wc->hc) hc_change(wc, i, 1);
+      ep_unref(wc->eps[i]);
+    }
+    free(wc->eps);
+    px_outlier_done(&wc->outlier);
+  }
+  for (size_t r = 0; r < g->cfg->nroutes; r++) px_ratelimit_done(&g->routes[r].rl);
+  free(g->clusters);
+  free(g->routes);
+  px_config_unref(g->cfg);
+  free(g);
+}
+
+/* ---- listeners ---- */
+
+static char *listener_sig(const px_listener_t *l) {
+  char buf[4800];
+  snprintf(buf, sizeof buf, "%s|%s|%d|%d|%s|%llu|%llu", l->name, l->addr.host, l->addr.port, l->proto, l->tls_sig,
+           (unsigned long long)l->max_body, (unsigned long long)l->idle_timeout_ms);
+  return sk_xstrdup(buf);
+}
+
+static int port_lookup(px_proxy_t *p, const char *sig) {
+  int port = -1;
+  uv_mutex_lock(&p->mu);
+  for (size_t i = 0; i < p->nports; i++)
+    if (!strncmp(p->ports[i].sig, sig, sizeof p->ports[i].sig - 1)) port = p->ports[i].port;
+  uv_mutex_unlock(&p->mu);
+  return port;
+}
+
+static void port_record(px_proxy_t *p, const char *sig, int port) {
+  uv_mutex_lock(&p->mu);
+  size_t i = 0;
+  for (; i < p->nports; i++)
+    if (!strncmp(p->ports[i].sig, sig, sizeof p->ports[i].sig - 1)) break;
+  if (i == p->nports && p->nports < sizeof p->ports / sizeof p->ports[0]) p->nports++;
+  if (i < p->nports) {
+    snprintf(p->ports[i].sig, sizeof p->ports[i].sig, "%s", sig);
+    p->ports[i].port = port;
+  }
+  uv_mutex_unlock(&p->mu);
+}
+
+static int listener_open(px_worker_t *w, const px_listener_t *l, int idx, px_wlistener_t **out) {
+  px_wlistener_t *wl = sk_xcalloc(1, sizeof *wl);
+  wl->w = w;
+  wl->name = sk_xstrdup(l->name);
+  wl->sig = listener_sig(l);
+  wl->idx = idx;
+  wl->proto = l->proto;
+  int port = l->addr.port;
+  if (port == 0) {
+    int known = port_lookup(w->p, wl->sig);
+    if (known > 0) port = known;
+  }
+  const char *host = l->addr.host[0] ? l->addr.host : "0.0.0.0";
+  int rc;
+  if (l->proto == PX_PROTO_TCP) {
+    sk_listener_opts_t lo = {.host = host, .port = port, .tls = l->tls, .reuseport = 1};
+    rc = sk_listener_new(&w->loop, &lo, px_tcp_accept, wl, &wl->tcp);
+    if (rc >= 0) wl->port = sk_listener_port(wl->tcp);
+  } else {
+    sk_http_server_opts_t so = {.host = host,
+                                .port = port,
+                                .tls = l->tls,
+                                .reuseport = 1,
+                                .max_body_bytes = (size_t)l->max_body,
+                                .idle_timeout_ms = l->idle_timeout_ms};
+    rc = sk_http_server_new(&w->loop, &so, px_http_handle, wl, &wl->srv);
+    if (rc >= 0) wl->port = sk_http_server_port(wl->srv);
+  }
+  if (rc < 0) {
+    free(wl->name);
+    free(wl->sig);
+    free(wl);
+    return rc;
+  }
+  port_record(w->p, wl->sig, wl->port);
+  *out = wl;
+  return 0;
+}
+
+static void wl_free(px_wlistener_t *wl) {
+  free(wl->name);
+  free(wl->sig);
+  free(wl);
+}
+
+static void wl_drained(sk_http_server_t *s, void *ud) {
+  px_wlistener_t *wl = ud;
+  sk_http_server_free(s);
+  wl_free(wl);
+}
+
+/* Removed listener: stop accepting, let its connections finish. */
+static void wl_retire(px_wlistener_t *wl) {
+  if (wl->tcp) {
+    sk_listener_free(wl->tcp);
+    wl_free(wl);
+  } else {
+    sk_http_server_drain(wl->srv, wl_drained, wl);
+  }
+}
+
+/* Makes the current config this worker's: new gen, listeners reconciled.
+ * Returns a negative code when a listener could not be opened (the gen is
+ * still swapped; the listener is missing). */
+static int worker_apply(px_worker_t *w) {
+  px_proxy_t *p = w->p;
+  uv_mutex_lock(&p->mu);
+  px_config_t *cfg = px_config_ref(p->cfg);
+  uv_mutex_unlock(&p->mu);
+  if (w->gen && w->gen->cfg == cfg) {
+    px_config_unref(cfg);
+    return 0;
+  }
+  px_gen_t *g = gen_new(w, cfg);
+  int rc = 0;
+  px_wlistener_t *keep = NULL, *old = w->listeners;
+  w->listeners = NULL;
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    const px_listener_t *l = &cfg->listeners[i];
+    char *sig = listener_sig(l);
+    px_wlistener_t **pp = &old, *found = NULL;
+    for (; *pp; pp = &(*pp)->next)
+      if (!strcmp((*pp)->sig, sig)) {
+        found = *pp;
+        *pp = found->next;
+        break;
+      }
+    free(sig);
+    if (!found && !w->draining) {
+      int r = listener_open(w, l, (int)i, &found);
+      if (r < 0) {
+        if (p->o.log)
+          sk_log_kv(p->o.log, SK_LOG_ERROR, "cannot open listener", "listener", l->name, "error", sk_strerror(r), NULL);
+        rc = r;
+        continue;
+      }
+    }
+    if (!found) continue;
+    found->idx = (int)i;
+    found->next = keep;
+    keep = found;
+  }
+  for (px_wlistener_t *wl = old, *n; wl; wl = n) {
+    n = wl->next;
+    wl_retire(wl);
+  }
+  w->listeners = keep;
+  px_gen_t *prev = w->gen;
+  w->gen = g;
+  px_gen_unref(prev);
+  return rc;
+}
+
+/* ---- drain / stop ---- */
+
+static void worker_check_drained(px_worker_t *w) {
+  if (!w->draining || w->drained_reported) return;
+  for (px_wlistener_t *wl = w->listeners; wl; wl = wl->next)
+    if (wl->srv) return;
+  if (w->tcp_conns > 0 || w->live_txns > 0) return;
+  w->drained_reported = 1;
+  atomic_fetch_add(&w->p->drained_workers, 1);
+  uv_async_send(&w->p->drained_async);
+}
+
+static void wl_drain_done(sk_http_server_t *s, void *ud) {
+  px_wlistener_t *wl = ud;
+  sk_http_server_free(s);
+  wl->srv = NULL;
+  worker_check_drained(wl->w);
+}
+
+static void worker_drain(px_worker_t *w) {
+  if (w->draining) return;
+  w->draining = 1;
+  for (px_wlistener_t *wl = w->listeners; wl; wl = wl->next) {
+    if (wl->tcp) {
+      sk_listener_free(wl->tcp);
+      wl->tcp = NULL;
+    } else if (wl->srv) {
+      sk_http_server_drain(wl->srv, wl_drain_done, wl);
+    }
+  }
+  worker_check_drained(w);
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void worker_stop(px_worker_t *w) {
+  for (px_wlistener_t *wl = w->listeners, *n; wl; wl = n) {
+    n = wl->next;
+    if (wl->srv) sk_http_server_free(wl->srv);
+    if (wl->tcp) sk_listener_free(wl->tcp);
+    wl_free(wl);
+  }
+  w->listeners = NULL;
+  px_gen_unref(w->gen);
+  w->gen = NULL;
+  uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
+static void on_wake(uv_async_t *a) {
+  px_worker_t *w = a->data;
+  if (atomic_exchange(&w->want_stop, 0)) {
+    worker_stop(w);
+    return;
+  }
+  if (atomic_exchange(&w->want_swap, 0)) worker_apply(w);
+  if (atomic_exchange(&w->want_drain, 0)) worker_drain(w);
+  if (w->draining) worker_check_drained(w);
+}
+
+static void worker_main(void *arg) {
+  px_worker_t *w = arg;
+  w->start_rc = worker_apply(w);
+  uv_sem_post(&w->started);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  /* stopped: close what is left (txn timers, connections) and run dry */
+  uv_walk(&w->loop, close_any, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  px_http_worker_done(w);
+  px_obs_thread_done();
+}
+
+/* ---- the proxy ---- */
+
+static void on_drained_async(uv_async_t *a) {
+  px_proxy_t *p = a->data;
+  if (atomic_load(&p->drained_workers) >= p->nworkers && p->drain_cb) {
+    void (*cb)(void *) = p->drain_cb;
+    p->drain_cb = NULL;
+    cb(p->drain_ud);
+  }
+}
+
+static void access_log_open(px_proxy_t *p, const px_config_t *cfg) {
+  const char *path = cfg->access_log.path ? cfg->access_log.path : "";
+  if (p->access_path && !strcmp(p->access_path, path)) return;
+  int fd = -1;
+  if (!strcmp(path, "-")) fd = dup(STDOUT_FILENO);
+  else if (*path) fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (*path && fd < 0 && p->o.log)
+    sk_log_kv(p->o.log, SK_LOG_ERROR, "cannot open access log", "path", path, NULL);
+  if (fd >= 0 && p->access_fd >= 0) {
+    dup2(fd, p->access_fd); /* same fd number: workers keep writing to it */
+    close(fd);
+  } else if (fd >= 0) {
+    p->access_fd = fd;
+  } else if (p->access_fd >= 0) {
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull >= 0) {
+      dup2(devnull, p->access_fd);
+      close(devnull);
+    }
+  }
+  free(p->access_path);
+  p->access_path = sk_xstrdup(path);
+}
+
+int px_proxy_new(uv_loop_t *main_loop, px_config_t *cfg, const px_opts_t *o, px_proxy_t **out) {
+  px_proxy_t *p = sk_xcalloc(1, sizeof *p);
+  int rc = 0;
+  *out = NULL;
+  p->main_loop = main_loop;
+  if (o) p->o = *o;
+  if (p->o.workers < 1) p->o.workers = 1;
+  if (p->o.workers > PX_MAX_WORKERS) p->o.workers = PX_MAX_WORKERS;
+  p->access_fd = -1;
+  uv_mutex_init(&p->mu);
+  p->cfg = cfg;
+  p->version = cfg->version;
+  access_log_open(p, cfg);
+  px_obs_init(p);
+  uv_async_init(main_loop, &p->drained_async, on_drained_async);
+  p->drained_async.data = p;
+  p->drained_async_init = 1;
+  p->workers = sk_xcalloc((size_t)p->o.workers, sizeof *p->workers);
+  for (int i = 0; i < p->o.workers; i++) {
+    px_worker_t *w = &p->workers[i];
+    w->p = p;
+    w->id = i;
+    w->access_fd = -1;
+    px_rng_seed(&w->rng, uv_hrtime() ^ ((uint64_t)getpid() << 20) ^ (uint64_t)i * 7919);
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_sem_init(&w->started, 0);
+    /* one at a time, so workers after the first reuse the first's ephemeral ports */
+    uv_thread_create(&w->thread, worker_main, w);
+    uv_sem_wait(&w->started);
+    p->nworkers = i + 1;
+    if (w->start_rc < 0) {
+      rc = w->start_rc;
+      break;
+    }
+  }
+  if (rc < 0) {
+    p->cfg = NULL; /* the caller keeps its reference on failure */
+    px_proxy_free(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+}
+
+int px_proxy_set_config(px_proxy_t *p, px_config_t *cfg) {
+  uv_mutex_lock(&p->mu);
+  px_config_t *old = p->cfg;
+  p->cfg = cfg;
+  p->version = cfg->version;
+  uv_mutex_unlock(&p->mu);
+  access_log_open(p, cfg);
+  px_config_unref(old);
+  for (int i = 0; i < p->nworkers; i++) {
+    atomic_store(&p->workers[i].want_swap, 1);
+    uv_async_send(&p->workers[i].wake);
+  }
+  return 0;
+}
+
+px_config_t *px_proxy_config(px_proxy_t *p) {
+  uv_mutex_lock(&p->mu);
+  px_config_t *c = px_config_ref(p->cfg);
+  uv_mutex_unlock(&p->mu);
+  return c;
+}
+
+int px_proxy_listener_port(px_proxy_t *p, const char *name) {
+  px_config_t *c = px_proxy_config(p);
+  int idx = px_config_find_listener(c, name), port = -1;
+  if (idx >= 0) {
+    char *sig = listener_sig(&c->listeners[idx]);
+    port = port_lookup(p, sig);
+    free(sig);
+  }
+  px_config_unref(c);
+  return port;
+}
+
+void px_proxy_drain(px_proxy_t *p, void (*cb)(void *ud), void *ud) {
+  p->drain_cb = cb;
+  p->drain_ud = ud;
+  for (int i = 0; i < p->nworkers; i++) {
+    atomic_store(&p->workers[i].want_drain, 1);
+    uv_async_send(&p->workers[i].wake);
+  }
+}
+
+static void proxy_closed(uv_handle_t *h) { free(h->data); }
+
+void px_proxy_free(px_proxy_t *p) {
+  if (!p) return;
+  for (int i = 0; i < p->nworkers; i++) {
+    atomic_store(&p->workers[i].want_stop, 1);
+    uv_async_send(&p->workers[i].wake);
+  }
+  for (int i = 0; i < p->nworkers; i++) {
+    uv_thread_join(&p->workers[i].thread);
+    uv_loop_close(&p->workers[i].loop);
+    uv_sem_destroy(&p->workers[i].started);
+  }
+  /* workers that never started (a failed start stops the rest) */
+  for (int i = p->nworkers; i < p->o.workers; i++) {
+    uv_close((uv_handle_t *)&p->workers[i].wake, NULL);
+    uv_run(&p->workers[i].loop, UV_RUN_DEFAULT);
+    uv_loop_close(&p->workers[i].loop);
+    uv_sem_destroy(&p->workers[i].started);
+  }
+  free(p->workers);
+  px_config_unref(p->cfg);
+  for (stats_node_t *n = (stats_node_t *)p->stats, *nx; n; n = nx) {
+    nx = n->next;
+    free(n);
+  }
+  if (p->access_fd >= 0) close(p->access_fd);
+  free(p->access_path);
+  uv_mutex_destroy(&p->mu);
+  if (p->drained_async_init) uv_close((uv_handle_t *)&p->drained_async, proxy_closed);
+  else free(p);
+}
+
+json_t *px_proxy_clusters_json(px_proxy_t *p) {
+  px_config_t *c = px_proxy_config(p);
+  json_t *o = json_object();
+  json_object_set_new(o, "version", json_integer((json_int_t)c->version));
+  json_t *arr = json_array();
+  for (size_t i = 0; i < c->nclusters; i++) {
+    const px_cluster_t *cl = &c->clusters[i];
+    json_t *co = json_object();
+    json_object_set_new(co, "name", json_string(cl->name));
+    json_object_set_new(co, "lb", json_string(cl->lb == PX_LB_LEAST_REQUEST ? "least_request" : "round_robin"));
+    json_object_set_new(co, "protocol", json_string(cl->h2 ? "h2" : "http1"));
+    json_t *eps = json_array();
+    for (size_t j = 0; j < cl->nendpoints; j++) {
+      px_ep_stats_t *s = px_proxy_ep_stats(p, cl->name, cl->endpoints[j].addr);
+      json_t *e = json_object();
+      json_object_set_new(e, "address", json_string(cl->endpoints[j].addr));
+      json_object_set_new(e, "healthy", json_boolean(atomic_load(&s->unhealthy) == 0));
+      json_object_set_new(e, "ejected", json_boolean(atomic_load(&s->ejected) > 0));
+      json_object_set_new(e, "active_requests", json_integer(atomic_load(&s->active)));
+      json_object_set_new(e, "requests", json_integer((json_int_t)atomic_load(&s->requests)));
+      json_object_set_new(e, "ejections", json_integer((json_int_t)atomic_load(&s->ejections)));
+      json_array_append_new(eps, e);
+    }
+    json_object_set_new(co, "endpoints", eps);
+    json_array_append_new(arr, co);
+  }
+  json_object_set_new(o, "clusters", arr);
+  px_config_unref(c);
+  return o;
+}

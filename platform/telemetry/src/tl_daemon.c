@@ -1,0 +1,115 @@
+/* skiff-telemetry: config schema and the daemon lifecycle hooks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "skiff/err.h"
+#include "tl_int.h"
+
+#ifndef SKIFF_VERSION
+#define SKIFF_VERSION "0.0.0"
+#endif
+
+static const sk_config_entry_t scrape_entries[] = {
+    {SK_CFG_E_("job", SK_CFG_STRING, NULL, tl_scrape_cfg_t, job, "job label of these targets"),
+     .flags = SK_CFG_REQUIRED},
+    SK_CFG_STRLIST_E("targets", NULL, tl_scrape_cfg_t, targets, "host:port or http://host:port/path"),
+    SK_CFG_DURATION_E("interval", "15s", tl_scrape_cfg_t, interval_ms, "time between scrapes"),
+    SK_CFG_DURATION_E("timeout", "10s", tl_scrape_cfg_t, timeout_ms, "per scrape (capped at interval)"),
+    SK_CFG_STRING_E("metrics_path", "/metrics", tl_scrape_cfg_t, metrics_path, "path when a target has none"),
+    SK_CFG_UINT64_E("sample_limit", "100000", tl_scrape_cfg_t, sample_limit,
+                    "a scrape with more samples fails (up 0)"),
+    SK_CFG_END_E};
+static const sk_config_schema_t scrape_schema = SK_CFG_SCHEMA("scrape", tl_scrape_cfg_t, scrape_entries);
+
+static const sk_config_entry_t tl_entries[] = {
+    SK_CFG_ADDR_E("listen", "127.0.0.1:4318", tl_config_t, listen,
+                  "OTLP/HTTP (/v1/traces, /v1/metrics, /v1/logs), remote-write and Loki push"),
+    SK_CFG_ADDR_E("query_listen", "127.0.0.1:9090", tl_config_t, query_listen,
+                  "Prometheus, trace and Loki query APIs (ingest routes too)"),
+    SK_CFG_STRING_E("data_dir", "", tl_config_t, data_dir,
+                    "where data lives; default <state_dir>/telemetry, else ./telemetry-data"),
+    SK_CFG_SIZE_E("max_request", "20MiB", tl_config_t, max_request, "request body limit after decompression"),
+    SK_CFG_INT_E("max_queue", "64", 1, 100000, tl_config_t, max_queue,
+                 "ingest requests waiting for the writer before 429"),
+    SK_CFG_SIZE_E("max_queue_bytes", "256MiB", tl_config_t, max_queue_bytes,
+                  "bytes of queued request bodies before 429"),
+    SK_CFG_DURATION_E("retention", "15d", tl_config_t, retention_ms, "metric samples older than this are dropped"),
+    SK_CFG_UINT64_E("max_series_per_metric", "100000", tl_config_t, max_series_per_metric,
+                    "new series of one metric past this are rejected"),
+    SK_CFG_UINT64_E("max_series", "2000000", tl_config_t, max_series, "new series past this are rejected"),
+    SK_CFG_BOOL_E("self_scrape", "true", tl_config_t, self_scrape, "scrape our own admin /metrics"),
+    SK_CFG_DURATION_E("self_scrape_interval", "15s", tl_config_t, self_scrape_interval_ms,
+                      "interval of the self scrape and of scrape_skiff_config targets"),
+    SK_CFG_STRING_E("scrape_skiff_config", "", tl_config_t, scrape_skiff_config,
+                    "a skiff.yaml: every daemons[].admin address is scraped (job = name)"),
+    SK_CFG_LIST_E("scrape_configs", 256, &scrape_schema, tl_config_t, scrape_configs,
+                  "static scrape targets: [{job, targets, interval, timeout, metrics_path, sample_limit}]"),
+    SK_CFG_BOOL_E("no_sync", "false", tl_config_t, no_sync,
+                  "skip fsync (benchmarks only: acknowledged data may be lost on power loss)"),
+    SK_CFG_END_E};
+
+const sk_config_schema_t tl_config_schema = SK_CFG_SCHEMA("telemetry", tl_config_t, tl_entries);
+
+static int tl_init(sk_daemon_t *d, void *cfgp) {
+  tl_config_t *cfg = cfgp;
+  char err[512] = "";
+  char dir[4096];
+  if (!cfg->data_dir || !*cfg->data_dir) {
+    const char *sd = sk_daemon_state_dir(d);
+    snprintf(dir, sizeof dir, "%s/telemetry", sd && *sd ? sd : ".");
+    if (!sd || !*sd) snprintf(dir, sizeof dir, "telemetry-data");
+    free(cfg->data_dir);
+    cfg->data_dir = sk_xstrdup(dir);
+  }
+  /* a relative scrape_skiff_config is relative to this config file */
+  const char *cp = sk_daemon_config_path(d);
+  if (cfg->scrape_skiff_config && *cfg->scrape_skiff_config && cfg->scrape_skiff_config[0] != '/' && cp &&
+      strrchr(cp, '/')) {
+    char p[4096];
+    snprintf(p, sizeof p, "%.*s/%s", (int)(strrchr(cp, '/') - cp), cp, cfg->scrape_skiff_config);
+    free(cfg->scrape_skiff_config);
+    cfg->scrape_skiff_config = sk_xstrdup(p);
+  }
+  tl_app_t *a = NULL;
+  int rc = tl_app_new(sk_daemon_loop(d), cfg, sk_daemon_metrics(d), sk_daemon_log(d), sk_daemon_admin_port(d), &a,
+                      err, sizeof err);
+  if (rc < 0) {
+    sk_log_error(sk_daemon_log(d), "cannot start: %s", err[0] ? err : sk_strerror(rc));
+    return rc;
+  }
+  sk_daemon_set_data(d, a);
+  char otlp[32], query[32];
+  snprintf(otlp, sizeof otlp, "%d", tl_app_port(a));
+  snprintf(query, sizeof query, "%d", tl_app_query_port(a));
+  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "serving", "otlp_port", otlp, "query_port", query, "data_dir",
+            cfg->data_dir, NULL);
+  sk_daemon_set_ready(d, 1);
+  return 0;
+}
+
+static void drained_cb(void *ud) { sk_daemon_drained(ud); }
+
+static void tl_drain(sk_daemon_t *d) {
+  tl_app_t *a = sk_daemon_get_data(d);
+  if (!a) {
+    sk_daemon_drained(d);
+    return;
+  }
+  tl_app_drain(a, drained_cb, d);
+}
+
+static void tl_fini(sk_daemon_t *d) {
+  tl_app_free(sk_daemon_get_data(d));
+  sk_daemon_set_data(d, NULL);
+}
+
+const sk_daemon_desc_t tl_daemon_desc = {
+    .name = "skiff-telemetry",
+    .version = SKIFF_VERSION,
+    .summary = "OTLP/remote-write/Loki receivers, scraping, metrics/trace/log storage and query APIs",
+    .schema = &tl_config_schema,
+    .init = tl_init,
+    .drain = tl_drain,
+    .fini = tl_fini,
+};

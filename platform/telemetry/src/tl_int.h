@@ -1,0 +1,230 @@
+/* tl_int.h - skiff-telemetry internals (prefix tl_).
+ *
+ * The daemon takes data in (OTLP/HTTP, Prometheus remote-write, Loki push,
+ * Prometheus scrape), stores metric samples in the tsdb (tl_tsdb.h) and
+ * spans and log lines in a sqlite database (tl_sigdb), and answers queries
+ * (PromQL API from tl_query_api, traces, service graph, Loki queries).
+ *
+ * Every write that is acknowledged went through one serial writer: a job
+ * queue drained by libuv's thread pool one job at a time (tl_app.c). The
+ * loop thread only parses HTTP and answers; decoding, sqlite transactions
+ * and tsdb commits happen on the worker, and the reply goes out after the
+ * data is on disk. */
+#ifndef SKIFF_TL_INT_H
+#define SKIFF_TL_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "otlp_common.pb-c.h"
+#include "otlp_logs.pb-c.h"
+#include "otlp_metrics.pb-c.h"
+#include "otlp_trace.pb-c.h"
+#include "prom_remote.pb-c.h"
+#include "rpc_status.pb-c.h"
+#include "skiff/config.h"
+#include "skiff/daemon.h"
+#include "skiff/http.h"
+#include "skiff/log.h"
+#include "skiff/mem.h"
+#include "skiff/metrics.h"
+#include "skiff/store.h"
+#include "tl_tsdb.h"
+
+#define TL_MAX_BODY_DEFAULT (20u << 20) /* decompressed request bodies */
+#define TL_JSON_MAX_DEPTH 64
+#define TL_PB_MAX_DEPTH 64
+#define TL_MAX_ATTR_JSON 65536 /* attributes kept per span / log line */
+
+/* ---- configuration ---- */
+
+typedef struct tl_scrape_cfg {
+  char *job;
+  sk_cfg_strlist_t targets; /* "host:port" or "http://host:port/path" */
+  uint64_t interval_ms;
+  uint64_t timeout_ms;
+  char *metrics_path;
+  uint64_t sample_limit;
+} tl_scrape_cfg_t;
+
+typedef struct tl_config {
+  sk_cfg_addr_t listen;        /* OTLP/HTTP, remote-write, Loki push */
+  sk_cfg_addr_t query_listen;  /* Prometheus / Tempo / Loki query APIs (+ ingest routes) */
+  char *data_dir;              /* "" = <state_dir>/telemetry or ./telemetry-data */
+  uint64_t max_request;        /* bytes after decompression */
+  int max_queue;               /* ingest jobs waiting for the writer */
+  uint64_t max_queue_bytes;
+  uint64_t retention_ms;
+  uint64_t max_series_per_metric;
+  uint64_t max_series;
+  bool self_scrape;            /* scrape our own admin /metrics */
+  uint64_t self_scrape_interval_ms;
+  char *scrape_skiff_config;   /* a skiff.yaml: scrape every daemons[].admin */
+  sk_cfg_list_t scrape_configs; /* of tl_scrape_cfg_t */
+  bool no_sync;                /* tests/benchmarks only */
+} tl_config_t;
+
+extern const sk_config_schema_t tl_config_schema;
+extern const sk_daemon_desc_t tl_daemon_desc;
+
+/* ---- the app ---- */
+
+typedef struct tl_app tl_app_t;
+
+/* Opens the stores under cfg->data_dir (must be set), starts both
+ * listeners and the scrapers. reg and log may be NULL. admin_port (>0)
+ * enables the self scrape. */
+int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_logger_t *log, int admin_port,
+               tl_app_t **out, char *err, size_t errlen);
+int tl_app_port(const tl_app_t *a);       /* OTLP listener */
+int tl_app_query_port(const tl_app_t *a); /* query listener */
+tl_tsdb_t *tl_app_tsdb(tl_app_t *a);
+/* Number of jobs queued or running. */
+size_t tl_app_queue_depth(const tl_app_t *a);
+void tl_app_drain(tl_app_t *a, void (*cb)(void *ud), void *ud);
+void tl_app_free(tl_app_t *a);
+
+/* ---- bodies: gzip and snappy ---- */
+
+/* Inflates gzip or zlib data into pool memory, at most max bytes:
+ * SK_E2BIG past it, SK_EPARSE on corrupt data. */
+int tl_gunzip(sk_pool_t *pool, const uint8_t *in, size_t len, size_t max, uint8_t **out, size_t *outlen);
+/* Snappy block format (remote-write); SK_E2BIG past max. */
+int tl_snappy_decode(sk_pool_t *pool, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                     size_t *outlen);
+
+/* ---- protobuf ---- */
+
+/* Checks nesting depth of encoded data against the descriptor (protobuf-c
+ * recurses without bound), then unpacks with memory from pool. NULL on
+ * bad data (err says why). */
+ProtobufCMessage *tl_pb_unpack(sk_pool_t *pool, const ProtobufCMessageDescriptor *d, const uint8_t *data,
+                               size_t len, char *err, size_t errlen);
+/* Packs into pool memory. */
+uint8_t *tl_pb_pack(sk_pool_t *pool, const ProtobufCMessage *m, size_t *len);
+
+/* ---- OTLP JSON -> protobuf-c structs (allocated from pool) ---- */
+
+int tl_otlp_json_traces(sk_pool_t *pool, const char *s, size_t len, Otlp__ExportTraceServiceRequest **out,
+                        char *err, size_t errlen);
+int tl_otlp_json_metrics(sk_pool_t *pool, const char *s, size_t len,
+                         Otlp__ExportMetricsServiceRequest **out, char *err, size_t errlen);
+int tl_otlp_json_logs(sk_pool_t *pool, const char *s, size_t len, Otlp__ExportLogsServiceRequest **out,
+                      char *err, size_t errlen);
+
+/* Any protobuf-c message as OTLP JSON (camelCase, int64 as strings, hex ids). */
+json_t *tl_pb_to_json(const ProtobufCMessage *m);
+/* AnyValue / attributes as OTLP JSON ({"stringValue":..} / [{"key":..,"value":..}]). */
+json_t *tl_otlp_anyvalue_json(const Otlp__AnyValue *v);
+json_t *tl_otlp_attrs_json(Otlp__KeyValue *const *kv, size_t n);
+/* Plain string of an AnyValue (string as is, others as JSON text) in pool. */
+const char *tl_otlp_anyvalue_str(sk_pool_t *pool, const Otlp__AnyValue *v);
+/* The string value of attribute key, or NULL. */
+const char *tl_otlp_attr_str(Otlp__KeyValue *const *kv, size_t n, const char *key);
+/* Lower-case hex of b into out (2n+1 bytes). */
+void tl_hex(const uint8_t *b, size_t n, char *out);
+/* Hex string to bytes: returns n or SK_EINVAL. */
+int tl_unhex(const char *s, uint8_t *out, size_t max);
+
+/* ---- metric mapping ---- */
+
+typedef struct tl_samples {
+  tl_sample_in_t *v;
+  size_t n, cap;
+  size_t rejected;     /* points that could not be mapped */
+  char first_error[256];
+} tl_samples_t;
+
+/* Prometheus-valid metric/label name from any string (pool memory). */
+const char *tl_prom_name(sk_pool_t *pool, const char *s, int is_label);
+/* OTLP metrics -> samples (labels and arrays in pool). */
+void tl_otlp_metrics_map(sk_pool_t *pool, const Otlp__ExportMetricsServiceRequest *r, tl_samples_t *out);
+/* Remote-write WriteRequest -> samples. */
+void tl_remote_write_map(sk_pool_t *pool, const Prometheus__WriteRequest *w, tl_samples_t *out);
+/* Adds one sample; labels are copied (array) but strings borrowed. */
+void tl_samples_add(sk_pool_t *pool, tl_samples_t *s, const tl_label_t *labels, size_t n, int64_t ts_ms,
+                    double v);
+
+/* ---- Prometheus text exposition parser ---- */
+
+typedef struct tl_expo_opts {
+  size_t max_samples; /* 0 = 100000 */
+  size_t max_line;    /* 0 = 65536 */
+  int64_t default_ts_ms;
+} tl_expo_opts_t;
+/* Parses text into samples (pool). SK_EPARSE with "line N: message",
+ * SK_ELIMIT past max_samples. */
+int tl_expo_parse(sk_pool_t *pool, const char *text, size_t len, const tl_expo_opts_t *o, tl_samples_t *out,
+                  char *err, size_t errlen);
+
+/* ---- spans and logs (sqlite) ---- */
+
+typedef struct tl_sigdb tl_sigdb_t;
+
+int tl_sigdb_open(const char *path, int no_sync, tl_sigdb_t **out, char *err, size_t errlen);
+void tl_sigdb_close(tl_sigdb_t *db);
+/* Stores every span of the request in one transaction. *rejected counts
+ * spans with bad ids. */
+int tl_sigdb_put_spans(tl_sigdb_t *db, sk_pool_t *pool, const Otlp__ExportTraceServiceRequest *r,
+                       size_t *accepted, size_t *rejected, char *err, size_t errlen);
+
+/* One log line ready for storage. */
+typedef struct tl_logline {
+  int64_t ts_ns;
+  int64_t observed_ns;
+  int severity;
+  const char *severity_text;
+  const char *labels_json; /* canonical: keys sorted */
+  const char *body;
+  const char *trace_id; /* hex or NULL */
+  const char *span_id;
+  const char *attrs_json; /* or NULL */
+} tl_logline_t;
+
+int tl_sigdb_put_logs(tl_sigdb_t *db, const tl_logline_t *l, size_t n, char *err, size_t errlen);
+/* OTLP logs -> lines (pool). */
+int tl_otlp_logs_lines(sk_pool_t *pool, const Otlp__ExportLogsServiceRequest *r, tl_logline_t **out,
+                       size_t *n, size_t *rejected);
+/* Loki push JSON -> lines (pool). */
+int tl_loki_push_decode(sk_pool_t *pool, const char *s, size_t len, tl_logline_t **out, size_t *n,
+                        char *err, size_t errlen);
+/* Finds "trace_id=<32 hex>" (traceid, traceID, trace-id; = or :) in a line. */
+const char *tl_find_trace_id(sk_pool_t *pool, const char *line);
+
+/* Query handlers on the reader connection; each answers the request. */
+void tl_traces_get(tl_sigdb_t *db, sk_http_req_t *req, const char *trace_hex);
+void tl_traces_logs(tl_sigdb_t *db, sk_http_req_t *req, const char *trace_hex);
+void tl_traces_search(tl_sigdb_t *db, sk_http_req_t *req);
+void tl_service_graph(tl_sigdb_t *db, sk_http_req_t *req);
+void tl_loki_query_range(tl_sigdb_t *db, sk_http_req_t *req, int instant);
+void tl_loki_labels(tl_sigdb_t *db, sk_http_req_t *req, const char *label);
+/* Counts for self-metrics. */
+int64_t tl_sigdb_count(tl_sigdb_t *db, int logs);
+uint64_t tl_sigdb_disk_bytes(tl_sigdb_t *db);
+
+/* ---- small shared helpers ---- */
+
+/* Decoded value of key in an x-www-form-urlencoded string, or NULL. */
+const char *tl_form_get(sk_pool_t *pool, const char *q, const char *key);
+/* Time parameter: RFC 3339, unix seconds (float) or unix ns (>= 1e15). */
+int tl_parse_time_ns(const char *s, int64_t *ns);
+/* "100ms", "1.5s", "10us", "2m", "250000" (ns) -> ns. */
+int tl_parse_duration_ns(const char *s, int64_t *ns);
+void tl_respond_json(sk_http_req_t *req, int status, json_t *body); /* steals body */
+void tl_respond_error(sk_http_req_t *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- scraping ---- */
+
+typedef struct tl_scraper tl_scraper_t;
+/* Adds the sample batch to the writer queue (from tl_app.c). */
+typedef void (*tl_scrape_sink_fn)(void *ud, sk_pool_t *pool, tl_samples_t *s);
+int tl_scraper_new(uv_loop_t *loop, const tl_config_t *cfg, int self_admin_port, tl_scrape_sink_fn sink,
+                   void *ud, tl_scraper_t **out, char *err, size_t errlen);
+size_t tl_scraper_target_count(const tl_scraper_t *s);
+void tl_scraper_free(tl_scraper_t *s);
+
+#endif

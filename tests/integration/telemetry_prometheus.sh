@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# skiff-telemetry with real peers: a real Prometheus (Debian's
+# /usr/bin/prometheus) scrapes itself and remote-writes into Skiff; Skiff
+# scrapes a real skiff-echo's /metrics (from scrape_configs and from a
+# skiff.yaml daemons list) and its own admin /metrics.
+set -euo pipefail
+
+BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
+TEL=$BIN/skiff-telemetry
+ECHO=$BIN/skiff-echo
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-prom.XXXXXX")
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  for f in tl echo prom; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
+  exit 1
+}
+
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((25000 + RANDOM % 5000))
+    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && ! grep -qx "$p" "$TMP/ports" 2>/dev/null; then
+      echo "$p" >>"$TMP/ports"; echo "$p"; return 0
+    fi
+  done
+  return 1
+}
+
+wait_until() {
+  local limit=$(($1 * 10)); shift
+  for _ in $(seq 1 "$limit"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+OTLP=$(free_port); QUERY=$(free_port); ADMIN=$(free_port)
+EPORT=$(free_port); EADMIN=$(free_port); PPORT=$(free_port)
+
+cat >"$TMP/echo.yaml" <<EOF2
+listen: 127.0.0.1:$EPORT
+admin:
+  listen: 127.0.0.1:$EADMIN
+EOF2
+"$ECHO" --config "$TMP/echo.yaml" >"$TMP/echo.log" 2>&1 &
+PIDS+=($!)
+
+cat >"$TMP/skiff.yaml" <<EOF2
+daemons:
+  - name: skiff-echo
+    command: skiff-echo
+    admin: 127.0.0.1:$EADMIN
+EOF2
+cat >"$TMP/tl.yaml" <<EOF2
+listen: 127.0.0.1:$OTLP
+query_listen: 127.0.0.1:$QUERY
+data_dir: $TMP/data
+self_scrape: true
+self_scrape_interval: 1s
+scrape_skiff_config: $TMP/skiff.yaml
+scrape_configs:
+  - job: echo-static
+    targets: ["127.0.0.1:$EADMIN"]
+    interval: 1s
+    timeout: 1s
+admin:
+  listen: 127.0.0.1:$ADMIN
+EOF2
+"$TEL" --config "$TMP/tl.yaml" --check | grep -q "config ok" || fail "--check"
+"$TEL" --config "$TMP/tl.yaml" >"$TMP/tl.log" 2>&1 &
+PIDS+=($!)
+wait_until 30 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "skiff-telemetry not ready"
+wait_until 30 curl -fsS "http://127.0.0.1:$EADMIN/readyz" || fail "skiff-echo not ready"
+curl -fsS "http://127.0.0.1:$EPORT/" >/dev/null
+
+q() { # instant query through Skiff's Prometheus API; prints the first value
+  curl -fsS -G --data-urlencode "query=$1" "http://127.0.0.1:$QUERY/api/v1/query" | jq -er '.data.result[0].value[1]'
+}
+
+# scrape of skiff-echo's /metrics, both ways, and of ourselves
+wait_until 30 sh -c "[ \"\$(curl -fsS -G --data-urlencode 'query=up{job=\"echo-static\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -r '.data.result[0].value[1]')\" = 1 ]" ||
+  fail "up{job=echo-static} never 1"
+wait_until 30 sh -c "curl -fsS -G --data-urlencode 'query=skiff_echo_requests_total{job=\"skiff-echo\",code=\"200\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] | tonumber >= 1'" ||
+  fail "skiff_echo_requests_total from the skiff.yaml target missing"
+[ "$(q 'up{job="skiff-telemetry"}')" = 1 ] || wait_until 10 sh -c "curl -fsS -G --data-urlencode 'query=up{job=\"skiff-telemetry\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] == \"1\"'" || fail "self scrape"
+d=$(q "scrape_duration_seconds{job=\"echo-static\",instance=\"127.0.0.1:$EADMIN\"}") || fail "no scrape_duration_seconds"
+awk -v d="$d" 'BEGIN { exit !(d > 0 && d < 5) }' || fail "scrape_duration_seconds=$d"
+
+# a real Prometheus remote-writes into Skiff
+if [ ! -x /usr/bin/prometheus ]; then
+  echo "SKIP: /usr/bin/prometheus not installed (apt-get install prometheus)"; echo "1 passed, 0 failed"; exit 0
+fi
+cat >"$TMP/prom.yml" <<EOF2
+global:
+  scrape_interval: 1s
+  external_labels: {origin: realprom}
+scrape_configs:
+  - job_name: prom-self
+    static_configs: [{targets: ["127.0.0.1:$PPORT"]}]
+remote_write:
+  - url: http://127.0.0.1:$QUERY/api/v1/write
+    queue_config: {batch_send_deadline: 1s, max_samples_per_send: 2000, min_backoff: 100ms, max_backoff: 1s}
+EOF2
+/usr/bin/prometheus --config.file="$TMP/prom.yml" --storage.tsdb.path="$TMP/prom" \
+  --web.listen-address="127.0.0.1:$PPORT" >"$TMP/prom.log" 2>&1 &
+PIDS+=($!)
+wait_until 60 sh -c "curl -fsS -G --data-urlencode 'query=up{job=\"prom-self\",origin=\"realprom\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] == \"1\"'" ||
+  fail "Prometheus' remote-written up{job=prom-self} never arrived"
+wait_until 30 sh -c "curl -fsS -G --data-urlencode 'query=prometheus_build_info{origin=\"realprom\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result | length == 1'" ||
+  fail "prometheus_build_info not received"
+n=$(curl -fsS "http://127.0.0.1:$QUERY/api/v1/label/__name__/values" | jq '[.data[] | select(startswith("prometheus_"))] | length')
+[ "$n" -gt 20 ] || fail "only $n prometheus_* metric names arrived"
+# nothing refused as bad data (Prometheus sorts labels; Skiff accepts them as sent)
+curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_telemetry_accepted_total{signal="metrics"} ' || fail "no self metrics"
+if curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q 'skiff_telemetry_dropped_requests_total{reason="bad_request"}'; then
+  fail "remote-write requests refused as bad: $(curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep dropped)"
+fi
+echo "Prometheus remote-write: $n prometheus_* metrics received"
+echo "1 passed, 0 failed"

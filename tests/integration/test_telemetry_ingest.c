@@ -1,0 +1,661 @@
+/* skiff-telemetry in-process: OTLP/HTTP (protobuf built with the generated
+ * protobuf-c code, and JSON), gzip, limits, errors, traces/search/service
+ * graph, OTLP logs + Loki push/query, remote-write into the tsdb, the
+ * exposition parser via a scrape of a local server, driven by curl. */
+#include "sk_test.h"
+
+#include <snappy-c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "skiff/err.h"
+#include "skiff/metrics.h"
+#include "tl_int.h"
+
+typedef struct fixture {
+  uv_loop_t loop;
+  tl_config_t cfg;
+  sk_metrics_t *reg;
+  tl_app_t *app;
+  uv_timer_t tick;
+  int port, qport;
+  char dir[512];
+} fixture_t;
+
+static void tick(uv_timer_t *t) { (void)t; }
+
+static fixture_t *start_with(void (*tweak)(tl_config_t *)) {
+  fixture_t *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  uv_loop_init(&f->loop);
+  uv_timer_init(&f->loop, &f->tick);
+  assert_int_equal(sk_config_defaults(&tl_config_schema, &f->cfg, NULL), 0);
+  f->cfg.listen.port = 0;
+  f->cfg.query_listen.port = 0;
+  f->cfg.self_scrape = false;
+  f->cfg.no_sync = true;
+  snprintf(f->dir, sizeof f->dir, "%s/tl-%d", sk_test_tmpdir(), rand());
+  free(f->cfg.data_dir);
+  f->cfg.data_dir = strdup(f->dir);
+  if (tweak) tweak(&f->cfg);
+  assert_int_equal(sk_metrics_new(&f->reg), 0);
+  char err[512] = "";
+  int rc = tl_app_new(&f->loop, &f->cfg, f->reg, NULL, 0, &f->app, err, sizeof err);
+  if (rc < 0) fprintf(stderr, "tl_app_new: %s\n", err);
+  assert_int_equal(rc, 0);
+  f->port = tl_app_port(f->app);
+  f->qport = tl_app_query_port(f->app);
+  return f;
+}
+
+static fixture_t *start(void) { return start_with(NULL); }
+
+static void drained(void *ud) { *(int *)ud = 1; }
+
+/* other: a second loop to keep serving while the app drains (test_scrape) */
+static void stop_with(fixture_t *f, uv_loop_t *other) {
+  int done = 0;
+  tl_app_drain(f->app, drained, &done);
+  uv_timer_start(&f->tick, tick, 5, 5);
+  if (other) {
+    for (int i = 0; i < 2000 && !done; i++) {
+      uv_run(other, UV_RUN_NOWAIT);
+      uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    for (int i = 0; i < 50; i++) {
+      uv_run(other, UV_RUN_NOWAIT);
+      uv_run(&f->loop, UV_RUN_NOWAIT);
+      usleep(1000);
+    }
+  }
+  sk_test_run_until(&f->loop, &done, 10000);
+  uv_timer_stop(&f->tick);
+  tl_app_free(f->app);
+  uv_close((uv_handle_t *)&f->tick, NULL);
+  sk_test_loop_drain(&f->loop);
+  sk_metrics_free(f->reg);
+  sk_config_free(&tl_config_schema, &f->cfg);
+  free(f);
+}
+
+static void stop(fixture_t *f) { stop_with(f, NULL); }
+
+static int run(fixture_t *f, sk_test_job_t *job) {
+  uv_timer_start(&f->tick, tick, 10, 10);
+  int rc = sk_test_run_until(&f->loop, &job->done, 60000);
+  uv_timer_stop(&f->tick);
+  if (rc < 0) sk_test_run_until(&f->loop, &job->done, 30000);
+  sk_test_job_join(job);
+  assert_int_equal(rc, 0);
+  return job->status;
+}
+
+/* Runs a shell command (curl) while the loop serves; output in job->out. */
+static sk_test_job_t *sh(fixture_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static sk_test_job_t *sh(fixture_t *f, const char *fmt, ...) {
+  sk_test_job_t *job = calloc(1, sizeof *job);
+  char cmd[4000];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  sk_test_job_start(job, "%s", cmd);
+  run(f, job);
+  return job;
+}
+
+static const char *write_file(const char *name, const void *data, size_t len) {
+  static char path[8][600];
+  static int k;
+  char *p = path[k++ % 8];
+  snprintf(p, 600, "%s/%s", sk_test_tmpdir(), name);
+  FILE *fp = fopen(p, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(data, 1, len, fp), len);
+  fclose(fp);
+  return p;
+}
+
+/* ---- building OTLP protobuf payloads ---- */
+
+static Otlp__KeyValue *kv_str(const char *k, const char *v) {
+  Otlp__KeyValue *kv = calloc(1, sizeof *kv);
+  Otlp__AnyValue *av = calloc(1, sizeof *av);
+  *kv = (Otlp__KeyValue)OTLP__KEY_VALUE__INIT;
+  *av = (Otlp__AnyValue)OTLP__ANY_VALUE__INIT;
+  av->value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+  av->string_value = (char *)v;
+  kv->key = (char *)k;
+  kv->value = av;
+  return kv;
+}
+
+static void kv_free(Otlp__KeyValue *kv) {
+  free(kv->value);
+  free(kv);
+}
+
+typedef struct span_spec {
+  const char *service, *name;
+  uint8_t tid[16], sid[8], pid[8];
+  int has_parent, status;
+  uint64_t start, dur;
+} span_spec_t;
+
+/* One ResourceSpans per span (simple and enough). */
+static uint8_t *build_traces(const span_spec_t *sp, size_t n, size_t *len) {
+  Otlp__ExportTraceServiceRequest req = OTLP__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+  Otlp__ResourceSpans **rs = calloc(n, sizeof *rs);
+  for (size_t i = 0; i < n; i++) {
+    rs[i] = calloc(1, sizeof **rs);
+    *rs[i] = (Otlp__ResourceSpans)OTLP__RESOURCE_SPANS__INIT;
+    Otlp__Resource *res = calloc(1, sizeof *res);
+    *res = (Otlp__Resource)OTLP__RESOURCE__INIT;
+    res->n_attributes = 1;
+    res->attributes = calloc(1, sizeof(Otlp__KeyValue *));
+    res->attributes[0] = kv_str("service.name", sp[i].service);
+    rs[i]->resource = res;
+    Otlp__ScopeSpans *ss = calloc(1, sizeof *ss);
+    *ss = (Otlp__ScopeSpans)OTLP__SCOPE_SPANS__INIT;
+    Otlp__Span *s = calloc(1, sizeof *s);
+    *s = (Otlp__Span)OTLP__SPAN__INIT;
+    s->has_trace_id = s->has_span_id = 1;
+    s->trace_id = (ProtobufCBinaryData){16, (uint8_t *)sp[i].tid};
+    s->span_id = (ProtobufCBinaryData){8, (uint8_t *)sp[i].sid};
+    if (sp[i].has_parent) {
+      s->has_parent_span_id = 1;
+      s->parent_span_id = (ProtobufCBinaryData){8, (uint8_t *)sp[i].pid};
+    }
+    s->name = (char *)sp[i].name;
+    s->has_kind = 1;
+    s->kind = 2;
+    s->has_start_time_unix_nano = s->has_end_time_unix_nano = 1;
+    s->start_time_unix_nano = sp[i].start;
+    s->end_time_unix_nano = sp[i].start + sp[i].dur;
+    s->n_attributes = 1;
+    s->attributes = calloc(1, sizeof(Otlp__KeyValue *));
+    s->attributes[0] = kv_str("http.route", "/checkout");
+    Otlp__Status *st = calloc(1, sizeof *st);
+    *st = (Otlp__Status)OTLP__STATUS__INIT;
+    st->has_code = 1;
+    st->code = sp[i].status;
+    s->status = st;
+    ss->n_spans = 1;
+    ss->spans = calloc(1, sizeof(Otlp__Span *));
+    ss->spans[0] = s;
+    rs[i]->n_scope_spans = 1;
+    rs[i]->scope_spans = calloc(1, sizeof(Otlp__ScopeSpans *));
+    rs[i]->scope_spans[0] = ss;
+  }
+  req.n_resource_spans = n;
+  req.resource_spans = rs;
+  *len = protobuf_c_message_get_packed_size(&req.base);
+  uint8_t *buf = malloc(*len + 1);
+  protobuf_c_message_pack(&req.base, buf);
+  for (size_t i = 0; i < n; i++) {
+    Otlp__ScopeSpans *ss = rs[i]->scope_spans[0];
+    Otlp__Span *s = ss->spans[0];
+    kv_free(s->attributes[0]);
+    free(s->attributes);
+    free(s->status);
+    free(s);
+    free(ss->spans);
+    free(ss);
+    free(rs[i]->scope_spans);
+    kv_free(rs[i]->resource->attributes[0]);
+    free(rs[i]->resource->attributes);
+    free(rs[i]->resource);
+    free(rs[i]);
+  }
+  free(rs);
+  return buf;
+}
+
+static void fill_id(uint8_t *b, size_t n, int seed) {
+  for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(seed * 31 + (int)i + 1);
+}
+
+static void test_otlp_traces_protobuf(void **state) {
+  fixture_t *f = start();
+  uint64_t now = (uint64_t)time(NULL) * 1000000000ull;
+  span_spec_t sp[3];
+  memset(sp, 0, sizeof sp);
+  /* frontend (root) -> checkout -> payments (error) */
+  sp[0] = (span_spec_t){.service = "frontend", .name = "GET /", .start = now, .dur = 50000000};
+  sp[1] = (span_spec_t){.service = "checkout", .name = "checkout", .has_parent = 1, .start = now + 1000,
+                        .dur = 20000000};
+  sp[2] = (span_spec_t){.service = "payments", .name = "charge", .has_parent = 1, .status = 2,
+                        .start = now + 2000, .dur = 5000000};
+  for (int i = 0; i < 3; i++) {
+    fill_id(sp[i].tid, 16, 7);
+    fill_id(sp[i].sid, 8, 100 + i);
+    if (i) fill_id(sp[i].pid, 8, 100 + i - 1);
+  }
+  size_t len;
+  uint8_t *pb = build_traces(sp, 3, &len);
+  const char *path = write_file("traces.pb", pb, len);
+  free(pb);
+  char tid[33];
+  tl_hex(sp[0].tid, 16, tid);
+
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -o /dev/null -w '%%{http_code} %%{content_type}\\n' -H 'Content-Type: "
+                        "application/x-protobuf' --data-binary @%s http://127.0.0.1:%d/v1/traces && "
+                        "curl -m 20 -sS http://127.0.0.1:%d/api/traces/%s",
+                        path, f->port, f->qport, tid);
+  assert_non_null(strstr(j->out, "200 application/x-protobuf"));
+  assert_non_null(strstr(j->out, "\"resourceSpans\""));
+  assert_non_null(strstr(j->out, "\"stringValue\":\"payments\""));
+  assert_non_null(strstr(j->out, "\"name\":\"charge\""));
+  assert_non_null(strstr(j->out, tid));
+  assert_non_null(strstr(j->out, "\"http.route\""));
+  free(j);
+
+  /* search: errors in payments; minDuration filters */
+  j = sh(f,
+         "curl -m 20 -sS 'http://127.0.0.1:%d/api/search?service=payments&status=error'; echo; "
+         "curl -m 20 -sS 'http://127.0.0.1:%d/api/search?operation=GET%%20/&minDuration=40ms'; echo; "
+         "curl -m 20 -sS 'http://127.0.0.1:%d/api/search?service=frontend&minDuration=60ms'; echo; "
+         "curl -m 20 -sS 'http://127.0.0.1:%d/api/v1/service-graph'",
+         f->qport, f->qport, f->qport, f->qport);
+  char *l1 = j->out, *l2 = strchr(l1, '\n');
+  assert_non_null(l2);
+  *l2++ = 0;
+  char *l3 = strchr(l2, '\n');
+  assert_non_null(l3);
+  *l3++ = 0;
+  char *l4 = strchr(l3, '\n');
+  assert_non_null(l4);
+  *l4++ = 0;
+  assert_non_null(strstr(l1, tid));
+  assert_non_null(strstr(l1, "\"rootServiceName\":\"frontend\""));
+  assert_non_null(strstr(l2, tid));
+  assert_null(strstr(l3, tid));
+  assert_non_null(strstr(l4, "\"source\":\"frontend\",\"target\":\"checkout\",\"requests\":1,\"errors\":0"));
+  assert_non_null(strstr(l4, "\"source\":\"checkout\",\"target\":\"payments\",\"requests\":1,\"errors\":1"));
+  assert_non_null(strstr(l4, "\"errorRate\":1.0"));
+  assert_non_null(strstr(l4, "\"latencyP50Ms\":5.0"));
+  free(j);
+
+  /* unknown trace: 404; bad span ids: partial success in protobuf */
+  j = sh(f, "curl -m 20 -sS -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/api/traces/abcdef", f->qport);
+  assert_string_equal(j->out, "404");
+  free(j);
+  stop(f);
+}
+
+static void test_otlp_json_gzip_errors(void **state) {
+  fixture_t *f = start();
+  const char *json =
+      "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":"
+      "\"jsonsvc\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"test\"},\"spans\":[{\"traceId\":"
+      "\"5b8efff798038103d269b633813fc60c\",\"spanId\":\"eee19b7ec3c1b174\",\"name\":\"json-span\",\"kind\":2,"
+      "\"startTimeUnixNano\":\"1700000000000000000\",\"endTimeUnixNano\":1700000000100000000,\"attributes\":[{"
+      "\"key\":\"n\",\"value\":{\"intValue\":\"42\"}}],\"unknownField\":{\"x\":1},\"status\":{\"code\":1}},"
+      "{\"traceId\":\"00\",\"spanId\":\"eee19b7ec3c1b175\",\"name\":\"bad\"}]}]}]}";
+  const char *p = write_file("t.json", json, strlen(json));
+  /* gzip copy */
+  char gz[700];
+  snprintf(gz, sizeof gz, "%s.gz", p);
+  gzFile g = gzopen(gz, "wb");
+  assert_non_null(g);
+  gzwrite(g, json, (unsigned)strlen(json));
+  gzclose(g);
+
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -w ' %%{http_code} %%{content_type}\\n' -H 'Content-Type: application/json' "
+                        "--data-binary @%s http://127.0.0.1:%d/v1/traces; "
+                        "curl -m 20 -sS -w ' %%{http_code}\\n' -H 'Content-Type: application/json' -H "
+                        "'Content-Encoding: gzip' --data-binary @%s http://127.0.0.1:%d/v1/traces; "
+                        "curl -m 20 -sS http://127.0.0.1:%d/api/traces/5b8efff798038103d269b633813fc60c",
+                        p, f->port, gz, f->port, f->qport);
+  assert_non_null(strstr(j->out, "{\"partialSuccess\":{\"rejectedSpans\":\"1\""));
+  assert_non_null(strstr(j->out, " 200 application/json\n"));
+  assert_non_null(strstr(j->out, "\"name\":\"json-span\""));
+  assert_non_null(strstr(j->out, "\"intValue\":\"42\""));
+  assert_non_null(strstr(j->out, "\"startTimeUnixNano\":\"1700000000000000000\""));
+  assert_non_null(strstr(j->out, "\"endTimeUnixNano\":\"1700000000100000000\""));
+  free(j);
+
+  /* malformed: 400 with a google.rpc.Status body (JSON and protobuf) */
+  const char *bad = "{\"resourceSpans\": [ {";
+  const char *bp = write_file("bad.json", bad, strlen(bad));
+  const uint8_t badpb[] = {0x0a, 0x10, 0x01};
+  const char *bpp = write_file("bad.pb", badpb, sizeof badpb);
+  j = sh(f,
+         "curl -m 20 -sS -w ' %%{http_code}\\n' -H 'Content-Type: application/json' --data-binary @%s "
+         "http://127.0.0.1:%d/v1/traces; "
+         "curl -m 20 -sS -o %s.out -w '%%{http_code} %%{content_type}\\n' -H 'Content-Type: application/x-protobuf' "
+         "--data-binary @%s http://127.0.0.1:%d/v1/metrics; "
+         "curl -m 20 -sS -o /dev/null -w '%%{http_code}\\n' -H 'Content-Type: text/plain' -d x "
+         "http://127.0.0.1:%d/v1/logs",
+         bp, f->port, bpp, bpp, f->port, f->port);
+  assert_non_null(strstr(j->out, "{\"code\":3,\"message\":"));
+  assert_non_null(strstr(j->out, " 400\n400 application/x-protobuf\n415\n"));
+  free(j);
+  /* the protobuf error body decodes as a google.rpc.Status */
+  char outp[700];
+  snprintf(outp, sizeof outp, "%s.out", bpp);
+  FILE *fp = fopen(outp, "rb");
+  assert_non_null(fp);
+  uint8_t buf[1024];
+  size_t n = fread(buf, 1, sizeof buf, fp);
+  fclose(fp);
+  Rpc__Status *st = rpc__status__unpack(NULL, n, buf);
+  assert_non_null(st);
+  assert_int_equal(st->code, 3);
+  assert_non_null(strstr(st->message, "protobuf"));
+  rpc__status__free_unpacked(st, NULL);
+  stop(f);
+}
+
+static void small_request(tl_config_t *c) { c->max_request = 100000; }
+
+static void test_oversize_413(void **state) {
+  fixture_t *f = start_with(small_request);
+  /* 1 MB of JSON whitespace gzips to ~1 KB: accepted by the server's body
+   * limit, refused after decompression */
+  size_t big = 1000000;
+  char *s = malloc(big + 3);
+  s[0] = '{';
+  memset(s + 1, ' ', big);
+  s[big + 1] = '}';
+  s[big + 2] = 0;
+  char gz[700];
+  snprintf(gz, sizeof gz, "%s/big.json.gz", sk_test_tmpdir());
+  gzFile g = gzopen(gz, "wb");
+  gzwrite(g, s, (unsigned)(big + 2));
+  gzclose(g);
+  const char *raw = write_file("big.json", s, big + 2);
+  free(s);
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -w ' %%{http_code}\\n' -H 'Content-Type: application/json' -H "
+                        "'Content-Encoding: gzip' --data-binary @%s http://127.0.0.1:%d/v1/logs; "
+                        "curl -m 20 -sS -o /dev/null -w '%%{http_code}\\n' -H 'Content-Type: application/json' "
+                        "--data-binary @%s http://127.0.0.1:%d/v1/logs",
+                        gz, f->port, raw, f->port);
+  assert_non_null(strstr(j->out, "after decompression\"} 413\n"));
+  assert_non_null(strstr(j->out, "\n413\n"));
+  free(j);
+  stop(f);
+}
+
+static void test_logs_loki(void **state) {
+  fixture_t *f = start();
+  time_t now = time(NULL);
+  char body[2000];
+  snprintf(body, sizeof body,
+           "{\"streams\":[{\"stream\":{\"app\":\"shop\",\"env\":\"dev\"},\"values\":["
+           "[\"%lld000000001\",\"GET / 200\"],[\"%lld000000002\",\"error: payment failed "
+           "trace_id=4bf92f3577b34da6a3ce929d0e0e4736\"],[\"%lld000000003\",\"ERROR timeout\"]]},"
+           "{\"stream\":{\"app\":\"other\"},\"values\":[[\"%lld000000004\",\"error elsewhere\"]]}]}",
+           (long long)now, (long long)now, (long long)now, (long long)now);
+  const char *p = write_file("push.json", body, strlen(body));
+  const char *otlp =
+      "{\"resourceLogs\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":"
+      "\"api\"}}]},\"scopeLogs\":[{\"logRecords\":[{\"severityNumber\":17,\"severityText\":\"ERROR\",\"body\":{"
+      "\"stringValue\":\"db down\"},\"traceId\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"spanId\":"
+      "\"00f067aa0ba902b7\"}]}]}]}";
+  const char *op = write_file("logs.json", otlp, strlen(otlp));
+  sk_test_job_t *j = sh(
+      f,
+      "curl -m 20 -sS -o /dev/null -w '%%{http_code}\\n' -H 'Content-Type: application/json' --data-binary @%s "
+      "http://127.0.0.1:%d/loki/api/v1/push; "
+      "curl -m 20 -sS -w ' %%{http_code}\\n' -H 'Content-Type: application/json' --data-binary @%s "
+      "http://127.0.0.1:%d/v1/logs; "
+      "curl -m 20 -sS -G --data-urlencode 'query={app=\"shop\"} |= \"error\"' "
+      "--data-urlencode 'start=%lld' --data-urlencode 'end=%lld' http://127.0.0.1:%d/loki/api/v1/query_range; echo; "
+      "curl -m 20 -sS -G --data-urlencode 'query={app=~\"sh.*\"} |~ \"(?i)error|ERROR\" != \"payment\"' "
+      "--data-urlencode 'direction=forward' http://127.0.0.1:%d/loki/api/v1/query_range; echo; "
+      "curl -m 20 -sS http://127.0.0.1:%d/api/traces/4bf92f3577b34da6a3ce929d0e0e4736/logs; echo; "
+      "curl -m 20 -sS -G --data-urlencode 'query={service_name=\"api\"}' http://127.0.0.1:%d/loki/api/v1/query_range; "
+      "echo; curl -m 20 -sS -w ' %%{http_code}' -G --data-urlencode 'query={app=\"shop\"' "
+      "http://127.0.0.1:%d/loki/api/v1/query_range",
+      p, f->qport, op, f->port, (long long)now - 60, (long long)now + 60, f->qport, f->qport, f->qport, f->qport,
+      f->qport);
+  char *lines[8] = {0};
+  int nl = 0;
+  for (char *s = j->out; s && nl < 8; nl++) {
+    lines[nl] = s;
+    s = strchr(s, '\n');
+    if (s) *s++ = 0;
+  }
+  assert_true(nl >= 7);
+  assert_string_equal(lines[0], "204");
+  assert_string_equal(lines[1], "{} 200");
+  assert_non_null(strstr(lines[2], "\"resultType\":\"streams\""));
+  assert_non_null(strstr(lines[2], "\"stream\":{\"app\":\"shop\",\"env\":\"dev\"}"));
+  assert_non_null(strstr(lines[2], "payment failed"));
+  assert_null(strstr(lines[2], "GET / 200"));
+  assert_null(strstr(lines[2], "elsewhere"));
+  assert_null(strstr(lines[2], "ERROR timeout")); /* |= is case-sensitive */
+  /* regex filter + negative filter, forward */
+  assert_non_null(strstr(lines[3], "ERROR timeout"));
+  assert_null(strstr(lines[3], "payment"));
+  /* trace correlation: the Loki line (trace_id= in the text) and the OTLP record */
+  assert_non_null(strstr(lines[4], "payment failed"));
+  assert_non_null(strstr(lines[4], "db down"));
+  assert_non_null(strstr(lines[4], "\"spanId\":\"00f067aa0ba902b7\""));
+  assert_non_null(strstr(lines[5], "\"level\":\"ERROR\""));
+  assert_non_null(strstr(lines[5], "db down"));
+  assert_non_null(strstr(lines[6], "parse error"));
+  assert_non_null(strstr(lines[6], " 400"));
+  free(j);
+  stop(f);
+}
+
+/* Series with __name__ = name in the tsdb: number of samples of the first. */
+static size_t select_count(fixture_t *f, const char *name, const char *lname, const char *lval, double *last) {
+  sk_pool_t *pool = sk_pool_new();
+  tl_matcher_t m[2];
+  char err[100];
+  size_t nm = 1;
+  assert_int_equal(tl_matcher_init(&m[0], TL_MATCH_EQ, "__name__", name, err, sizeof err), 0);
+  if (lname) {
+    assert_int_equal(tl_matcher_init(&m[1], TL_MATCH_EQ, lname, lval, err, sizeof err), 0);
+    nm = 2;
+  }
+  tl_series_t *s = NULL;
+  size_t n = 0, samples = 0;
+  assert_true(tl_tsdb_select(tl_app_tsdb(f->app), pool, m, nm, 0, INT64_MAX, 0, 0, &s, &n) >= 0);
+  if (n) {
+    samples = s[0].n;
+    if (last && s[0].n) *last = s[0].v[s[0].n - 1];
+  }
+  for (size_t i = 0; i < nm; i++) tl_matcher_done(&m[i]);
+  sk_pool_free(pool);
+  return samples;
+}
+
+static void test_otlp_metrics_and_remote_write(void **state) {
+  fixture_t *f = start();
+  long long now_ms = (long long)time(NULL) * 1000;
+  char body[3000];
+  snprintf(body, sizeof body,
+           "{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{"
+           "\"stringValue\":\"shop\"}},{\"key\":\"service.instance.id\",\"value\":{\"stringValue\":\"i-1\"}}]},"
+           "\"scopeMetrics\":[{\"metrics\":["
+           "{\"name\":\"http.requests\",\"sum\":{\"aggregationTemporality\":2,\"isMonotonic\":true,\"dataPoints\":[{"
+           "\"attributes\":[{\"key\":\"http.method\",\"value\":{\"stringValue\":\"GET\"}}],\"timeUnixNano\":\"%lld000000\","
+           "\"asInt\":\"7\"}]}},"
+           "{\"name\":\"latency\",\"histogram\":{\"aggregationTemporality\":2,\"dataPoints\":[{\"timeUnixNano\":"
+           "\"%lld000000\",\"count\":\"4\",\"sum\":1.5,\"bucketCounts\":[\"1\",\"2\",\"1\"],\"explicitBounds\":[0.1,0.5]}]}},"
+           "{\"name\":\"temp\",\"gauge\":{\"dataPoints\":[{\"timeUnixNano\":\"%lld000000\",\"asDouble\":21.5}]}},"
+           "{\"name\":\"deltas\",\"sum\":{\"aggregationTemporality\":1,\"dataPoints\":[{\"timeUnixNano\":\"%lld000000\","
+           "\"asInt\":\"1\"}]}}]}]}]}",
+           now_ms, now_ms, now_ms, now_ms);
+  const char *p = write_file("metrics.json", body, strlen(body));
+
+  /* remote-write: one series, three samples, snappy block format */
+  Prometheus__WriteRequest wr = PROMETHEUS__WRITE_REQUEST__INIT;
+  Prometheus__TimeSeries ts = PROMETHEUS__TIME_SERIES__INIT;
+  Prometheus__Label l0 = PROMETHEUS__LABEL__INIT, l1 = PROMETHEUS__LABEL__INIT;
+  l0.name = "__name__", l0.value = "rw_metric";
+  l1.name = "job", l1.value = "rw";
+  Prometheus__Label *ls[] = {&l0, &l1};
+  Prometheus__Sample s0 = PROMETHEUS__SAMPLE__INIT, s1 = PROMETHEUS__SAMPLE__INIT, s2 = PROMETHEUS__SAMPLE__INIT;
+  s0.has_value = s0.has_timestamp = s1.has_value = s1.has_timestamp = s2.has_value = s2.has_timestamp = 1;
+  s0.value = 1, s0.timestamp = now_ms - 2000;
+  s1.value = 2, s1.timestamp = now_ms - 1000;
+  s2.value = 3, s2.timestamp = now_ms;
+  Prometheus__Sample *ss[] = {&s0, &s1, &s2};
+  ts.n_labels = 2, ts.labels = ls, ts.n_samples = 3, ts.samples = ss;
+  Prometheus__TimeSeries *tss[] = {&ts};
+  wr.n_timeseries = 1, wr.timeseries = tss;
+  size_t plen = protobuf_c_message_get_packed_size(&wr.base);
+  uint8_t *raw = malloc(plen);
+  protobuf_c_message_pack(&wr.base, raw);
+  size_t clen = snappy_max_compressed_length(plen);
+  char *comp = malloc(clen);
+  assert_int_equal(snappy_compress((const char *)raw, plen, comp, &clen), SNAPPY_OK);
+  const char *rp = write_file("rw.bin", comp, clen);
+  free(raw);
+  free(comp);
+
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -w ' %%{http_code}\\n' -H 'Content-Type: application/json' --data-binary @%s "
+                        "http://127.0.0.1:%d/v1/metrics; "
+                        "curl -m 20 -sS -w '%%{http_code}\\n' -H 'Content-Type: application/x-protobuf' -H "
+                        "'Content-Encoding: snappy' -H 'X-Prometheus-Remote-Write-Version: 0.1.0' --data-binary @%s "
+                        "http://127.0.0.1:%d/api/v1/write; "
+                        "curl -m 20 -sS -w ' %%{http_code}\\n' --data-binary 'not snappy' "
+                        "http://127.0.0.1:%d/api/v1/write",
+                        p, f->port, rp, f->qport, f->qport);
+  assert_non_null(strstr(j->out, "\"rejectedDataPoints\":\"1\""));
+  assert_non_null(strstr(j->out, "delta temporality"));
+  assert_non_null(strstr(j->out, " 200\n204\n"));
+  assert_non_null(strstr(j->out, "snappy"));
+  assert_non_null(strstr(j->out, " 400\n"));
+  free(j);
+
+  double v = 0;
+  assert_int_equal(select_count(f, "http_requests_total", "job", "shop", &v), 1);
+  assert_true(v == 7);
+  assert_int_equal(select_count(f, "http_requests_total", "instance", "i-1", NULL), 1);
+  assert_int_equal(select_count(f, "http_requests_total", "http_method", "GET", NULL), 1);
+  assert_int_equal(select_count(f, "latency_bucket", "le", "0.5", &v), 1);
+  assert_true(v == 3);
+  assert_int_equal(select_count(f, "latency_bucket", "le", "+Inf", &v), 1);
+  assert_true(v == 4);
+  assert_int_equal(select_count(f, "latency_count", NULL, NULL, &v), 1);
+  assert_true(v == 4);
+  assert_int_equal(select_count(f, "latency_sum", NULL, NULL, &v), 1);
+  assert_true(v == 1.5);
+  assert_int_equal(select_count(f, "temp", NULL, NULL, &v), 1);
+  assert_true(v == 21.5);
+  assert_int_equal(select_count(f, "deltas", NULL, NULL, NULL), 0);
+  assert_int_equal(select_count(f, "rw_metric", "job", "rw", &v), 3);
+  assert_true(v == 3);
+  stop(f);
+}
+
+/* A scrape target: a tiny HTTP server serving an exposition body. */
+static void expo_handler(sk_http_req_t *req, void *ud) {
+  const char *body =
+      "# HELP shop_orders_total Orders.\n# TYPE shop_orders_total counter\n"
+      "shop_orders_total{kind=\"book\",job=\"inner\"} 12\n"
+      "shop_temp 3.5e1\nshop_esc{path=\"a\\\"b\\\\c\\n\"} +Inf\n";
+  sk_http_respond_text(req, 200, SK_METRICS_CONTENT_TYPE, body);
+}
+
+static int g_target_port;
+static void scrape_cfg(tl_config_t *c) {
+  static tl_scrape_cfg_t sc;
+  static char *targets[2];
+  static char t0[64];
+  snprintf(t0, sizeof t0, "127.0.0.1:%d", g_target_port);
+  targets[0] = t0;
+  targets[1] = "127.0.0.1:1"; /* nothing listens: up 0 */
+  memset(&sc, 0, sizeof sc);
+  sc.job = "shop";
+  sc.targets.v = targets;
+  sc.targets.n = 2;
+  sc.interval_ms = 200;
+  sc.timeout_ms = 1000;
+  sc.metrics_path = "/metrics";
+  c->scrape_configs.v = &sc;
+  c->scrape_configs.n = 1;
+}
+
+static void test_scrape(void **state) {
+  uv_loop_t tmp;
+  (void)tmp;
+  fixture_t *f = NULL;
+  /* the target runs on the same loop as the app */
+  uv_loop_t *loop = malloc(sizeof *loop);
+  uv_loop_init(loop);
+  sk_http_server_t *srv = NULL;
+  sk_http_server_opts_t so = {.host = "127.0.0.1", .port = 0};
+  assert_int_equal(sk_http_server_new(loop, &so, expo_handler, NULL, &srv), 0);
+  g_target_port = sk_http_server_port(srv);
+  f = start_with(scrape_cfg);
+  /* move the target onto the app's loop: simplest is to run both loops */
+  int found = 0;
+  for (int i = 0; i < 200 && !found; i++) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    uv_timer_start(&f->tick, tick, 10, 0);
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uv_run(loop, UV_RUN_NOWAIT);
+    double up = -1;
+    if (select_count(f, "shop_orders_total", NULL, NULL, NULL) > 0 &&
+        select_count(f, "up", "instance", "127.0.0.1:1", &up) > 0)
+      found = 1;
+    usleep(10000);
+  }
+  assert_true(found);
+  double v = 0;
+  assert_true(select_count(f, "shop_orders_total", "exported_job", "inner", &v) > 0);
+  assert_true(v == 12);
+  assert_true(select_count(f, "shop_temp", "job", "shop", &v) > 0);
+  assert_true(v == 35);
+  assert_true(select_count(f, "shop_esc", "path", "a\"b\\c\n", NULL) > 0);
+  char inst[64];
+  snprintf(inst, sizeof inst, "127.0.0.1:%d", g_target_port);
+  assert_true(select_count(f, "up", "instance", inst, &v) > 0);
+  assert_true(v == 1);
+  assert_true(select_count(f, "up", "instance", "127.0.0.1:1", &v) > 0);
+  assert_true(v == 0);
+  assert_true(select_count(f, "scrape_duration_seconds", "instance", inst, NULL) > 0);
+  f->cfg.scrape_configs.v = NULL; /* static, not ours to free */
+  f->cfg.scrape_configs.n = 0;
+  stop_with(f, loop);
+  sk_http_server_free(srv);
+  for (int i = 0; i < 1000 && uv_run(loop, UV_RUN_NOWAIT); i++) usleep(1000);
+  sk_test_loop_drain(loop);
+  free(loop);
+}
+
+static void test_expo_parser(void **state) {
+  sk_pool_t *pool = sk_pool_new();
+  tl_samples_t s = {0};
+  char err[200];
+  const char *ok = "a 1\n# comment\n\nb{x=\"1\",y=\"2\",} 2 1700000000000\r\nc NaN\nd -Inf\n";
+  assert_int_equal(tl_expo_parse(pool, ok, strlen(ok), NULL, &s, err, sizeof err), 0);
+  assert_int_equal(s.n, 4);
+  assert_int_equal(s.v[1].ts_ms, 1700000000000LL);
+  assert_int_equal(s.v[1].nlabels, 3);
+  const char *bad[] = {"a{x=1} 1\n", "a{x=\"1\" 1\n", "a\n", "1a 2\n", "a 1 2 3\n", "a{=\"x\"} 1\n", "a zz\n"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    tl_samples_t t = {0};
+    assert_true(tl_expo_parse(pool, bad[i], strlen(bad[i]), NULL, &t, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "line 1:"));
+  }
+  tl_samples_t t = {0};
+  tl_expo_opts_t o = {.max_samples = 2};
+  assert_int_equal(tl_expo_parse(pool, ok, strlen(ok), &o, &t, err, sizeof err), SK_ELIMIT);
+  sk_pool_free(pool);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_otlp_traces_protobuf), cmocka_unit_test(test_otlp_json_gzip_errors),
+      cmocka_unit_test(test_oversize_413),         cmocka_unit_test(test_logs_loki),
+      cmocka_unit_test(test_otlp_metrics_and_remote_write), cmocka_unit_test(test_scrape),
+      cmocka_unit_test(test_expo_parser),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
