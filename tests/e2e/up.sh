@@ -57,20 +57,32 @@ echo_field() { # FIELD of skiff-echo in skiff status --json (one key per line)
 }
 echo_is() { [ "$(echo_field "$1")" = "$2" ]; }
 
-PORT=$(free_port)
-ADMIN=$(free_port)
-[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
-sed -e "s/127.0.0.1:8081/127.0.0.1:$PORT/g" -e "s/127.0.0.1:9911/127.0.0.1:$ADMIN/g" \
-  "$SRC/examples/skiff.yaml" >"$TMP/skiff.yaml"
-sed -e "s/127.0.0.1:8081/127.0.0.1:$PORT/g" -e "s/127.0.0.1:9911/127.0.0.1:$ADMIN/g" \
-  "$SRC/examples/echo.yaml" >"$TMP/echo.yaml"
+# Every example config is copied with each 127.0.0.1 port moved to a free one
+# and state directories moved under $TMP, so the test runs the platform exactly
+# as `make up` does, next to anything else on the machine.
+declare -A MAP=()
+for p in $(grep -ohE '127\.0\.0\.1:[0-9]+' "$SRC"/examples/*.yaml | cut -d: -f2 | sort -u); do
+  for _ in $(seq 1 50); do
+    q=$(free_port) || fail "no free port"
+    used=0
+    for v in "${MAP[@]}"; do [ "$v" = "$q" ] && used=1; done
+    [ "$used" = 0 ] && break
+  done
+  MAP[$p]=$q
+done
+sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g")
+for p in "${!MAP[@]}"; do sed_args+=(-e "s/127\.0\.0\.1:$p\b/127.0.0.1:${MAP[$p]}/g"); done
+for f in "$SRC"/examples/*.yaml; do sed "${sed_args[@]}" "$f" >"$TMP/$(basename "$f")"; done
+PORT=${MAP[8081]:?examples/echo.yaml no longer listens on 8081}
+ADMIN=${MAP[9911]:?examples/echo.yaml no longer has admin 9911}
+NDAEMONS=$(grep -cE '^  - name:' "$TMP/skiff.yaml")
 grep -q "$PORT" "$TMP/echo.yaml" && grep -q "$ADMIN" "$TMP/skiff.yaml" || fail "example ports not found"
-"$SKIFF" check -f "$TMP/skiff.yaml" | grep -q "ok, 1 daemon" || fail "skiff check on the example"
+"$SKIFF" check -f "$TMP/skiff.yaml" | grep -q "ok, $NDAEMONS daemon" || fail "skiff check on the example"
 
 start_up() {
   "$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" >"$TMP/up.log" 2>&1 &
   UP_PID=$!
-  wait_until 30 grep -q "all 1 daemon ready" "$TMP/up.log" || fail "not all ready"
+  wait_until 60 grep -q "all $NDAEMONS daemons\? ready" "$TMP/up.log" || fail "not all ready"
 }
 
 start_up
@@ -87,6 +99,18 @@ grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "h2c version header"
 grep -q '"protocol": "HTTP/2"' "$TMP/b" || fail "not HTTP/2"
 curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_echo_requests_total{code="200"} 2' ||
   fail "metrics do not count the two requests"
+
+# the default platform: skiff-proxy's ingress in front of skiff-echo, and
+# skiff-telemetry scraping every daemon of skiff.yaml
+if [ -n "${MAP[8080]:-}" ]; then
+  curl -fsS -m 10 -D "$TMP/h" -o "$TMP/b" "http://127.0.0.1:${MAP[8080]}/" || fail "proxy ingress"
+  grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "proxy did not reach skiff-echo"
+  grep -qi '^x-request-id:' "$TMP/h" || grep -q '"x-request-id"' "$TMP/b" || fail "proxy added no x-request-id"
+fi
+if [ -n "${MAP[9090]:-}" ]; then
+  wait_until 60 sh -c "curl -fsS -m 5 'http://127.0.0.1:${MAP[9090]}/api/v1/query?query=up' | grep -q '\"job\"'" ||
+    fail "skiff-telemetry has no up series"
+fi
 
 # SIGHUP to the echo: a new version label, live, same pid
 pid=$(echo_field pid)
