@@ -4,6 +4,7 @@
 # HTTP/1.1 and h2c, SIGHUP reload of the echo, kill -9 and restart, logs,
 # `skiff down` and Ctrl-C (SIGINT) both leaving no process behind.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
@@ -30,24 +31,6 @@ fail() {
   cat "$TMP/up.log" >&2 || true
   for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((18000 + RANDOM % 2000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-wait_until() { # SECONDS CMD...
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 echo_field() { # FIELD of skiff-echo in skiff status --json (one key per line)

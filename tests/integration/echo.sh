@@ -2,6 +2,7 @@
 # skiff-echo as a real process: config file, admin listener (readyz,
 # metrics), SIGHUP reload of version / latency / error_rate, clean SIGTERM.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 ECHO=$BIN/skiff-echo
@@ -22,26 +23,6 @@ fail() {
   echo "---- skiff-echo log" >&2
   cat "$TMP/echo.log" >&2 || true
   exit 1
-}
-
-# a port nobody listens on (random in 18000-19999, checked with ss)
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((18000 + RANDOM % 2000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-# wait_until SECONDS CMD...: retries CMD every 0.1s, bounded
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 PORT=$(free_port)

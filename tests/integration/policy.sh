@@ -4,6 +4,7 @@
 # JSONPatch is applied with python3's jsonpatch, malformed reviews get 400
 # and the server keeps serving, metrics, SIGHUP reload, clean SIGTERM.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
@@ -26,24 +27,6 @@ fail() {
   echo "---- skiff-policy log" >&2
   cat "$TMP/policy.log" >&2 || true
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((18000 + RANDOM % 2000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 PORT=$(free_port)

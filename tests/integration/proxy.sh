@@ -5,6 +5,7 @@
 # mirroring, reasons on proxy-made answers, h2/h2c, TLS and mTLS, L4 TCP,
 # reload under load, a refused reload, admin routes, SIGTERM drain.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
@@ -23,26 +24,6 @@ fail() {
   echo "FAIL: $*" >&2
   echo "---- proxy log" >&2; tail -50 "$TMP/proxy.log" >&2 || true
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && ! grep -qx "$p" "$TMP/ports" 2>/dev/null; then
-      echo "$p" >>"$TMP/ports"; echo "$p"; return 0
-    fi
-  done
-  return 1
-}
-
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 E1=$(free_port); E2=$(free_port); EM=$(free_port); A1=$(free_port); A2=$(free_port); AM=$(free_port)

@@ -3,6 +3,7 @@
 # push) and samples (OTLP JSON gauge) while the daemon is killed with
 # SIGKILL; after a restart every acknowledged item must be there.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 TEL=$BIN/skiff-telemetry
@@ -22,24 +23,6 @@ fail() {
   echo "---- skiff-telemetry log" >&2
   tail -50 "$TMP/tl.log" >&2 || true
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 5000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 OTLP=$(free_port); QUERY=$(free_port); ADMIN=$(free_port)

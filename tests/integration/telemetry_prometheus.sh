@@ -4,6 +4,7 @@
 # scrapes a real skiff-echo's /metrics (from scrape_configs and from a
 # skiff.yaml daemons list) and its own admin /metrics.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 TEL=$BIN/skiff-telemetry
@@ -21,26 +22,6 @@ fail() {
   echo "FAIL: $*" >&2
   for f in tl echo prom; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((25000 + RANDOM % 5000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && ! grep -qx "$p" "$TMP/ports" 2>/dev/null; then
-      echo "$p" >>"$TMP/ports"; echo "$p"; return 0
-    fi
-  done
-  return 1
-}
-
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 OTLP=$(free_port); QUERY=$(free_port); ADMIN=$(free_port)
