@@ -140,16 +140,18 @@ int main(int argc, char **argv) {
       idle_hint = i + 1;
     }
     if (qhead < qtail) late++;
-    int timeout_ms = 0;
-    if (qhead == qtail && next_i < total) {
+    /* sleep until the next request is due (ns resolution: no busy loop,
+     * the generator shares a CPU with the upstream) */
+    struct timespec to = {0, 0};
+    if (next_i < total) {
       uint64_t due = t0 + next_i * interval;
       now = now_ns();
-      timeout_ms = due > now ? (int)((due - now) / 1000000u) : 0;
+      if (due > now) to.tv_nsec = (long)(due - now);
     } else if (next_i >= total) {
-      timeout_ms = 100;
+      to.tv_nsec = 100000000;
     }
     struct epoll_event evs[256];
-    int n = epoll_wait(ep, evs, 256, timeout_ms);
+    int n = epoll_pwait2(ep, evs, 256, &to, NULL);
     for (int e = 0; e < n; e++) {
       conn_t *x = &c[evs[e].data.u32];
       ssize_t r = read(x->fd, x->buf + x->len, BUFSZ - x->len);

@@ -237,6 +237,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/breaker")
 [ "$code" = 200 ] || fail "breaker did not close (got $code)"
 grep -q 'circuit_open' "$TMP/access.log" || fail "access log lacks circuit_open"
 echo "ok breaker: $open circuit_open, $passed passed, then closed"
+# the breaker-state gauge: one request in flight to "slow" (1s upstream) fills
+# max_requests 1, so the gauge reads 1 while it runs and 0 once it is done
+brk_gauge() {
+  curl -fsS "http://127.0.0.1:$ADMIN/metrics" | sed -n 's/^skiff_proxy_circuit_open{cluster="slow",kind="requests"} //p'
+}
+gauge_is() { [ "$(brk_gauge)" = "$1" ]; }
+curl -s --max-time 20 -o /dev/null "$URL/breaker" &
+BRK_CURL=$!
+wait_until 10 gauge_is 1 || fail "circuit_open gauge not 1 while slow's only slot was taken (got '$(brk_gauge)')"
+wait "$BRK_CURL" || true
+wait_until 10 gauge_is 0 || fail "circuit_open gauge not back to 0 after the request (got '$(brk_gauge)')"
+curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_proxy_circuit_open{cluster="flaky",kind="retries"} 0' ||
+  fail "no circuit_open gauge for flaky/retries"
+echo "ok breaker gauge: 1 while open, 0 when closed"
 
 # ---- outlier ejection ----
 burst /outlier 200 "$TMP/out1.h"

@@ -29,6 +29,7 @@ static void note_peer(const char *p) {
 }
 
 static void on_abort(sk_http_req_t *req, void *ud) { g_aborts++; }
+static void relay_handler(sk_http_req_t *req);
 
 static void later_closed(uv_handle_t *h) { free(h); }
 static void later_cb(uv_timer_t *t) {
@@ -57,6 +58,8 @@ static void handler(sk_http_req_t *req, void *ud) {
     uv_timer_init(&g_loop, t);
     t->data = req;
     uv_timer_start(t, later_cb, 50, 0);
+  } else if (!strcmp(req->path, "/relay")) {
+    relay_handler(req);
   } else if (!strcmp(req->path, "/never")) {
     sk_http_req_on_abort(req, on_abort, NULL);
   } else {
@@ -107,6 +110,8 @@ static int run_job(sk_test_job_t *job) {
 
 typedef struct raw_job {
   int port;
+  int half_close; /* shutdown(SHUT_WR) after sending, then read the answers */
+  int eof;        /* the server closed (not a receive timeout or error) */
   char req[16384];
   size_t reqlen;
   char out[65536];
@@ -129,8 +134,10 @@ static void raw_main(void *arg) {
       if (n <= 0) break;
       off += (size_t)n;
     }
+    if (j->half_close) shutdown(fd, SHUT_WR);
     for (;;) {
       ssize_t n = recv(fd, j->out + j->outlen, sizeof j->out - 1 - j->outlen, 0);
+      if (n == 0) j->eof = 1;
       if (n <= 0) break;
       j->outlen += (size_t)n;
       if (j->outlen >= sizeof j->out - 1) break;
@@ -142,9 +149,10 @@ static void raw_main(void *arg) {
 }
 
 /* Sends raw bytes, returns what the server answered before closing. */
-static const char *raw(raw_job_t *j, const char *req, size_t len) {
+static const char *raw_ex(raw_job_t *j, const char *req, size_t len, int half_close) {
   memset(j, 0, sizeof *j);
   j->port = g_port;
+  j->half_close = half_close;
   memcpy(j->req, req, len);
   j->reqlen = len;
   uv_thread_create(&j->th, raw_main, j);
@@ -152,7 +160,16 @@ static const char *raw(raw_job_t *j, const char *req, size_t len) {
   uv_thread_join(&j->th);
   return j->out;
 }
+static const char *raw(raw_job_t *j, const char *req, size_t len) { return raw_ex(j, req, len, 0); }
 #define RAW(j, lit) raw(j, lit, sizeof(lit) - 1)
+/* The same, with the write side shut (FIN) right after the request. */
+#define RAW_HALF(j, lit) raw_ex(j, lit, sizeof(lit) - 1, 1)
+
+static int count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  return n;
+}
 
 static void expect_normal_curl(void) {
   sk_test_job_t job;
@@ -644,6 +661,124 @@ static void test_client_body_limit(void **state) {
   sk_http_client_free(cl);
 }
 
+/* ---------------- half-close (client FIN after its requests) ---------------- */
+
+static void test_half_close(void **state) {
+  static raw_job_t j;
+  /* one keep-alive request, then FIN: answered, then closed (whether the
+   * answer says "connection: close" depends on whether the FIN was read
+   * before the handler answered) */
+  const char *o = RAW_HALF(&j, "GET /hello?hc HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_non_null(strstr(o, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(o, "\r\n\r\nhello hc\n"));
+  assert_true(j.eof);
+  /* an asynchronous answer: the FIN came first, so the answer says close */
+  o = RAW_HALF(&j, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_non_null(strstr(o, "connection: close\r\n"));
+  assert_non_null(strstr(o, "\r\n\r\nlater\n"));
+  assert_true(j.eof);
+  /* HTTP/1.0 tools do the same */
+  o = RAW_HALF(&j, "GET /hello?ten HTTP/1.0\r\n\r\n");
+  assert_non_null(strstr(o, "\r\n\r\nhello ten\n"));
+  assert_true(j.eof);
+  /* pipelined requests already buffered, one answered asynchronously,
+   * are all answered in order before the close */
+  o = RAW_HALF(&j, "GET /hello?p1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                   "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+                   "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nbody3"
+                   "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n");
+  const char *a = strstr(o, "hello p1\n"), *b = strstr(o, "later\n"), *c = strstr(o, "body3"),
+             *d = strstr(o, "5\r\npart3\r\n0\r\n\r\n");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_non_null(d);
+  assert_true(a < b && b < c && c < d);
+  assert_int_equal(count(o, "HTTP/1.1 200 OK\r\n"), 4);
+  assert_int_equal(count(o, "connection: close\r\n"), 1); /* on the last one only */
+  assert_true(strstr(o, "connection: close\r\n") > c);
+  assert_true(j.eof);
+  /* a body cut short by the FIN: 400, not a hang */
+  o = RAW_HALF(&j, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  assert_non_null(strstr(o, "HTTP/1.1 400 "));
+  assert_true(j.eof);
+  /* a head cut short: closed without an answer (and without waiting for
+   * the header timeout: the raw client would see a 408 then) */
+  o = RAW_HALF(&j, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+  assert_string_equal(o, "");
+  assert_true(j.eof);
+  /* an empty connection that half-closes is closed */
+  o = raw_ex(&j, "", 0, 1);
+  assert_string_equal(o, "");
+  expect_normal_curl();
+}
+
+/* The same with a real netcat (OpenBSD's, whose -N shuts the socket down
+ * after stdin's end), when it is installed. */
+static void test_half_close_nc(void **state) {
+  char out[256];
+  if (sk_test_sh(out, sizeof out, "nc -h 2>&1 | grep -q -- ' -N ' && echo yes") != 0 ||
+      strncmp(out, "yes", 3) != 0) {
+    skip();
+  }
+  sk_test_job_t job;
+  sk_test_job_start(&job,
+                    "printf 'GET /hello?nc HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | "
+                    "timeout 10 nc -N 127.0.0.1 %d",
+                    g_port);
+  assert_int_equal(run_job(&job), 0);
+  assert_non_null(strstr(job.out, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(job.out, "\r\n\r\nhello nc\n"));
+}
+
+/* ---------------- client callbacks that answer downstream ---------------- */
+
+/* A handler that forwards to the server itself through a client and
+ * answers downstream from the client's callback. With pipelined requests
+ * downstream, that answer runs the next request's handler at once, which
+ * submits its upstream request from inside the client's callback, on the
+ * connection that just finished its exchange. */
+static sk_http_client_t *g_relay_cl;
+
+static void relay_done(int err, sk_http_resp_t *resp, void *ud) {
+  sk_http_req_t *down = ud;
+  if (err < 0) {
+    sk_http_respond_text(down, 502, NULL, sk_strerror(err));
+    return;
+  }
+  char *b = sk_pool_printf(down->pool, "relayed %d %.*s", resp->status, (int)resp->body_len,
+                           (const char *)resp->body);
+  sk_http_respond_text(down, 200, NULL, b); /* down is gone after this */
+}
+
+static void relay_handler(sk_http_req_t *req) {
+  const char *q = req->query ? req->query : "";
+  char path[64];
+  snprintf(path, sizeof path, "/hello?up%s", q);
+  if (sk_http_client_request(g_relay_cl, "GET", path, NULL, 0, NULL, 0, relay_done, req) < 0)
+    sk_http_respond_text(req, 500, NULL, "request failed\n");
+}
+
+static void test_client_cb_responds_downstream(void **state) {
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = g_port, .max_conns = 1};
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &g_relay_cl), 0);
+  static raw_job_t j;
+  g_npeers = 0;
+  const char *out = RAW(&j, "GET /relay?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /relay?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /relay?3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const char *a = strstr(out, "relayed 200 hello up1\n"), *b = strstr(out, "relayed 200 hello up2\n"),
+             *c = strstr(out, "relayed 200 hello up3\n");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_true(a < b && b < c);
+  /* the raw client and one pooled upstream connection, reused */
+  assert_int_equal(g_npeers, 2);
+  sk_http_client_free(g_relay_cl);
+  g_relay_cl = NULL;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_keepalive_and_case),
@@ -662,6 +797,9 @@ int main(void) {
       cmocka_unit_test(test_client_h2c),
       cmocka_unit_test(test_tls),
       cmocka_unit_test(test_client_body_limit),
+      cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_half_close_nc),
+      cmocka_unit_test(test_client_cb_responds_downstream),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

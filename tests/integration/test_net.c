@@ -2,9 +2,14 @@
  * TLS, in-process clients and `openssl s_client` as a real one. */
 #include "sk_test.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "skiff/err.h"
 #include "skiff/mem.h"
@@ -20,11 +25,26 @@ typedef struct srv {
   char alpn[32], spiffe[256], peer[64];
   int tls;
   int close_on_newline; /* reply "echo:<line>" and close (for s_client) */
+  int half_close;       /* collect, answer "got:<all>" on the peer's FIN, close */
+  int eofs;
   sk_buf_t line;
 } srv_t;
 
+static void srv_on_eof(sk_conn_t *c) {
+  srv_t *s = sk_conn_get_data(c);
+  s->eofs++;
+  assert_int_equal(sk_conn_write(c, "got:", 4), 0);
+  assert_int_equal(sk_conn_write(c, s->line.data, s->line.len), 0);
+  sk_buf_reset(&s->line);
+  sk_conn_close(c);
+}
+
 static void srv_on_data(sk_conn_t *c, const uint8_t *d, size_t n) {
   srv_t *s = sk_conn_get_data(c);
+  if (s->half_close) {
+    sk_buf_append(&s->line, d, n);
+    return;
+  }
   if (!s->close_on_newline) {
     assert_int_equal(sk_conn_write(c, d, n), 0);
     if (sk_conn_write_queued(c) > 256 * 1024) sk_conn_read_stop(c); /* backpressure */
@@ -60,6 +80,7 @@ static void srv_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
   snprintf(s->peer, sizeof s->peer, "%s", sk_conn_peer_addr(c));
   sk_conn_cbs_t cbs = {.on_data = srv_on_data, .on_close = srv_on_close, .on_drain = srv_on_drain};
   sk_conn_set_cbs(c, &cbs, s);
+  if (s->half_close) sk_conn_set_on_eof(c, srv_on_eof);
 }
 
 /* ---------------- an in-process client ---------------- */
@@ -184,6 +205,83 @@ static void test_plain_roundtrip(void **state) {
   assert_int_equal(sk_test_run_until(&loop, closes, WAIT_MS), 0);
   assert_int_equal(s.last_err, SK_ECLOSED);
   sk_buf_done(&k.got);
+  finish(&loop, l);
+}
+
+/* A raw socket client on a thread: sends, shuts its write side down,
+ * reads until the server closes. */
+typedef struct half_job {
+  int port;
+  const char *send;
+  char out[4096];
+  size_t outlen;
+  volatile int done;
+  uv_thread_t th;
+} half_job_t;
+
+static void half_main(void *arg) {
+  half_job_t *j = arg;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)j->port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct timeval tv = {.tv_sec = 10};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    size_t len = strlen(j->send), off = 0;
+    while (off < len) {
+      ssize_t n = send(fd, j->send + off, len - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += (size_t)n;
+    }
+    shutdown(fd, SHUT_WR);
+    for (;;) {
+      ssize_t n = recv(fd, j->out + j->outlen, sizeof j->out - 1 - j->outlen, 0);
+      if (n <= 0) break;
+      j->outlen += (size_t)n;
+      if (j->outlen >= sizeof j->out - 1) break;
+    }
+  }
+  j->out[j->outlen] = 0;
+  close(fd);
+  __atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+}
+
+static void half_run(uv_loop_t *loop, half_job_t *j, int port, const char *send) {
+  memset(j, 0, sizeof *j);
+  j->port = port;
+  j->send = send;
+  uv_thread_create(&j->th, half_main, j);
+  assert_int_equal(sk_test_run_until(loop, &j->done, WAIT_MS), 0);
+  uv_thread_join(&j->th);
+}
+
+/* With on_eof, a peer's FIN is a read-side event: the server still
+ * answers and closes when it wants (err 0: our own close). Without it the
+ * connection closes at the FIN (SK_ECLOSED) and nothing is answered. */
+static void test_half_close(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  srv_t s = {0};
+  s.half_close = 1;
+  sk_buf_init(&s.line);
+  sk_listener_t *l = listen_on(&loop, "127.0.0.1", NULL, NULL, &s);
+  static half_job_t j;
+  half_run(&loop, &j, sk_listener_port(l), "question one, question two");
+  assert_string_equal(j.out, "got:question one, question two");
+  volatile int *closes = &s.closes;
+  assert_int_equal(sk_test_run_until(&loop, closes, WAIT_MS), 0);
+  assert_int_equal(s.eofs, 1);
+  assert_int_equal(s.last_err, 0);
+  /* the default, for comparison: closed at the FIN, nothing sent */
+  s.half_close = 0;
+  s.close_on_newline = 1;
+  s.closes = 0;
+  half_run(&loop, &j, sk_listener_port(l), "no newline");
+  assert_string_equal(j.out, "");
+  assert_int_equal(sk_test_run_until(&loop, closes, WAIT_MS), 0);
+  assert_int_equal(s.last_err, SK_ECLOSED);
+  assert_int_equal(s.eofs, 1);
+  sk_buf_done(&s.line);
   finish(&loop, l);
 }
 
@@ -576,7 +674,8 @@ static void test_s_client(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_plain_roundtrip),  cmocka_unit_test(test_plain_large_ipv6),
+      cmocka_unit_test(test_plain_roundtrip),  cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_plain_large_ipv6),
       cmocka_unit_test(test_connect_errors),   cmocka_unit_test(test_reuseport),
       cmocka_unit_test(test_tls_roundtrip),
       cmocka_unit_test(test_mtls_require),     cmocka_unit_test(test_mtls_optional),

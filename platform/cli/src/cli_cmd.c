@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli_int.h"
+#include "control.h"
 #include "policy.h"
 #include "skiff/err.h"
 #include "skiff/mem.h"
@@ -37,6 +38,8 @@ static const char usage_text[] =
     "                                           print (or follow) a daemon's log\n"
     "  check  [-f FILE]                         validate FILE without starting anything\n"
     "  policy test POLICIES RESOURCES...        evaluate manifests against policies (docs/policy.md)\n"
+    "  apply -f FILE|DIR | get KIND [NAME] | delete KIND NAME | diff -f FILE\n"
+    "                                           resources on skiff-control (docs/control.md)\n"
     "  version                                  print the version\n"
     "  help   [COMMAND]                         this text\n"
     "\n"
@@ -513,6 +516,7 @@ int cli_main(int argc, char **argv) {
     return usage_error("policy", "unknown subcommand (try: skiff policy test POLICIES RESOURCES...)",
                        n >= 1 ? rest[0] : NULL);
   }
+  if (ctl_cli_is_verb(verb)) return ctl_cli_main(argc - 1, argv + 1); /* skiff-control (platform/control) */
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("skiff %s\n", SKIFF_VERSION);
     return 0;

@@ -204,6 +204,7 @@ static void sm_parse(bctx_t *b, const json_t *o, const char *path, px_str_match_
   if (allow_prefix && (v = json_object_get(o, "prefix"))) {
     n++;
     m->kind = PX_SM_PREFIX;
+    free(m->value); /* more than one kind given: an error below, but no leak */
     m->value = str(b, o, path, "prefix", 1, 0);
   }
   if ((v = json_object_get(o, "regex"))) {
@@ -212,6 +213,7 @@ static void sm_parse(bctx_t *b, const json_t *o, const char *path, px_str_match_
     char *pat = str(b, o, path, "regex", 1, PX_MAX_REGEX);
     snprintf(p, sizeof p, "%s.regex", path);
     if (pat && compile_re(b, p, pat, &m->re) == 0) m->has_re = 1;
+    free(m->value);
     m->value = pat;
   }
   if (allow_present && (v = json_object_get(o, "present"))) {

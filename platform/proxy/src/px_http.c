@@ -307,13 +307,30 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
   finish(t);
 }
 
+/* Keeps skiff_proxy_circuit_open{cluster,kind} in step with this worker's
+ * breaker: called after every acquire/release of a kind. */
+static void brk_note(px_wcluster_t *wc, px_brk_kind_t k) {
+  unsigned bit = 1u << k;
+  int open = px_breaker_is_open(&wc->breaker, k);
+  if (open == !!(wc->brk_open & bit)) return;
+  if (open) {
+    wc->brk_open |= bit;
+    sk_gauge_inc(wc->m_breaker_open[k]);
+  } else {
+    wc->brk_open &= ~bit;
+    sk_gauge_dec(wc->m_breaker_open[k]);
+  }
+}
+
 static void try_release(px_try_t *y) {
   px_txn_t *t = y->t;
   y->ep->active--;
   atomic_fetch_sub(&y->ep->stats->active, 1);
   px_breaker_release(&y->wc->breaker, PX_BRK_REQUESTS);
+  brk_note(y->wc, PX_BRK_REQUESTS);
   if (y->retry) {
     px_breaker_release(&y->wc->breaker, PX_BRK_RETRIES);
+    brk_note(y->wc, PX_BRK_RETRIES);
     if (t->wr) px_budget_retry_end(&t->wr->budget);
   }
   t->outstanding--;
@@ -354,7 +371,9 @@ static void start_try(px_txn_t *t, int is_retry) {
     fail(t, 503, PX_REASON_CIRCUIT_OPEN);
     return;
   }
+  brk_note(wc, PX_BRK_REQUESTS);
   if (is_retry && px_breaker_try_acquire(&wc->breaker, PX_BRK_RETRIES) < 0) is_retry = 0;
+  if (is_retry) brk_note(wc, PX_BRK_RETRIES);
   px_try_t *y = try_get(w);
   px_ep_t *ep = wc->eps[i];
   y->t = t;

@@ -104,7 +104,8 @@ typedef struct px_wcluster {
   px_breaker_t breaker;
   px_hc_runner_t *hc;
   sk_counter_t *m_requests[7]; /* requests_total per class for "no route" use */
-  sk_gauge_t *m_breaker_open;
+  sk_gauge_t *m_breaker_open[PX_BRK_NKINDS]; /* circuit_open{cluster,kind} */
+  unsigned brk_open;                         /* bit per kind: counted as open in the gauge */
   sk_counter_t *m_ejections;
   sk_counter_t *m_retries;
 } px_wcluster_t;

@@ -36,6 +36,7 @@ int px_obs_init(px_proxy_t *p) {
   static const char *const l_route[] = {"route"};
   static const char *const l_up[] = {"cluster", "endpoint", "class"};
   static const char *const l_cluster[] = {"cluster"};
+  static const char *const l_brk[] = {"cluster", "kind"};
   sk_metrics_counter_family(m, "skiff_proxy_requests_total",
                             "Downstream requests by route, upstream cluster and status class.", l_req, 3,
                             &p->f_requests);
@@ -48,6 +49,11 @@ int px_obs_init(px_proxy_t *p) {
                             &p->f_retries);
   sk_metrics_counter_family(m, "skiff_proxy_outlier_ejections_total", "Endpoints ejected by outlier detection.",
                             l_cluster, 1, &p->f_ejections);
+  sk_metrics_gauge_family(m, "skiff_proxy_circuit_open",
+                          "Workers whose circuit breaker for the cluster is at its limit, by kind "
+                          "(requests, retries); 0 = closed.",
+                          l_brk, 2, &p->f_breaker);
+  if (p->f_breaker) sk_mfamily_set_max_children(p->f_breaker, 20000);
   if (p->f_requests) sk_mfamily_set_max_children(p->f_requests, 20000);
   if (p->f_upstream) sk_mfamily_set_max_children(p->f_upstream, 20000);
   sk_metrics_gauge(m, "skiff_proxy_active_requests", "Requests in flight.", &p->g_active_reqs);

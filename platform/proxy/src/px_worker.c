@@ -118,6 +118,13 @@ static px_gen_t *gen_new(px_worker_t *w, px_config_t *cfg) {
     const char *v[1] = {cc->name};
     if (p->f_retries) sk_counter_with(p->f_retries, v, &wc->m_retries);
     if (p->f_ejections) sk_counter_with(p->f_ejections, v, &wc->m_ejections);
+    if (p->f_breaker) {
+      static const px_brk_kind_t kinds[] = {PX_BRK_REQUESTS, PX_BRK_RETRIES}; /* the ones the core enforces */
+      for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        const char *bv[2] = {cc->name, px_brk_kind_name(kinds[k])};
+        sk_gauge_with(p->f_breaker, bv, &wc->m_breaker_open[kinds[k]]);
+      }
+    }
     if (cc->health.enabled) {
       px_hc_target_t *tg = sk_xcalloc(wc->n + 1, sizeof *tg);
       for (size_t i = 0; i < wc->n; i++)
@@ -150,6 +157,8 @@ void px_gen_unref(px_gen_t *g) {
     }
     free(wc->eps);
     px_outlier_done(&wc->outlier);
+    for (int k = 0; k < PX_BRK_NKINDS; k++) /* a generation leaving while open */
+      if (wc->brk_open & (1u << k)) sk_gauge_dec(wc->m_breaker_open[k]);
   }
   for (size_t r = 0; r < g->cfg->nroutes; r++) px_ratelimit_done(&g->routes[r].rl);
   free(g->clusters);

@@ -38,6 +38,7 @@ typedef struct h1s {
   int in_process;              /* h1_process() is on the stack */
   int paused_in, paused_out;   /* reading stopped for buffering / write backpressure */
   int draining;
+  int peer_eof;                /* the client half-closed: answer what came, then close */
   /* the request being read or handled */
   sk_http_req_t *req;
   int version, keep_alive, is_head;
@@ -183,6 +184,7 @@ static int h1_start(sk_http_req_t *r, int status, const sk_http_header_t *h, siz
   s->resp_fixed = s->resp_chunked = 0;
   s->resp_left = 0;
   if (!s->keep_alive || s->draining || sk__http_server_draining(s->hc->srv)) s->close_after = 1;
+  if (s->peer_eof && s->in.len == 0) s->close_after = 1; /* nothing else will come */
   sk_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, sk_http_status_text(status));
   for (size_t i = 0; i < n; i++) {
     const char *name = h[i].name, *value = h[i].value ? h[i].value : "";
@@ -377,11 +379,15 @@ static void h1_process(h1s_t *s) {
         h1_close(s);
         break;
       }
-      if (s->in.len == 0) break;
+      if (s->in.len == 0) {
+        if (s->peer_eof) h1_close(s); /* every request was answered */
+        break;
+      }
       sk__h1_head_t hd;
       int r = sk__h1_parse_request(&s->parser, s->in.data, s->in.len, &hd);
       if (r == 0) {
-        h1_set_timer(s, T_HEADER);
+        if (s->peer_eof) h1_close(s); /* a head that can never complete */
+        else h1_set_timer(s, T_HEADER);
         break;
       }
       if (r < 0) {
@@ -390,9 +396,11 @@ static void h1_process(h1s_t *s) {
       }
       h1_begin_request(s, &hd);
     } else if (s->state == S_BODY) {
-      if (s->in.len == 0) break;
-      h1_read_body(s);
-      if (s->state == S_BODY) break; /* needs more */
+      if (s->in.len > 0) h1_read_body(s);
+      if (s->state == S_BODY) { /* needs more */
+        if (s->peer_eof) h1_fail(s, 400, "request body cut short by the client's end of stream");
+        break;
+      }
     } else {
       break; /* S_HANDLER: the response decides; S_CLOSING */
     }
@@ -412,13 +420,15 @@ static void h1_on_data(sk__http_conn_t *hc, const uint8_t *d, size_t n) {
   h1_process(s);
 }
 
-static void h1_timer_closed(uv_handle_t *h) {
-  h1s_t *s = h->data;
+static void h1_free(void *arg) {
+  h1s_t *s = arg;
   sk_buf_done(&s->in);
   sk_buf_done(&s->body);
   free(s->fields);
   free(s);
 }
+
+static void h1_timer_closed(uv_handle_t *h) { h1_free(h->data); }
 
 static void h1_on_close(sk__http_conn_t *hc, int err) {
   h1s_t *s = hc->proto_data;
@@ -433,7 +443,25 @@ static void h1_on_close(sk__http_conn_t *hc, int err) {
   s->hc = NULL;
   s->conn = NULL;
   uv_timer_stop(&s->timer);
-  uv_close((uv_handle_t *)&s->timer, h1_timer_closed);
+  if (!uv_is_closing((uv_handle_t *)&s->timer))
+    uv_close((uv_handle_t *)&s->timer, h1_timer_closed);
+  else /* closed by someone else (a harness walking the loop) */
+    sk__http_after_closes(s->timer.loop, h1_free, s);
+}
+
+/* The client sent FIN (shutdown of its write side, HTTP/1.0 tools, nc -N).
+ * Requests already received, pipelined ones included, are still answered
+ * in order; the connection closes after the last one. A request cut short
+ * gets nothing more (a partial head) or a 400 (a partial body). */
+static void h1_on_eof(sk__http_conn_t *hc) {
+  h1s_t *s = hc->proto_data;
+  if (!s || s->state == S_CLOSING) return;
+  s->peer_eof = 1;
+  if (s->state == S_HANDLER) {
+    if (s->in.len == 0) s->close_after = 1; /* in case the head is not sent yet */
+    return; /* h1_end goes on with what is buffered, then closes */
+  }
+  if (!s->in_process) h1_process(s);
 }
 
 static void h1_on_writable(sk__http_conn_t *hc) {
@@ -457,6 +485,7 @@ static const struct sk__http_proto h1_proto = {
     .on_close = h1_on_close,
     .on_writable = h1_on_writable,
     .drain = h1_drain,
+    .on_eof = h1_on_eof,
 };
 
 void sk__h1_server_attach(sk__http_conn_t *hc) {

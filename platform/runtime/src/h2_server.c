@@ -80,7 +80,8 @@ struct sk__h2s {
   uv_timer_t idle_timer;   /* no stream open for idle_timeout_ms -> GOAWAY, close */
   uv_timer_t drain_timer;  /* shutdown notice sent -> final GOAWAY */
   uv_timer_t req_timer;    /* ticks while some request is still arriving */
-  int handles_open;
+  int handles_open;         /* closes h2s_teardown requested, not yet run */
+  int foreign_closed;       /* some handle was closed by someone else */
   int busy;                /* nesting depth of our own entry points */
   int in_recv, in_send;
   int closing;             /* sk_conn_close/abort called */
@@ -122,9 +123,26 @@ static void h2s_nv(nghttp2_nv *nv, const char *name, size_t nlen, const char *va
 
 static void h2s_enter(sk__h2s_t *h) { h->busy++; }
 
+static void h2s_free(void *arg) { free(arg); }
+
+/* One of the handles h2s_teardown closed. When some handle had been closed
+ * by someone else, its close may still be queued behind ours: the memory
+ * goes once every close requested so far has run. */
 static void h2s_handle_closed(uv_handle_t *uh) {
   sk__h2s_t *h = uh->data;
-  if (--h->handles_open == 0) free(h);
+  if (--h->handles_open > 0) return;
+  if (h->foreign_closed) sk__http_after_closes(uh->loop, h2s_free, h);
+  else free(h);
+}
+
+/* Closes hd unless it is closing already (a harness walking the loop). */
+static void h2s_close_handle(sk__h2s_t *h, uv_handle_t *hd) {
+  if (uv_is_closing(hd)) {
+    h->foreign_closed = 1;
+    return;
+  }
+  h->handles_open++;
+  uv_close(hd, h2s_handle_closed);
 }
 
 static void h2s_stream_release(sk__h2s_stream_t *st);
@@ -139,10 +157,13 @@ static void h2s_teardown(sk__h2s_t *h) {
   nghttp2_session_del(h->session);
   h->session = NULL;
   sk_buf_done(&h->wbuf);
-  uv_close((uv_handle_t *)&h->flush_idle, h2s_handle_closed);
-  uv_close((uv_handle_t *)&h->idle_timer, h2s_handle_closed);
-  uv_close((uv_handle_t *)&h->drain_timer, h2s_handle_closed);
-  uv_close((uv_handle_t *)&h->req_timer, h2s_handle_closed);
+  uv_loop_t *loop = h->flush_idle.loop;
+  h->handles_open = 0; /* counts the closes requested here */
+  h2s_close_handle(h, (uv_handle_t *)&h->flush_idle);
+  h2s_close_handle(h, (uv_handle_t *)&h->idle_timer);
+  h2s_close_handle(h, (uv_handle_t *)&h->drain_timer);
+  h2s_close_handle(h, (uv_handle_t *)&h->req_timer);
+  if (h->handles_open == 0) sk__http_after_closes(loop, h2s_free, h); /* all closed by others */
 }
 
 static void h2s_leave(sk__h2s_t *h) {
@@ -762,7 +783,6 @@ void sk__h2_server_attach(sk__http_conn_t *hc) {
   h->flush_idle.data = h->idle_timer.data = h->drain_timer.data = h;
   uv_timer_init(loop, &h->req_timer);
   h->req_timer.data = h;
-  h->handles_open = 4;
 
   hc->proto = &sk__h2s_proto;
   hc->proto_data = h;

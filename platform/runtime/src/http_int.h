@@ -25,7 +25,17 @@ struct sk__http_proto {
    * h1 closes now if idle, else after the response in flight (and sends
    * "connection: close" on it). */
   void (*drain)(sk__http_conn_t *hc);
+  /* The peer half-closed a plaintext connection (no more input; output
+   * still possible). The protocol must end the connection once it has
+   * answered what it received (sk_conn_close). NULL: the core closes. */
+  void (*on_eof)(sk__http_conn_t *hc);
 };
+
+/* Runs fn(arg) once every uv_close() already requested on the loop has
+ * run its close callback, whoever requested it: for state that embeds
+ * handles someone else (a test harness walking the loop) may have
+ * closed. */
+void sk__http_after_closes(uv_loop_t *loop, void (*fn)(void *arg), void *arg);
 
 struct sk__http_conn {
   sk_conn_t *conn;

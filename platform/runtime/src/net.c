@@ -11,6 +11,7 @@
 #include "skiff/net.h"
 
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ struct sk_conn {
       shut_done : 1, hs_done : 1, need_drain : 1, tls_fatal : 1, err_set : 1;
   int err;
   sk_conn_cbs_t cbs;
+  void (*on_eof)(sk_conn_t *c);
   void *ud;
   SSL *ssl;
   BIO *net_in, *net_out;
@@ -90,6 +92,25 @@ static void sk__conn_tls_pump(sk_conn_t *c);
 static void sk__conn_try_next(sk_conn_t *c);
 
 /* ---------------- lifetime ---------------- */
+
+/* libuv writes with write(2): a write to a peer that has gone away would
+ * raise SIGPIPE and, at its default disposition, kill the process. Since a
+ * half-closed peer (on_eof) is answered after its FIN, that is an ordinary
+ * event here, so SIGPIPE is ignored unless the program installed its own
+ * handler; the write then fails with EPIPE and the connection closes. */
+static void sk__net_sigpipe_once(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
+static void sk__net_ignore_sigpipe(void) {
+  static uv_once_t once = UV_ONCE_INIT;
+  uv_once(&once, sk__net_sigpipe_once);
+}
 
 static void sk__set_err(sk_conn_t *c, int err) {
   if (c->err_set) return;
@@ -159,6 +180,7 @@ static void sk__conn_fail_flush(sk_conn_t *c, int err) {
 }
 
 static sk_conn_t *sk__conn_alloc(uv_loop_t *loop) {
+  sk__net_ignore_sigpipe();
   sk_conn_t *c = sk_xcalloc(1, sizeof *c);
   c->loop = loop;
   uv_timer_init(loop, &c->timer);
@@ -374,6 +396,10 @@ static void sk__conn_peer_eof(sk_conn_t *c) {
   }
   switch (c->state) {
   case SK__C_OPEN:
+    if (!c->ssl && c->on_eof) { /* a half-close: the user decides */
+      c->on_eof(c);
+      break;
+    }
     sk__set_err(c, SK_ECLOSED);
     sk__conn_start_close(c);
     break;
@@ -593,7 +619,12 @@ void sk_conn_set_cbs(sk_conn_t *c, const sk_conn_cbs_t *cbs, void *ud) {
   if (!c) return;
   if (cbs) c->cbs = *cbs;
   else memset(&c->cbs, 0, sizeof c->cbs);
+  c->on_eof = NULL;
   c->ud = ud;
+}
+
+void sk_conn_set_on_eof(sk_conn_t *c, void (*on_eof)(sk_conn_t *c)) {
+  if (c) c->on_eof = on_eof;
 }
 
 void *sk_conn_get_data(const sk_conn_t *c) { return c ? c->ud : NULL; }

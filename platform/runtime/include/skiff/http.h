@@ -94,7 +94,14 @@ void sk_http_server_free(sk_http_server_t *s);
 
 /* Responses. hdrs may be NULL. A "content-length" header in hdrs makes
  * sk_http_resp_start send a fixed-length body; otherwise HTTP/1.1 uses
- * chunked encoding (HTTP/1.0: close-delimited). */
+ * chunked encoding (HTTP/1.0: close-delimited).
+ *
+ * Pitfall: sk_http_respond() and sk_http_resp_end() may free req (and its
+ * pool: method, path, headers, body, anything allocated from req->pool)
+ * before they return. On HTTP/1.1 they do so at once, and may even run
+ * the handler for the next pipelined request on that connection before
+ * returning. Copy what you still need first, and do not touch req after
+ * the call. */
 int sk_http_respond(sk_http_req_t *req, int status, const sk_http_header_t *hdrs, size_t nhdrs,
                     const void *body, size_t len);
 int sk_http_respond_text(sk_http_req_t *req, int status, const char *content_type, const char *text);
@@ -116,7 +123,17 @@ typedef struct sk_http_resp {
   sk_pool_t *pool; /* owns everything above; freed after the callback */
 } sk_http_resp_t;
 
-/* err < 0 and resp == NULL on failure (connect, TLS, timeout, protocol). */
+/* err < 0 and resp == NULL on failure (connect, TLS, timeout, protocol).
+ *
+ * The callback runs from inside the client's read of the response, but the
+ * connection is already settled when it does: the response is detached,
+ * and an HTTP/1.1 keep-alive connection is back in the pool (it may even
+ * be carrying the next queued request already). So the callback may free
+ * the client, issue new requests, or answer a server request downstream;
+ * note that answering downstream can synchronously run the next pipelined
+ * request's handler, which may submit its own request on the connection
+ * that just finished, all before the callback returns. resp and its pool
+ * are freed when the callback returns: copy what must outlive it. */
 typedef void (*sk_http_client_cb)(int err, sk_http_resp_t *resp, void *ud);
 
 typedef struct sk_http_client_opts {

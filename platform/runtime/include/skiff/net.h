@@ -4,7 +4,9 @@
  * sk_conn_write(); TLS (memory BIOs over the uv stream) is invisible above
  * this layer except through sk_conn_alpn() and sk_conn_peer_spiffe().
  * HTTP/1, HTTP/2 and the proxy's L4 mode all sit on this. Single-threaded:
- * every call happens on the loop's thread. */
+ * every call happens on the loop's thread. The first connection sets
+ * SIGPIPE to SIG_IGN if it is still at its default (a write to a vanished
+ * peer then fails with EPIPE instead of killing the process). */
 #ifndef SKIFF_NET_H
 #define SKIFF_NET_H
 
@@ -71,6 +73,17 @@ typedef struct sk_connect_opts {
 int sk_conn_connect(uv_loop_t *loop, const sk_connect_opts_t *o, sk_connect_fn fn, void *ud);
 
 void sk_conn_set_cbs(sk_conn_t *c, const sk_conn_cbs_t *cbs, void *ud);
+/* Optional half-close handling, set after sk_conn_set_cbs() (which resets
+ * it). By default a peer EOF closes the connection and on_close gets
+ * SK_ECLOSED. With on_eof set, on a plaintext connection the peer's FIN
+ * (shutdown of its write side) is a read-side event: on_eof runs once,
+ * after every byte before the FIN went to on_data; reading has ended for
+ * good, writing still works, and the callee must end the connection itself
+ * (sk_conn_close() once its answers are queued, or sk_conn_abort()). TLS
+ * connections never call it (an EOF or close_notify closes there). A
+ * setter rather than a member of sk_conn_cbs_t so that positional
+ * initializers of that struct stay complete. */
+void sk_conn_set_on_eof(sk_conn_t *c, void (*on_eof)(sk_conn_t *c));
 void *sk_conn_get_data(const sk_conn_t *c);
 uv_loop_t *sk_conn_loop(const sk_conn_t *c);
 

@@ -1,0 +1,136 @@
+/* skiff-control: config schema and the daemon lifecycle hooks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_int.h"
+#include "skiff/err.h"
+
+#ifndef SKIFF_VERSION
+#define SKIFF_VERSION "0.0.0"
+#endif
+
+static const char *const client_auth_names[] = {"none", "optional", "require", NULL};
+
+static const sk_config_entry_t tls_entries[] = {
+    SK_CFG_STRING_E("cert", "", ctl_tls_cfg_t, cert, "server certificate chain (PEM); empty = plaintext"),
+    SK_CFG_STRING_E("key", "", ctl_tls_cfg_t, key, "server private key (PEM)"),
+    SK_CFG_STRING_E("ca", "", ctl_tls_cfg_t, ca, "client CA bundle; default: the built-in CA's bundle"),
+    SK_CFG_ENUM_E("client_auth", "optional", client_auth_names, ctl_tls_cfg_t, client_auth,
+                  "client certificates: none, optional (mTLS identities map to roles) or require"),
+    SK_CFG_END_E};
+static const sk_config_schema_t tls_schema = SK_CFG_SCHEMA("tls", ctl_tls_cfg_t, tls_entries);
+
+static const sk_config_entry_t auth_entries[] = {
+    SK_CFG_BOOL_E("enabled", "true", ctl_auth_cfg_t, enabled,
+                  "require a bearer token or client certificate on every API call but /healthz"),
+    SK_CFG_STRING_E("trust_domain", "skiff.local", ctl_auth_cfg_t, trust_domain,
+                    "SPIFFE trust domain of the CA and the identity rules"),
+    SK_CFG_END_E};
+static const sk_config_schema_t auth_schema = SK_CFG_SCHEMA("auth", ctl_auth_cfg_t, auth_entries);
+
+static int check_retention(const void *field, char *msg, size_t msglen) {
+  uint64_t v = *(const uint64_t *)field;
+  if (v < 16 || v > 100000000) {
+    snprintf(msg, msglen, "between 16 and 100000000 events");
+    return SK_ERANGE;
+  }
+  return 0;
+}
+
+static int check_body(const void *field, char *msg, size_t msglen) {
+  uint64_t v = *(const uint64_t *)field;
+  if (v < 1024 || v > (16u << 20)) {
+    snprintf(msg, msglen, "between 1KiB and 16MiB");
+    return SK_ERANGE;
+  }
+  return 0;
+}
+
+static const sk_config_entry_t ctl_entries[] = {
+    SK_CFG_ADDR_E("listen", "127.0.0.1:7400", ctl_config_t, listen, "the resource API (HTTP/1.1, h2c; h2 with tls)"),
+    SK_CFG_STRING_E("store", "", ctl_config_t, store,
+                    "sqlite:PATH or PATH; default <state_dir>/control.db (PostgreSQL: not yet)"),
+    SK_CFG_BOOL_E("durable", "true", ctl_config_t, durable,
+                  "synchronous=FULL: an acknowledged write survives power loss"),
+    {SK_CFG_E_("event_retention", SK_CFG_UINT64, "10000", ctl_config_t, event_retention,
+               "change events kept for watch resume; older versions get 410 Expired"),
+     .validate = check_retention},
+    {SK_CFG_E_("max_body", SK_CFG_SIZE, "1MiB", ctl_config_t, max_body, "request body limit"),
+     .validate = check_body},
+    SK_CFG_STRLIST_E("policies", NULL, ctl_config_t, policies,
+                     "policy files or directories checked before every create/replace/patch"),
+    SK_CFG_DURATION_E("watch_heartbeat", "30s", ctl_config_t, watch_heartbeat_ms,
+                      "BOOKMARK line interval on watch streams; 0 = none"),
+    SK_CFG_INT_E("max_watches", "1024", 1, 100000, ctl_config_t, max_watches, "concurrent watch streams"),
+    SK_CFG_SECTION_E("tls", &tls_schema, ctl_config_t, tls, "TLS for the API listener"),
+    SK_CFG_SECTION_E("auth", &auth_schema, ctl_config_t, auth, "authentication"),
+    SK_CFG_BOOL_E("ca", "true", ctl_config_t, ca, "run the built-in CA (needs state_dir)"),
+    SK_CFG_END_E};
+
+const sk_config_schema_t ctl_config_schema = SK_CFG_SCHEMA("control", ctl_config_t, ctl_entries);
+
+static int ctl_init(sk_daemon_t *d, void *cfgp) {
+  ctl_config_t *cfg = cfgp;
+  ctl_app_t *a = NULL;
+  char err[1024] = "";
+  ctl_app_opts_t o = {.cfg = cfg, .state_dir = sk_daemon_state_dir(d), .metrics = sk_daemon_metrics(d),
+                      .log = sk_daemon_log(d)};
+  if (!o.state_dir && cfg->ca) sk_log_warn(sk_daemon_log(d), "no state_dir: the CA and the bootstrap token are off");
+  int rc = ctl_app_new(sk_daemon_loop(d), &o, &a, err, sizeof err);
+  if (rc < 0) {
+    sk_log_error(sk_daemon_log(d), "cannot start: %s", err[0] ? err : sk_strerror(rc));
+    return rc;
+  }
+  sk_daemon_set_data(d, a);
+  char addr[300];
+  sk_cfg_addr_t shown = cfg->listen;
+  shown.port = ctl_app_port(a);
+  sk_config_format_addr(&shown, addr, sizeof addr);
+  char rv[32];
+  snprintf(rv, sizeof rv, "%lld", (long long)ctl_store_rv(ctl_app_store(a)));
+  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "serving", "addr", addr, "resource_version", rv, "auth",
+            cfg->auth.enabled ? "on" : "off", NULL);
+  sk_daemon_set_ready(d, 1);
+  return 0;
+}
+
+static int ctl_reload(sk_daemon_t *d, void *new_cfgp) {
+  ctl_app_t *a = sk_daemon_get_data(d);
+  ctl_config_t *cfg = new_cfgp;
+  char err[1024] = "";
+  if (a && ctl_app_reload_policies(a, cfg, err, sizeof err) < 0) {
+    sk_log_error(sk_daemon_log(d), "reload refused: %s", err);
+    return SK_ECONFIG;
+  }
+  if (a) ctl_app_set_config(a, cfg);
+  sk_log_warn(sk_daemon_log(d), "reloaded policies; other keys take effect after a restart");
+  return 0;
+}
+
+static void drained_cb(void *ud) { sk_daemon_drained(ud); }
+
+static void ctl_drain(sk_daemon_t *d) {
+  ctl_app_t *a = sk_daemon_get_data(d);
+  if (!a) {
+    sk_daemon_drained(d);
+    return;
+  }
+  ctl_app_drain(a, drained_cb, d);
+}
+
+static void ctl_fini(sk_daemon_t *d) {
+  ctl_app_free(sk_daemon_get_data(d));
+  sk_daemon_set_data(d, NULL);
+}
+
+const sk_daemon_desc_t ctl_daemon_desc = {
+    .name = "skiff-control",
+    .version = SKIFF_VERSION,
+    .summary = "control plane: resource API and store, watch, CA, authn/z and audit",
+    .schema = &ctl_config_schema,
+    .init = ctl_init,
+    .reload = ctl_reload,
+    .drain = ctl_drain,
+    .fini = ctl_fini,
+};
