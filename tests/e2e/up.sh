@@ -60,7 +60,7 @@ PORT=${MAP[8081]:?examples/echo.yaml no longer listens on 8081}
 ADMIN=${MAP[9911]:?examples/echo.yaml no longer has admin 9911}
 NDAEMONS=$(grep -cE '^  - name:' "$TMP/skiff.yaml")
 grep -q "$PORT" "$TMP/echo.yaml" && grep -q "$ADMIN" "$TMP/skiff.yaml" || fail "example ports not found"
-"$SKIFF" check -f "$TMP/skiff.yaml" | grep -q "ok, $NDAEMONS daemon" || fail "skiff check on the example"
+"$SKIFF" check -f "$TMP/skiff.yaml" | has "ok, $NDAEMONS daemon" || fail "skiff check on the example"
 
 start_up() {
   "$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" >"$TMP/up.log" 2>&1 &
@@ -70,7 +70,7 @@ start_up() {
 
 start_up
 grep -q "skiff-echo .*http://127.0.0.1:$PORT/" "$TMP/up.log" || fail "endpoints not printed"
-"$SKIFF" status --state-dir "$ST" | grep -Eq "^skiff-echo +[0-9]+ .* yes +running" || fail "status: not ready"
+"$SKIFF" status --state-dir "$ST" | has -E "^skiff-echo +[0-9]+ .* yes +running" || fail "status: not ready"
 
 # HTTP/1.1 and h2c on the same port, with the version header
 curl -fsS -m 10 -D "$TMP/h" -o "$TMP/b" "http://127.0.0.1:$PORT/"
@@ -80,7 +80,7 @@ curl -fsS -m 10 --http2-prior-knowledge -D "$TMP/h" -o "$TMP/b" "http://127.0.0.
 grep -q '^HTTP/2 200' "$TMP/h" || fail "h2c status"
 grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "h2c version header"
 grep -q '"protocol": "HTTP/2"' "$TMP/b" || fail "not HTTP/2"
-curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_echo_requests_total{code="200"} 2' ||
+curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | has '^skiff_echo_requests_total{code="200"} 2' ||
   fail "metrics do not count the two requests"
 
 # the default platform: skiff-proxy's ingress in front of skiff-echo, and
@@ -88,12 +88,20 @@ curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_echo_request
 if [ -n "${MAP[8080]:-}" ]; then
   curl -fsS -m 10 -D "$TMP/h" -o "$TMP/b" "http://127.0.0.1:${MAP[8080]}/" || fail "proxy ingress"
   grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "proxy did not reach skiff-echo"
-  grep -qi '^x-request-id:' "$TMP/h" || grep -q '"x-request-id"' "$TMP/b" || fail "proxy added no x-request-id"
+  grep -qi '^x-request-id:' "$TMP/h" || has '"x-request-id"' "$TMP/b" || fail "proxy added no x-request-id"
 fi
 if [ -n "${MAP[9090]:-}" ]; then
   wait_until 60 sh -c "curl -fsS -m 5 'http://127.0.0.1:${MAP[9090]}/api/v1/query?query=up' | grep -q '\"job\"'" ||
     fail "skiff-telemetry has no up series"
 fi
+
+# every daemon's /metrics passes promtool's exposition lint
+for a in $(grep -oE '^    admin: 127\.0\.0\.1:[0-9]+' "$TMP/skiff.yaml" | awk '{print $2}'); do
+  curl -fsS -m 10 "http://$a/metrics" >"$TMP/metrics.txt" || fail "no /metrics on $a"
+  grep -q '^skiff_build_info{' "$TMP/metrics.txt" || fail "no skiff_build_info on $a"
+  out=$(promtool check metrics <"$TMP/metrics.txt" 2>&1) || fail "promtool check metrics on $a: $out"
+  [ -z "$out" ] || fail "promtool check metrics on $a: $out"
+done
 
 # SIGHUP to the echo: a new version label, live, same pid
 pid=$(echo_field pid)
@@ -109,7 +117,7 @@ wait_until 30 echo_is restarts 1 || fail "no restart counted"
 wait_until 30 echo_is ready true || fail "not ready after the restart"
 new=$(echo_field pid)
 [ "$new" != "$pid" ] || fail "same pid after restart"
-curl -fsS -m 10 "http://127.0.0.1:$PORT/" | grep -q '"version": "v2"' || fail "restarted echo does not serve"
+curl -fsS -m 10 "http://127.0.0.1:$PORT/" | has '"version": "v2"' || fail "restarted echo does not serve"
 
 # logs
 "$SKIFF" logs skiff-echo --state-dir "$ST" >"$TMP/logs.txt"

@@ -7,6 +7,7 @@
 # of writes loses no acknowledged write, a policy-denied create is refused
 # with the policy's message, authentication, and skiff apply/get/delete/diff.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CONTROL=$BIN/skiff-control
@@ -30,24 +31,6 @@ fail() {
   echo "---- skiff-control log" >&2
   tail -50 "$TMP/control.log" >&2 || true
   exit 1
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 5000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-wait_until() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 PORT=$(free_port)
@@ -108,7 +91,7 @@ admin:
   listen: 127.0.0.1:$ADMIN
 EOF
 
-"$CONTROL" --config "$TMP/control.yaml" --check | grep -q "config ok" || fail "--check on a good config"
+"$CONTROL" --config "$TMP/control.yaml" --check | has "config ok" || fail "--check on a good config"
 
 start() {
   "$CONTROL" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
@@ -188,7 +171,7 @@ spec:
   lb: least_request
 EOF
 [ "$(code POST /services/default -H 'content-type: application/yaml' --data-binary @"$TMP/svc.yaml")" = 201 ] || fail "yaml create: $(cat "$TMP/body")"
-curl -s "${AUTH[@]}" -H 'accept: application/yaml' "$API/services/default/echo" | grep -q '^  lb: least_request' || fail "yaml answer"
+curl -s "${AUTH[@]}" -H 'accept: application/yaml' "$API/services/default/echo" | has '^  lb: least_request' || fail "yaml answer"
 
 # merge patch: labels added, spec changed, generation bumped
 [ "$(code PATCH /routes/default/web -H 'content-type: application/merge-patch+json' -d '{"metadata":{"labels":{"tier":"front"}},"spec":{"hostnames":["web.example.com"]}}')" = 200 ] || fail "patch: $(cat "$TMP/body")"
@@ -384,7 +367,7 @@ grep -qx 'httproute/shop configured' "$TMP/out" || fail "apply after change: $(c
 "$SKIFF" get routes -n shop >"$TMP/out" && grep -q '^shop  *shop ' "$TMP/out" || fail "get table: $(cat "$TMP/out")"
 "$SKIFF" get route shop -n shop -o yaml >"$TMP/out" && grep -q 'weight: 50' "$TMP/out" || fail "get -o yaml"
 "$SKIFF" get httproute shop -n shop -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["kind"]=="HTTPRoute", d' || fail "get -o json"
-"$SKIFF" get services -n shop -o wide | grep -q '127.0.0.1:9002' || fail "get -o wide"
+"$SKIFF" get services -n shop -o wide | has '127.0.0.1:9002' || fail "get -o wide"
 "$SKIFF" delete service shop-v2 -n shop | grep -qx 'service/shop-v2 deleted' || fail "delete"
 set +e; "$SKIFF" delete service shop-v2 -n shop 2>"$TMP/out"; rc=$?; set -e
 [ $rc = 1 ] && grep -q NotFound "$TMP/out" || fail "delete of a missing object"

@@ -44,10 +44,10 @@ EOF
 
 # --check validates without serving, and reports positions
 write_config v1 0ms 0
-"$ECHO" --config "$TMP/echo.yaml" --check | grep -q "config ok" || fail "--check on a good config"
+"$ECHO" --config "$TMP/echo.yaml" --check | has "config ok" || fail "--check on a good config"
 printf 'listen: 127.0.0.1:%s\nerror_rate: 3\n' "$PORT" >"$TMP/bad.yaml"
 if out=$("$ECHO" --config "$TMP/bad.yaml" --check 2>&1); then fail "--check accepted error_rate 3"; fi
-echo "$out" | grep -q "bad.yaml:2:" || fail "no position in: $out"
+echo "$out" | has "bad.yaml:2:" || fail "no position in: $out"
 
 "$ECHO" --config "$TMP/echo.yaml" >"$TMP/echo.log" 2>&1 &
 PID=$!
@@ -55,10 +55,10 @@ wait_until 20 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "never ready"
 
 body=$(curl -fsS -D "$TMP/h1" "http://127.0.0.1:$PORT/")
 grep -qi '^x-skiff-version: v1' "$TMP/h1" || fail "no version header v1"
-echo "$body" | grep -q '"message": "hello from the test"' || fail "message: $body"
-echo "$body" | grep -q '"protocol": "HTTP/1.1"' || fail "protocol: $body"
+echo "$body" | has '"message": "hello from the test"' || fail "message: $body"
+echo "$body" | has '"protocol": "HTTP/1.1"' || fail "protocol: $body"
 h2=$(curl -fsS --http2-prior-knowledge "http://127.0.0.1:$PORT/")
-echo "$h2" | grep -q '"protocol": "HTTP/2"' || fail "h2: $h2"
+echo "$h2" | has '"protocol": "HTTP/2"' || fail "h2: $h2"
 [ "$(curl -sS -d 'round trip' -H 'content-type: text/plain' "http://127.0.0.1:$PORT/echo")" = "round trip" ] ||
   fail "echo round trip"
 
@@ -78,13 +78,13 @@ echo "error_rate: [" >"$TMP/echo.yaml"
 kill -HUP "$PID"
 sleep 0.5
 kill -0 "$PID" || fail "died on a bad reload"
-curl -sS -D - -o /dev/null "http://127.0.0.1:$PORT/" | grep -qi '^x-skiff-version: v2' || fail "lost config on bad reload"
+curl -sS -D - -o /dev/null "http://127.0.0.1:$PORT/" | has -i '^x-skiff-version: v2' || fail "lost config on bad reload"
 
 # metrics on the admin listener
 metrics=$(curl -fsS "http://127.0.0.1:$ADMIN/metrics")
-echo "$metrics" | grep -q '^skiff_echo_requests_total{code="502"} ' || fail "no 502 counter in metrics"
-echo "$metrics" | grep -q '^skiff_echo_requests_total{code="200"} ' || fail "no 200 counter in metrics"
-echo "$metrics" | grep -q '^skiff_echo_request_duration_seconds_bucket' || fail "no latency histogram"
+echo "$metrics" | has '^skiff_echo_requests_total{code="502"} ' || fail "no 502 counter in metrics"
+echo "$metrics" | has '^skiff_echo_requests_total{code="200"} ' || fail "no 200 counter in metrics"
+echo "$metrics" | has '^skiff_echo_request_duration_seconds_bucket' || fail "no latency histogram"
 
 # SIGTERM: drains and exits 0
 kill -TERM "$PID"

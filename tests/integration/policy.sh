@@ -48,7 +48,7 @@ admin:
   listen: 127.0.0.1:$ADMIN
 EOF
 
-"$POLICY" --config "$TMP/policy.yaml" --check | grep -q "config ok" || fail "--check on a good config"
+"$POLICY" --config "$TMP/policy.yaml" --check | has "config ok" || fail "--check on a good config"
 
 # review OP OBJECT_JSON OLD_JSON [DRYRUN]: an AdmissionReview as the API server sends it
 review() {
@@ -95,9 +95,9 @@ review CREATE "$BAD_POD" null >"$TMP/r1.json"
 [ "$(jget apiVersion)" = '"admission.k8s.io/v1"' ] || fail "apiVersion not echoed"
 [ "$(jget response.status.code)" = 403 ] || fail "status code"
 msg=$(jget response.status.message)
-echo "$msg" | grep -q "resource Pod/shop/web was blocked due to the following policies" || fail "message: $msg"
-echo "$msg" | grep -q "check-for-labels: validation error: label 'app.kubernetes.io/name' is required" || fail "labels: $msg"
-echo "$msg" | grep -q "Using a mutable image tag e.g. 'latest' is not allowed" || fail "latest: $msg"
+echo "$msg" | has "resource Pod/shop/web was blocked due to the following policies" || fail "message: $msg"
+echo "$msg" | has "check-for-labels: validation error: label 'app.kubernetes.io/name' is required" || fail "labels: $msg"
+echo "$msg" | has "Using a mutable image tag e.g. 'latest' is not allowed" || fail "latest: $msg"
 
 # dryRun: same answer
 review CREATE "$BAD_POD" null dry >"$TMP/r1d.json"
@@ -117,14 +117,14 @@ PROT='{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","names
 review DELETE null "$PROT" >"$TMP/r4.json"
 post /validate "$TMP/r4.json" >/dev/null
 [ "$(jget response.allowed)" = false ] || fail "protected delete allowed"
-jget response.status.message | grep -q "Deleting ConfigMap/settings is not allowed" || fail "delete message $(cat "$TMP/out")"
+jget response.status.message | has "Deleting ConfigMap/settings is not allowed" || fail "delete message $(cat "$TMP/out")"
 
 # Audit failures become warnings
 DEP='{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"big","namespace":"shop"},"spec":{"replicas":40}}'
 review CREATE "$DEP" null >"$TMP/r5.json"
 post /validate "$TMP/r5.json" >/dev/null
 [ "$(jget response.allowed)" = true ] || fail "audit denied"
-jget response.warnings | grep -q "Deployment big asks for 40 replicas" || fail "no warning: $(cat "$TMP/out")"
+jget response.warnings | has "Deployment big asks for 40 replicas" || fail "no warning: $(cat "$TMP/out")"
 
 # /mutate: a JSONPatch that python3's jsonpatch applies to the expected object
 review CREATE "$GOOD_POD" null >"$TMP/m1.json"
@@ -176,12 +176,12 @@ kill -0 "$PID" || fail "died"
 
 # metrics
 metrics=$(curl -fsS "http://127.0.0.1:$ADMIN/metrics")
-echo "$metrics" | grep -q '^skiff_policy_reviews_total{endpoint="validate",result="denied"} [1-9]' || fail "no denied count"
-echo "$metrics" | grep -q '^skiff_policy_reviews_total{endpoint="validate",result="invalid"} [1-9]' || fail "no invalid count"
-echo "$metrics" | grep -q '^skiff_policy_reviews_total{endpoint="mutate",result="allowed"} 1' || fail "no mutate count"
-echo "$metrics" | grep -q '^skiff_policy_review_duration_seconds_bucket{endpoint="validate",result="allowed",le="0.001"}' ||
+echo "$metrics" | has '^skiff_policy_reviews_total{endpoint="validate",result="denied"} [1-9]' || fail "no denied count"
+echo "$metrics" | has '^skiff_policy_reviews_total{endpoint="validate",result="invalid"} [1-9]' || fail "no invalid count"
+echo "$metrics" | has '^skiff_policy_reviews_total{endpoint="mutate",result="allowed"} 1' || fail "no mutate count"
+echo "$metrics" | has '^skiff_policy_review_duration_seconds_bucket{endpoint="validate",result="allowed",le="0.001"}' ||
   fail "no latency histogram"
-echo "$metrics" | grep -q '^skiff_policy_policies 11' || fail "policy gauge: $(echo "$metrics" | grep policies)"
+echo "$metrics" | has '^skiff_policy_policies 11' || fail "policy gauge: $(echo "$metrics" | grep policies)"
 if command -v promtool >/dev/null; then
   echo "$metrics" | promtool check metrics >"$TMP/promtool.out" 2>&1 ||
     fail "promtool rejects the metrics"

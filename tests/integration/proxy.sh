@@ -92,18 +92,18 @@ listeners:
 YAML
 }
 write_config headers-a
-"$BIN/skiff-proxy" --check --config "$TMP/proxy.yaml" | grep -q "config ok" || fail "--check"
+"$BIN/skiff-proxy" --check --config "$TMP/proxy.yaml" | has "config ok" || fail "--check"
 "$BIN/skiff-proxy" --config "$TMP/proxy.yaml" 2>"$TMP/proxy.log" &
 PPID_=$!
 wait_until 10 curl -sf "http://127.0.0.1:$PA/readyz" || fail "proxy not ready"
 U="http://127.0.0.1:$P"
 
 # ---- routing
-curl -s -H 'Host: api.example.test' "$U/" | grep -q '"version": "v2"' || fail "host route"
-curl -s -H 'x-team: blue' "$U/h/" | grep -q '"version": "v2"' || fail "header route"
+curl -s -H 'Host: api.example.test' "$U/" | has '"version": "v2"' || fail "host route"
+curl -s -H 'x-team: blue' "$U/h/" | has '"version": "v2"' || fail "header route"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/h/")" = 404 ] || fail "header route must not match without the header"
-curl -s "$U/q/?pick=v2" | grep -q '"version": "v2"' || fail "query route"
-curl -s "$U/q/?pick=v2" | grep -q '"path": "/"' || fail "rewrite prefix"
+curl -s "$U/q/?pick=v2" | has '"version": "v2"' || fail "query route"
+curl -s "$U/q/?pick=v2" | has '"path": "/"' || fail "rewrite prefix"
 [ "$(curl -s -d hi "$U/echo")" = hi ] || fail "method route"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/echo")" = 404 ] || fail "GET /echo must not match"
 echo "routing ok"
@@ -111,18 +111,18 @@ echo "routing ok"
 # ---- header add/remove, forwarded headers, trace context
 H=$(curl -s -H 'x-secret: s3' -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' \
   -H 'tracestate: a=1' "$U/headers")
-echo "$H" | grep -q '"x-added": "yes"' || fail "request header add: $H"
-echo "$H" | grep -q 'x-secret' && fail "request header remove"
-echo "$H" | grep -q '"x-forwarded-for": "127.0.0.1"' || fail "x-forwarded-for"
-echo "$H" | grep -q '"x-forwarded-proto": "http"' || fail "x-forwarded-proto"
-echo "$H" | grep -q '"x-request-id": "' || fail "x-request-id"
-echo "$H" | grep -q '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-' || fail "traceparent continued"
-echo "$H" | grep -q '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331' && fail "span id must change"
-echo "$H" | grep -q '"tracestate": "a=1"' || fail "tracestate kept"
-curl -s -H 'x-request-id: my-id-1' "$U/headers" | grep -q '"x-request-id": "my-id-1"' || fail "x-request-id kept"
+echo "$H" | has '"x-added": "yes"' || fail "request header add: $H"
+echo "$H" | has 'x-secret' && fail "request header remove"
+echo "$H" | has '"x-forwarded-for": "127.0.0.1"' || fail "x-forwarded-for"
+echo "$H" | has '"x-forwarded-proto": "http"' || fail "x-forwarded-proto"
+echo "$H" | has '"x-request-id": "' || fail "x-request-id"
+echo "$H" | has '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-' || fail "traceparent continued"
+echo "$H" | has '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331' && fail "span id must change"
+echo "$H" | has '"tracestate": "a=1"' || fail "tracestate kept"
+curl -s -H 'x-request-id: my-id-1' "$U/headers" | has '"x-request-id": "my-id-1"' || fail "x-request-id kept"
 R=$(curl -s -D - -o /dev/null "$U/status/200")
-echo "$R" | grep -qi '^x-route: headers-a' || fail "response header add"
-echo "$R" | grep -qi '^x-skiff-version' && fail "response header remove"
+echo "$R" | has -i '^x-route: headers-a' || fail "response header add"
+echo "$R" | has -i '^x-skiff-version' && fail "response header remove"
 echo "headers ok"
 
 # ---- 90/10 split over 10,000 requests on keep-alive connections
@@ -148,20 +148,20 @@ echo "mirror ok"
 
 # ---- answers of the proxy's own carry a reason
 R=$(curl -s -i "$U/nowhere")
-echo "$R" | head -1 | grep -q 404 && echo "$R" | grep -qi '^x-skiff-reason: no_route' || fail "no_route: $R"
+echo "$R" | head -1 | has 404 && echo "$R" | has -i '^x-skiff-reason: no_route' || fail "no_route: $R"
 R=$(curl -s -i "$U/dead")
-echo "$R" | head -1 | grep -q 503 && echo "$R" | grep -qi '^x-skiff-reason: upstream_connect_failure' || fail "dead: $R"
-echo "$R" | tail -1 | grep -q upstream_connect_failure || fail "reason body"
+echo "$R" | head -1 | has 503 && echo "$R" | has -i '^x-skiff-reason: upstream_connect_failure' || fail "dead: $R"
+echo "$R" | tail -1 | has upstream_connect_failure || fail "reason body"
 grep -q '"reason":"upstream_connect_failure"' "$TMP/access.log" || fail "access log reason"
 grep -q '"route":"split","cluster":"v1"' "$TMP/access.log" || fail "access log route/cluster"
 echo "reasons ok"
 
 # ---- h2 (prior knowledge) downstream, h2 via ALPN on TLS
 nghttp -n --stat "$U/status/200" >/dev/null 2>&1 || fail "h2c"
-curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version}' "$U/status/200" | grep -q 2 || fail "h2c curl"
+curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version}' "$U/status/200" | has 2 || fail "h2c curl"
 T="https://127.0.0.1:$PT"
 curl -s --cacert "$CERTS/ca.pem" --cert "$CERTS/client.pem" --key "$CERTS/client.key" --http2 \
-  -o /dev/null -w '%{http_version} %{http_code}' "$T/status/200" | grep -q '^2 200' || fail "h2 over mTLS"
+  -o /dev/null -w '%{http_version} %{http_code}' "$T/status/200" | has '^2 200' || fail "h2 over mTLS"
 curl -s --cacert "$CERTS/ca.pem" -o /dev/null "$T/status/200" && fail "mTLS listener accepted a client without a certificate"
 curl -s --cacert "$CERTS/ca.pem" --cert "$CERTS/rogue.pem" --key "$CERTS/rogue.key" -o /dev/null "$T/status/200" &&
   fail "mTLS listener accepted an untrusted certificate"
@@ -169,15 +169,15 @@ grep -q '"peer_spiffe":"spiffe://skiff.test/region/local/workload/client"' "$TMP
 echo "tls ok"
 
 # ---- L4 TCP pass-through
-curl -s "http://127.0.0.1:$PL/" | grep -q '"version": "v1"' || fail "tcp pass-through"
+curl -s "http://127.0.0.1:$PL/" | has '"version": "v1"' || fail "tcp pass-through"
 head -c 300000 /dev/urandom >"$TMP/blob"
 curl -s --data-binary @"$TMP/blob" -H 'content-type: application/octet-stream' "http://127.0.0.1:$PL/echo" >"$TMP/blob.back"
 cmp -s "$TMP/blob" "$TMP/blob.back" || fail "tcp pass-through of 300 KB"
 echo "tcp ok"
 
 # ---- admin
-curl -s "http://127.0.0.1:$PA/config_dump" | grep -q '"version": 1' || fail "config_dump"
-curl -s "http://127.0.0.1:$PA/clusters" | grep -q '"address": "127.0.0.1:'"$E1"'"' || fail "clusters"
+curl -s "http://127.0.0.1:$PA/config_dump" | has '"version": 1' || fail "config_dump"
+curl -s "http://127.0.0.1:$PA/clusters" | has '"address": "127.0.0.1:'"$E1"'"' || fail "clusters"
 curl -s "http://127.0.0.1:$PA/metrics" >"$TMP/metrics"
 grep -q 'skiff_proxy_requests_total{route="split",cluster="v1",class="2xx"}' "$TMP/metrics" || fail "requests metric"
 grep -q 'skiff_proxy_upstream_rq_total{cluster="v2"' "$TMP/metrics" || fail "upstream metric"
@@ -197,14 +197,14 @@ wait "$LOAD" || true
 grep -q 'requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, 0 errored' "$TMP/h2load.out" ||
   { cat "$TMP/h2load.out"; fail "reload under load dropped requests"; }
 wait_until 10 bash -c "curl -s -D - -o /dev/null $U/status/200 | grep -qi 'x-route: headers-c'" || fail "second reload"
-curl -s "http://127.0.0.1:$PA/config_dump" | grep -q '"version": 3' || fail "config version after reloads"
+curl -s "http://127.0.0.1:$PA/config_dump" | has '"version": 3' || fail "config version after reloads"
 echo "reload under load ok"
 
 # ---- a bad config is refused and the old one keeps serving
 sed -i 's/cluster: v1$/cluster: nope/' "$TMP/proxy.yaml"
 kill -HUP "$PPID_"
 wait_until 10 grep -q "unknown cluster 'nope'" "$TMP/proxy.log" || fail "reload error not logged"
-curl -s -D - -o /dev/null "$U/status/200" | grep -qi 'x-route: headers-c' || fail "old config lost"
+curl -s -D - -o /dev/null "$U/status/200" | has -i 'x-route: headers-c' || fail "old config lost"
 grep -q "proxy.yaml:[0-9]*:[0-9]*" "$TMP/proxy.log" || fail "error without file:line:col"
 echo "refused reload ok"
 

@@ -7,6 +7,7 @@
 # delay/abort faults hit their shares. No timing is asserted; every wait is
 # bounded.
 set -euo pipefail
+. "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 PROXY=$BIN/skiff-proxy
@@ -33,30 +34,6 @@ fail() {
     tail -n 30 "$f" >&2 || true
   done
   exit 1
-}
-
-USED=" "
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 8000))
-    case "$USED" in *" $p "*) continue ;; esac
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
-      USED="$USED$p "
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-
-wait_until() { # SECONDS CMD...
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
 }
 
 # echo_config NAME PORT ADMIN ERROR_RATE LATENCY
@@ -248,7 +225,7 @@ BRK_CURL=$!
 wait_until 10 gauge_is 1 || fail "circuit_open gauge not 1 while slow's only slot was taken (got '$(brk_gauge)')"
 wait "$BRK_CURL" || true
 wait_until 10 gauge_is 0 || fail "circuit_open gauge not back to 0 after the request (got '$(brk_gauge)')"
-curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_proxy_circuit_open{cluster="flaky",kind="retries"} 0' ||
+curl -fsS "http://127.0.0.1:$ADMIN/metrics" | has '^skiff_proxy_circuit_open{cluster="flaky",kind="retries"} 0' ||
   fail "no circuit_open gauge for flaky/retries"
 echo "ok breaker gauge: 1 while open, 0 when closed"
 

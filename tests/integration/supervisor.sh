@@ -94,12 +94,12 @@ daemons:
     depends_on: [x]
 EOF
 if out=$("$SKIFF" up -f "$TMP/cycle.yaml" --state-dir "$TMP/cycle-state" 2>&1); then fail "cycle accepted"; fi
-echo "$out" | grep -q "cycle.yaml:4:18: dependency cycle: x -> y -> x" || fail "cycle message: $out"
+echo "$out" | has "cycle.yaml:4:18: dependency cycle: x -> y -> x" || fail "cycle message: $out"
 
 # --- usage errors
 if "$SKIFF" frobnicate 2>/dev/null; then fail "unknown verb accepted"; fi
-"$SKIFF" help | grep -q "usage: skiff" || fail "help"
-"$SKIFF" version | grep -q "^skiff [0-9]" || fail "version"
+"$SKIFF" help | has "usage: skiff" || fail "help"
+"$SKIFF" version | has "^skiff [0-9]" || fail "version"
 "$SKIFF" status --state-dir "$ST" >/dev/null 2>&1 && fail "status without a supervisor should fail"
 
 # --- up
@@ -122,12 +122,12 @@ grep -q "never-ready: not ready within 1s" "$TMP/up.log" || fail "no start timeo
 
 # status table
 table=$("$SKIFF" status --state-dir "$ST")
-echo "$table" | grep -Eq "^echo-a +[0-9]+ +[0-9]+s +0 +yes +running" || fail "status table: $table"
-echo "$table" | grep -Eq "^blocked +- +- +0 +no +waiting" || fail "status table (blocked): $table"
+echo "$table" | has -E "^echo-a +[0-9]+ +[0-9]+s +0 +yes +running" || fail "status table: $table"
+echo "$table" | has -E "^blocked +- +- +0 +no +waiting" || fail "status table (blocked): $table"
 
 # --- a second supervisor for the same state dir is refused
 if out=$("$SKIFF" up -f "$TMP/skiff.yaml" --state-dir "$ST" 2>&1); then fail "second supervisor started"; fi
-echo "$out" | grep -q "another supervisor (pid $UP_PID)" || fail "refusal message: $out"
+echo "$out" | has "another supervisor (pid $UP_PID)" || fail "refusal message: $out"
 
 # --- kill -9 echo-a: restarted, new pid, ready again, restarts = 1
 old=$(json_field echo-a pid)
@@ -137,11 +137,11 @@ wait_until 30 field_is echo-a ready true || fail "echo-a not ready after restart
 new=$(json_field echo-a pid)
 [ "$new" != "$old" ] && [ "$new" != null ] || fail "pid did not change ($old -> $new)"
 kill -0 "$new" || fail "new pid $new not alive"
-curl -fsS -m 10 "http://127.0.0.1:$A_PORT/" | grep -q '"version": "a-v1"' || fail "restarted echo-a does not serve"
+curl -fsS -m 10 "http://127.0.0.1:$A_PORT/" | has '"version": "a-v1"' || fail "restarted echo-a does not serve"
 grep -q "echo-a (pid $old) killed by signal 9" "$TMP/up.log" || fail "no kill message"
 
 # --- logs: the daemon's output, plus -f that ends with the supervisor
-"$SKIFF" logs echo-a --state-dir "$ST" | grep -q "skiff-echo: serving" || fail "logs echo-a"
+"$SKIFF" logs echo-a --state-dir "$ST" | has "skiff-echo: serving" || fail "logs echo-a"
 "$SKIFF" logs echo-a --state-dir "$ST" -n 1 | wc -l | grep -qx 1 || fail "logs -n 1"
 if "$SKIFF" logs ../../etc/passwd --state-dir "$ST" 2>/dev/null; then fail "logs accepted a path"; fi
 "$SKIFF" logs echo-b -f --state-dir "$ST" >"$TMP/follow.log" 2>&1 &
@@ -149,7 +149,7 @@ LOGS_PID=$!
 
 # --- down: reverse order, everything gone, pid file removed
 pids="$(json_field echo-a pid) $(json_field echo-b pid)"
-"$SKIFF" down --state-dir "$ST" --timeout 30s | grep -q stopped || fail "down"
+"$SKIFF" down --state-dir "$ST" --timeout 30s | has stopped || fail "down"
 wait_until 15 sh -c "! kill -0 $UP_PID" || fail "supervisor still alive after down"
 set +e; wait "$UP_PID"; rc=$?; set -e
 UP_PID=
@@ -164,7 +164,7 @@ LOGS_PID=
 grep -q "skiff-echo: draining" "$TMP/follow.log" || fail "logs -f missed the drain lines"
 if pgrep -f -- "$TMP/" >/dev/null; then fail "processes left: $(pgrep -af -- "$TMP/")"; fi
 out=$("$SKIFF" status --state-dir "$ST" --json) && fail "status --json exit 0 after down"
-echo "$out" | grep -q '"running": false' || fail "status --json after down: $out"
+echo "$out" | has '"running": false' || fail "status --json after down: $out"
 
 # --- a supervisor killed with SIGKILL leaves its daemons running; the next
 # `skiff up` on that state dir stops them before starting its own

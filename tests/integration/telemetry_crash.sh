@@ -83,7 +83,7 @@ echo "acknowledged before the kill: $ns spans, $nl lines, $nm samples"
 start
 # spans
 while read -r tid; do
-  curl -fsS "http://127.0.0.1:$QUERY/api/traces/$tid" | grep -q "\"traceId\":\"$tid\"" || fail "acknowledged span $tid lost"
+  curl -fsS "http://127.0.0.1:$QUERY/api/traces/$tid" | has "\"traceId\":\"$tid\"" || fail "acknowledged span $tid lost"
 done <"$TMP/acked_spans"
 # log lines
 curl -fsS -G --data-urlencode 'query={app="crash"}' --data-urlencode limit=5000 \

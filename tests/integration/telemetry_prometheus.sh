@@ -56,7 +56,7 @@ scrape_configs:
 admin:
   listen: 127.0.0.1:$ADMIN
 EOF2
-"$TEL" --config "$TMP/tl.yaml" --check | grep -q "config ok" || fail "--check"
+"$TEL" --config "$TMP/tl.yaml" --check | has "config ok" || fail "--check"
 "$TEL" --config "$TMP/tl.yaml" >"$TMP/tl.log" 2>&1 &
 PIDS+=($!)
 wait_until 30 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "skiff-telemetry not ready"
@@ -101,8 +101,8 @@ wait_until 30 sh -c "curl -fsS -G --data-urlencode 'query=prometheus_build_info{
 n=$(curl -fsS "http://127.0.0.1:$QUERY/api/v1/label/__name__/values" | jq '[.data[] | select(startswith("prometheus_"))] | length')
 [ "$n" -gt 20 ] || fail "only $n prometheus_* metric names arrived"
 # nothing refused as bad data (Prometheus sorts labels; Skiff accepts them as sent)
-curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q '^skiff_telemetry_accepted_total{signal="metrics"} ' || fail "no self metrics"
-if curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep -q 'skiff_telemetry_dropped_requests_total{reason="bad_request"}'; then
+curl -fsS "http://127.0.0.1:$ADMIN/metrics" | has '^skiff_telemetry_accepted_total{signal="metrics"} ' || fail "no self metrics"
+if curl -fsS "http://127.0.0.1:$ADMIN/metrics" | has 'skiff_telemetry_dropped_requests_total{reason="bad_request"}'; then
   fail "remote-write requests refused as bad: $(curl -fsS "http://127.0.0.1:$ADMIN/metrics" | grep dropped)"
 fi
 echo "Prometheus remote-write: $n prometheus_* metrics received"

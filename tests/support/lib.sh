@@ -26,3 +26,12 @@ wait_until() {
   done
   return 1
 }
+
+# has GREP-ARGS...: `grep -q` that reads all of its input first. With
+# pipefail, `curl ... | grep -q x` fails at random when grep exits on the
+# first match while curl still writes (curl: (23) Failed writing body).
+has() {
+  local in
+  in=$(cat)
+  grep -q "$@" <<<"$in"
+}
