@@ -36,7 +36,7 @@ FUZZ_SECONDS ?= 30
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
 	@cmake --build --preset fuzz -j $(JOBS)
-	cd build/fuzz && SKIFF_FUZZ_SECONDS=$(FUZZ_SECONDS) ctest -L fuzz --output-on-failure
+	cd build/fuzz && SKIFF_FUZZ_SECONDS=$(FUZZ_SECONDS) ctest -L fuzz -j $(JOBS) --output-on-failure
 
 bench: release
 	@set -e; for s in bench/*/run.sh; do [ -f "$$s" ] || continue; echo "== $$s"; bash "$$s"; done
