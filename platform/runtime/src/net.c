@@ -7,7 +7,15 @@
  * been closed, right after on_close. The timer serves one purpose per state:
  * the connect/handshake deadline, then a zero-delay "pump" that delivers
  * plaintext left inside the SSL after a read_stop/read_start, then the
- * deadline of a graceful close. */
+ * deadline of a graceful close.
+ *
+ * Writes are coalesced per connection: while the connection is open, small
+ * writes (plaintext, or what the SSL produced) are appended to a pending
+ * buffer that the same timer, armed with zero delay, flushes on the next
+ * loop turn before the loop polls again, so an HTTP/1.1 response head and
+ * body, or a request and its body, leave in one write(2). A buffer past
+ * SK_NET_COALESCE_MAX, large writes, a graceful close and every write in
+ * another state flush at once, keeping the byte order. */
 #include "skiff/net.h"
 
 #include <netdb.h>
@@ -28,6 +36,8 @@
 #define SK_NET_CLOSE_LINGER_MS 5000 /* flush + wait for the peer's FIN */
 #define SK_NET_READ_BUF (64 * 1024)
 #define SK_NET_TLS_CHUNK (16 * 1024)
+#define SK_NET_COALESCE_MAX SK_CONN_LOW_WATER /* flush the pending buffer now beyond this */
+#define SK_NET_PEND_MIN 2048
 
 enum sk__conn_state {
   SK__C_CONNECTING = 0, /* resolving / connecting (client) */
@@ -36,6 +46,8 @@ enum sk__conn_state {
   SK__C_CLOSING, /* flushing, then waiting for the peer's FIN */
   SK__C_CLOSED,  /* handles closing */
 };
+
+struct sk__wreq;
 
 struct sk_conn {
   uv_tcp_t tcp;
@@ -47,14 +59,17 @@ struct sk_conn {
   int state;
   int pending; /* open handles + requests that must finish before free */
   unsigned tcp_live : 1, visible : 1, user_paused : 1, reading : 1, eof : 1, shut_pending : 1,
-      shut_done : 1, hs_done : 1, need_drain : 1, tls_fatal : 1, err_set : 1;
+      shut_done : 1, hs_done : 1, need_drain : 1, tls_fatal : 1, err_set : 1, flush_armed : 1,
+      pump_armed : 1;
   int err;
   sk_conn_cbs_t cbs;
   void (*on_eof)(sk_conn_t *c);
   void *ud;
   SSL *ssl;
   BIO *net_in, *net_out;
-  size_t queued;
+  size_t queued;           /* in uv_write requests */
+  struct sk__wreq *pend;   /* coalesced, not yet handed to the socket */
+  size_t pend_cap;
   char *alpn, *spiffe;
   char peer[64];
   /* accepted: the listener while the handshake runs */
@@ -121,6 +136,7 @@ static void sk__set_err(sk_conn_t *c, int err) {
 static void sk__conn_destroy(sk_conn_t *c) {
   if (c->visible && c->cbs.on_close) c->cbs.on_close(c, c->err);
   SSL_free(c->ssl);
+  free(c->pend);
   if (c->ai_list) uv_freeaddrinfo(c->ai_list);
   free(c->alpn);
   free(c->spiffe);
@@ -223,6 +239,18 @@ static void sk__conn_fill_peer(sk_conn_t *c) {
 
 /* ---------------- writing ---------------- */
 
+size_t sk_conn_write_queued(const sk_conn_t *c) {
+  return c ? c->queued + (c->pend ? c->pend->len : 0) : 0;
+}
+
+
+static void sk__conn_maybe_drain(sk_conn_t *c) {
+  if (c->need_drain && sk_conn_write_queued(c) <= SK_CONN_LOW_WATER && c->state == SK__C_OPEN) {
+    c->need_drain = 0;
+    if (c->cbs.on_drain) c->cbs.on_drain(c);
+  }
+}
+
 static void sk__conn_on_write(uv_write_t *req, int status) {
   struct sk__wreq *w = (struct sk__wreq *)req;
   sk_conn_t *c = w->c;
@@ -232,10 +260,7 @@ static void sk__conn_on_write(uv_write_t *req, int status) {
     if (c->state < SK__C_CLOSING) sk__conn_fail(c, sk_err_from_uv(status));
     return;
   }
-  if (c->need_drain && c->queued <= SK_CONN_LOW_WATER && c->state == SK__C_OPEN) {
-    c->need_drain = 0;
-    if (c->cbs.on_drain) c->cbs.on_drain(c);
-  }
+  sk__conn_maybe_drain(c);
 }
 
 static int sk__conn_queue(sk_conn_t *c, struct sk__wreq *w) {
@@ -262,29 +287,87 @@ static int sk__conn_queue(sk_conn_t *c, struct sk__wreq *w) {
     return sk_err_from_uv(r);
   }
   c->queued += w->len;
-  if (c->queued > SK_CONN_LOW_WATER) c->need_drain = 1;
+  if (sk_conn_write_queued(c) > SK_CONN_LOW_WATER) c->need_drain = 1;
   return 0;
 }
 
-/* Moves what the SSL produced onto the socket. */
+/* Hands the pending buffer to the socket (one write), keeping it behind
+ * whatever uv_write requests are already in flight. */
+static int sk__conn_flush(sk_conn_t *c) {
+  struct sk__wreq *w = c->pend;
+  if (!w) return 0;
+  c->pend = NULL;
+  c->pend_cap = 0;
+  c->flush_armed = 0;
+  if (w->len == 0 || !c->tcp_live || c->shut_pending || c->shut_done ||
+      c->state == SK__C_CLOSED || c->state == SK__C_CONNECTING) {
+    free(w); /* nothing to send, or the write side is already gone */
+    return 0;
+  }
+  return sk__conn_queue(c, w);
+}
+
+static void sk__conn_on_timer(uv_timer_t *t);
+
+/* The timer's zero-delay turn while open: the coalesced bytes go out. */
+static void sk__conn_timer_flush(sk_conn_t *c) {
+  if (!c->flush_armed) return;
+  int r = sk__conn_flush(c);
+  if (r < 0) {
+    sk__conn_fail(c, r);
+    return;
+  }
+  sk__conn_maybe_drain(c); /* it all went at once: no write callback will */
+}
+
+/* Makes room for n more pending bytes and returns where they go. */
+static char *sk__conn_pend_room(sk_conn_t *c, size_t n) {
+  size_t used = c->pend ? c->pend->len : 0;
+  if (!c->pend || used + n > c->pend_cap) {
+    size_t cap = c->pend_cap ? c->pend_cap * 2 : SK_NET_PEND_MIN;
+    while (cap < used + n) cap *= 2;
+    struct sk__wreq *w = sk_xrealloc(c->pend, sizeof *w + cap);
+    if (!c->pend) w->len = 0;
+    c->pend = w;
+    c->pend_cap = cap;
+  }
+  return c->pend->data + used;
+}
+
+/* After bytes were added to the pending buffer: flush now when it is big,
+ * otherwise once this loop turn is over. */
+static int sk__conn_pend_added(sk_conn_t *c) {
+  /* the timer is a deadline in the other states: no coalescing there */
+  if (c->pend->len >= SK_NET_COALESCE_MAX || c->state != SK__C_OPEN) return sk__conn_flush(c);
+  if (!c->flush_armed) {
+    c->flush_armed = 1;
+    if (!c->pump_armed) uv_timer_start(&c->timer, sk__conn_on_timer, 0, 0);
+  }
+  if (sk_conn_write_queued(c) > SK_CONN_LOW_WATER) c->need_drain = 1;
+  return 0;
+}
+
+/* Moves what the SSL produced into the pending buffer. */
 static int sk__conn_tls_flush(sk_conn_t *c) {
   size_t n;
+  int added = 0;
   while (c->tcp_live && (n = BIO_ctrl_pending(c->net_out)) > 0) {
-    struct sk__wreq *w = sk_xmalloc(sizeof *w + n);
-    int got = BIO_read(c->net_out, w->data, (int)n);
-    if (got <= 0) {
-      free(w);
-      return SK_ETLS;
+    char *dst = sk__conn_pend_room(c, n);
+    int got = BIO_read(c->net_out, dst, (int)n);
+    if (got <= 0) return SK_ETLS;
+    c->pend->len += (size_t)got;
+    added = 1;
+    if (c->pend->len >= SK_NET_COALESCE_MAX) {
+      int r = sk__conn_flush(c);
+      if (r < 0) return r;
+      added = 0;
     }
-    w->len = (size_t)got;
-    int r = sk__conn_queue(c, w);
-    if (r < 0) return r;
   }
-  return 0;
+  return added && c->pend ? sk__conn_pend_added(c) : 0;
 }
 
-/* Encrypts into the output BIO, moving it to the socket whenever it holds
- * a read buffer's worth, so the BIO never grows large. */
+/* Encrypts into the output BIO, moving it out whenever it holds a read
+ * buffer's worth, so the BIO never grows large. */
 static int sk__conn_tls_write(sk_conn_t *c, const char *p, size_t len) {
   while (len > 0) {
     int chunk = len > SK_NET_TLS_CHUNK ? SK_NET_TLS_CHUNK : (int)len;
@@ -305,6 +388,17 @@ static int sk__conn_tls_write(sk_conn_t *c, const char *p, size_t len) {
 }
 
 static int sk__conn_plain_write(sk_conn_t *c, const uv_buf_t *bufs, size_t n, size_t total) {
+  if (total < SK_NET_COALESCE_MAX) { /* small: coalesce with what else this turn writes */
+    char *dst = sk__conn_pend_room(c, total);
+    for (size_t i = 0; i < n; i++) {
+      if (bufs[i].len) memcpy(dst, bufs[i].base, bufs[i].len);
+      dst += bufs[i].len;
+    }
+    c->pend->len += total;
+    return sk__conn_pend_added(c);
+  }
+  int r = sk__conn_flush(c); /* what came before goes first */
+  if (r < 0) return r;
   struct sk__wreq *w = sk_xmalloc(sizeof *w + total);
   size_t off = 0;
   for (size_t i = 0; i < n; i++) {
@@ -365,7 +459,7 @@ int sk_conn_write(sk_conn_t *c, const void *data, size_t len) {
   return sk_conn_writev(c, &b, 1);
 }
 
-size_t sk_conn_write_queued(const sk_conn_t *c) { return c ? c->queued : 0; }
+
 
 /* ---------------- reading ---------------- */
 
@@ -522,9 +616,13 @@ static void sk__conn_on_timer(uv_timer_t *t) {
   case SK__C_HANDSHAKE:
     sk__conn_fail(c, SK_ETIMEDOUT);
     break;
-  case SK__C_OPEN:
-    if (c->ssl && !c->user_paused) sk__conn_tls_read(c);
+  case SK__C_OPEN: {
+    int pump = c->pump_armed;
+    c->pump_armed = 0;
+    sk__conn_timer_flush(c);
+    if (pump && c->state == SK__C_OPEN && c->ssl && !c->user_paused) sk__conn_tls_read(c);
     break;
+  }
   case SK__C_CLOSING:
     sk__conn_finish(c);
     break;
@@ -534,8 +632,10 @@ static void sk__conn_on_timer(uv_timer_t *t) {
 }
 
 static void sk__conn_start_pump(sk_conn_t *c) {
-  if (c->ssl && (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->net_in) > 0))
+  if (c->ssl && (SSL_pending(c->ssl) > 0 || BIO_ctrl_pending(c->net_in) > 0)) {
+    c->pump_armed = 1;
     uv_timer_start(&c->timer, sk__conn_on_timer, 0, 0);
+  }
 }
 
 void sk_conn_read_stop(sk_conn_t *c) {
@@ -584,6 +684,10 @@ static void sk__conn_start_close(sk_conn_t *c) {
   uv_timer_stop(&c->timer);
   uv_timer_start(&c->timer, sk__conn_on_timer, SK_NET_CLOSE_LINGER_MS, 0);
   sk__conn_ensure_reading(c); /* discard input until the peer's FIN */
+  if (sk__conn_flush(c) < 0) { /* the pending bytes go before our FIN */
+    sk__conn_finish(c);
+    return;
+  }
   c->shut.data = c;
   if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, sk__conn_on_shutdown) < 0) {
     sk__conn_finish(c);
