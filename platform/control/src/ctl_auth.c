@@ -402,7 +402,7 @@ static int valid_token_name(const char *n) {
   return 1;
 }
 
-static int valid_token_shape(const char *s, const char *prefix, size_t total) {
+int ctl__token_shape_ok(const char *s, const char *prefix, size_t total) {
   size_t pl = strlen(prefix);
   if (!s || strlen(s) != total || strncmp(s, prefix, pl) != 0) return 0;
   for (size_t i = pl; i < total; i++) {
@@ -525,7 +525,7 @@ static int check_row(sk_stmt_t *st, void *ud) {
 
 int ctl_auth_token_check(ctl_auth_t *a, const char *secret, int64_t now, ctl_principal_t *p,
                          char *reason, size_t reasonlen) {
-  if (!valid_token_shape(secret, CTL_TOKEN_PREFIX, CTL_TOKEN_LEN)) {
+  if (!ctl__token_shape_ok(secret, CTL_TOKEN_PREFIX, CTL_TOKEN_LEN)) {
     seterr(reason, reasonlen, "malformed bearer token (expected %s followed by 43 characters)",
            CTL_TOKEN_PREFIX);
     return SK_EUNAUTH;

@@ -175,6 +175,8 @@ int ctl_auth_http_route(ctl_auth_t *a, ctl_audit_t *audit, sk_http_req_t *req);
  * 4*nbytes/3 + 2 bytes). */
 int ctl__random_b64url(char *out, size_t outlen, size_t nbytes);
 void ctl__sha256(const void *data, size_t len, unsigned char out[32]);
+/* 1 if s is prefix followed by base64url characters, total bytes long. */
+int ctl__token_shape_ok(const char *s, const char *prefix, size_t total);
 /* tmp file + fsync + rename (+ directory fsync); mode e.g. 0600. */
 int ctl__write_file_atomic(const char *path, const void *data, size_t len, int mode, char *err,
                            size_t errlen);

@@ -1074,13 +1074,7 @@ int ctl_ca_join_token_use(ctl_ca_t *ca, const char *secret, const char *spiffe_i
     seterr(err, errlen, "join tokens are not enabled");
     return SK_EUNAUTH;
   }
-  size_t pl = sizeof CTL_JOIN_PREFIX - 1;
-  int shape = secret && strlen(secret) == CTL_JOIN_LEN && !strncmp(secret, CTL_JOIN_PREFIX, pl);
-  for (size_t i = pl; shape && i < CTL_JOIN_LEN; i++) {
-    unsigned char c = (unsigned char)secret[i];
-    if (!isalnum(c) && c != '-' && c != '_') shape = 0;
-  }
-  if (!shape) {
+  if (!ctl__token_shape_ok(secret, CTL_JOIN_PREFIX, CTL_JOIN_LEN)) {
     seterr(err, errlen, "malformed join token (expected %s followed by 43 characters)",
            CTL_JOIN_PREFIX);
     return SK_EUNAUTH;
