@@ -8,7 +8,7 @@ pkgs=(
   libuv1-dev libssl-dev openssl libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
   libjansson-dev libyaml-dev libpq-dev librdkafka-dev libgit2-dev libsqlite3-dev
   libcmocka-dev zlib1g-dev libsnappy-dev
-  curl nghttp2-client prometheus procps iproute2 python3 python3-jsonpatch
+  curl nghttp2-client prometheus procps iproute2 python3 python3-jsonpatch jq
 )
 missing=()
 for p in "${pkgs[@]}"; do
