@@ -5,7 +5,8 @@
 # and HTTP/2 (--http2-prior-knowledge), 410 Expired beyond retention, watch
 # resume across a restart without gaps or duplicates, kill -9 during a burst
 # of writes loses no acknowledged write, a policy-denied create is refused
-# with the policy's message, authentication, and skiff apply/get/delete/diff.
+# with the policy's message, authentication, skiff apply/get/delete/diff, and
+# skiff token create/list/revoke with a viewer token's rights.
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
@@ -376,6 +377,33 @@ set +e; SKIFF_TOKEN=skiff_wrong "$SKIFF" get routes 2>"$TMP/out"; rc=$?; set -e
 printf 'apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: bad}\nspec: {rules: [{backendRefs: [{name: x, weight: -1}]}]}\n' >"$TMP/bad.yaml"
 set +e; "$SKIFF" apply -f "$TMP/bad.yaml" 2>"$TMP/out"; rc=$?; set -e
 [ $rc = 1 ] && grep -q 'spec.rules\[0\].backendRefs\[0\].weight' "$TMP/out" || fail "apply of an invalid file: $(cat "$TMP/out")"
+
+# ---- the CLI: token create / list / revoke ----
+"$SKIFF" token create --role viewer --name ci-viewer --ttl 24h >"$TMP/tok" 2>"$TMP/tokerr" || fail "token create: $(cat "$TMP/tokerr")"
+[ "$(wc -l <"$TMP/tok")" = 1 ] && grep -Eqx 'skiff_[A-Za-z0-9_-]{43}' "$TMP/tok" || fail "token create must print only the secret: $(cat "$TMP/tok")"
+VTOKEN=$(cat "$TMP/tok")
+grep -q 'ci-viewer' "$TMP/tokerr" && ! grep -q "$VTOKEN" "$TMP/tokerr" || fail "token create notice: $(cat "$TMP/tokerr")"
+VAUTH=(-H "authorization: Bearer $VTOKEN")
+[ "$(curl -s -o "$TMP/body" -w '%{http_code}' "${VAUTH[@]}" "$API/routes/default/web")" = 200 ] || fail "a viewer may get: $(cat "$TMP/body")"
+SKIFF_TOKEN=$VTOKEN "$SKIFF" get services -n shop >"$TMP/out" && grep -q '^shop  *shop-v1 ' "$TMP/out" || fail "viewer get via the CLI: $(cat "$TMP/out")"
+[ "$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST "${VAUTH[@]}" "${JSON[@]}" -d "$(route_json viewer-made default 1)" "$API/routes/default")" = 403 ] || fail "a viewer must not create: $(cat "$TMP/body")"
+set +e; SKIFF_TOKEN=$VTOKEN "$SKIFF" apply -f "$TMP/manifests/app.yaml" >/dev/null 2>"$TMP/out"; rc=$?; set -e
+[ $rc = 1 ] && grep -q Forbidden "$TMP/out" || fail "viewer apply via the CLI must be refused: $(cat "$TMP/out")"
+[ "$(code GET /routes/default/viewer-made)" = 404 ] || fail "a refused create must not be stored"
+set +e; SKIFF_TOKEN=$VTOKEN "$SKIFF" token create --role admin --name escalate >"$TMP/out" 2>"$TMP/tokerr"; rc=$?; set -e
+[ $rc = 1 ] && [ ! -s "$TMP/out" ] && grep -q Forbidden "$TMP/tokerr" || fail "a viewer must not create tokens: $(cat "$TMP/tokerr")"
+"$SKIFF" token list >"$TMP/out" || fail "token list"
+grep -Eq '^tok_[A-Za-z0-9_-]+ +ci-viewer +viewer +[0-9T:Z-]+ +[0-9T:Z-]+ +live$' "$TMP/out" || fail "token list row: $(cat "$TMP/out")"
+grep -Eq ' bootstrap-admin +admin ' "$TMP/out" || fail "token list must show the bootstrap token: $(cat "$TMP/out")"
+! grep -q 'skiff_' "$TMP/out" || fail "token list must not show secrets"
+"$SKIFF" token list -o json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert any(i["name"]=="ci-viewer" and i["role"]=="viewer" and i["expires"] for i in d["items"]), d; assert "skiff_" not in json.dumps(d) and not any("token" in i for i in d["items"]), d' || fail "token list -o json"
+"$SKIFF" token revoke ci-viewer | grep -qx 'token/ci-viewer revoked (1 token)' || fail "token revoke"
+[ "$(curl -s -o "$TMP/body" -w '%{http_code}' "${VAUTH[@]}" "$API/routes/default/web")" = 401 ] || fail "a revoked token must be 401: $(cat "$TMP/body")"
+"$SKIFF" token list | grep -Eq ' ci-viewer +viewer .* revoked$' || fail "list must show the revocation"
+set +e; "$SKIFF" token revoke ci-viewer 2>"$TMP/out"; rc=$?; set -e
+[ $rc = 1 ] && grep -q "no live token" "$TMP/out" || fail "revoking twice must fail: $(cat "$TMP/out")"
+set +e; "$SKIFF" token create --role root --name x 2>/dev/null; rc=$?; set -e
+[ $rc = 2 ] || fail "a bad role is a usage error"
 
 # ---- the proxy snapshot: what skiff-proxy accepts as is ----
 [ "$(code GET /proxyconfig)" = 200 ] || fail "proxyconfig: $(cat "$TMP/body")"

@@ -15,6 +15,7 @@
 #include "skiff/err.h"
 #include "skiff/metrics.h"
 #include "tl_int.h"
+#include "tl_sigdb_int.h"
 
 typedef struct fixture {
   uv_loop_t loop;
@@ -650,12 +651,124 @@ static void test_expo_parser(void **state) {
   sk_pool_free(pool);
 }
 
+/* ---- span and log retention, driven by a chosen "now" ---- */
+
+static void retention_cfg(tl_config_t *c) {
+  c->retention_ms = 2 * 3600 * 1000;  /* logs follow this (log_retention 0) */
+  c->trace_retention_ms = 3600 * 1000; /* spans: 1h */
+}
+
+static void put_span(tl_sigdb_t *db, int i, int64_t start_ns) {
+  char tid[33], sid[17];
+  snprintf(tid, sizeof tid, "%032x", i + 1);
+  snprintf(sid, sizeof sid, "%016x", i + 1);
+  assert_int_equal(sk_store_exec(db->w,
+                                 "INSERT INTO spans(trace_id, span_id, service, name, start_ns, end_ns)"
+                                 " VALUES(?,?,'svc','op',?,?)",
+                                 SK_SQL_ARGS(SK_SQL_TEXT(tid), SK_SQL_TEXT(sid), SK_SQL_INT(start_ns),
+                                             SK_SQL_INT(start_ns + 1000))),
+                   1);
+}
+
+static int64_t count_sql(tl_sigdb_t *db, const char *sql) {
+  int64_t v = -1;
+  assert_true(sk_store_query_int64(db->r, sql, NULL, 0, &v) >= 0);
+  return v;
+}
+
+static void put_log(tl_sigdb_t *db, const char *labels, const char *body, int64_t ts_ns) {
+  tl_logline_t l = {.ts_ns = ts_ns, .observed_ns = ts_ns, .labels_json = labels, .body = body};
+  char err[256] = "";
+  assert_int_equal(tl_sigdb_put_logs(db, &l, 1, err, sizeof err), 0);
+}
+
+static void test_span_log_retention(void **state) {
+  (void)state;
+  fixture_t *f = start_with(retention_cfg);
+  tl_sigdb_t *db = tl_app_sigdb(f->app);
+  const int64_t now_ms = 1760000000000LL, ms = 1000000, h = 3600000LL * ms;
+  const int64_t now_ns = now_ms * ms;
+  /* spans: 1h retention; logs: 2h (from retention) */
+  put_span(db, 1, now_ns - 3 * h);
+  put_span(db, 2, now_ns - h - 1000 * ms);
+  put_span(db, 3, now_ns - h + 60000 * ms); /* 59 minutes old: stays */
+  put_span(db, 4, now_ns);
+  put_log(db, "{\"app\":\"gone\"}", "ancient", now_ns - 5 * h);
+  put_log(db, "{\"app\":\"shop\"}", "old line", now_ns - 2 * h - ms);
+  put_log(db, "{\"app\":\"shop\"}", "recent line", now_ns - 90 * 60000 * ms); /* 1h30 old: stays */
+  put_log(db, "{\"app\":\"shop\"}", "new line", now_ns);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM streams"), 2);
+
+  char err[256] = "";
+  /* an earlier "now" expires nothing */
+  assert_int_equal(tl_app_maintain(f->app, now_ms - 6 * 3600000LL, err, sizeof err), 0);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 4);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM logs"), 4);
+
+  assert_int_equal(tl_app_maintain(f->app, now_ms, err, sizeof err), 0);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans WHERE span_id IN ('0000000000000004',"
+                                 " '0000000000000005')"),
+                   2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM logs"), 2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM logs WHERE body IN ('recent line', 'new line')"), 2);
+  /* the stream whose lines all expired is gone, the live one stays */
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM streams"), 1);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM streams WHERE labels = '{\"app\":\"shop\"}'"), 1);
+
+  /* the recent data is still served by the query API */
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -w ' %%{http_code}' http://127.0.0.1:%d/api/traces/"
+                        "00000000000000000000000000000005",
+                        f->qport);
+  assert_non_null(strstr(j->out, " 200"));
+  assert_non_null(strstr(j->out, "0000000000000005"));
+  free(j);
+  stop(f);
+}
+
+static void test_retention_batches(void **state) {
+  (void)state;
+  char path[600], err[256] = "";
+  snprintf(path, sizeof path, "%s/sigdb-%d.sqlite", sk_test_tmpdir(), rand());
+  tl_sigdb_t *db = NULL;
+  assert_int_equal(tl_sigdb_open(path, 1, &db, err, sizeof err), 0);
+  for (int i = 0; i < 10; i++) put_span(db, i, 1000 + i);
+  put_span(db, 10, 5000);
+  for (int i = 0; i < 7; i++) put_log(db, "{\"a\":\"b\"}", "x", 100 + i);
+  put_log(db, "{\"a\":\"c\"}", "keep", 9000);
+  tl_sigdb_expired_t ex;
+  /* 3 rows a batch, at most 2 batches a call: 6 spans, 6 lines, then more */
+  assert_int_equal(tl_sigdb_expire(db, 4000, 4000, 3, 2, &ex, err, sizeof err), 0);
+  assert_int_equal(ex.spans, 6);
+  assert_int_equal(ex.logs, 6);
+  assert_int_equal(ex.streams, 0);
+  assert_true(ex.more);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 5);
+  /* the oldest went first */
+  assert_int_equal(count_sql(db, "SELECT min(start_ns) FROM spans"), 1006);
+  assert_int_equal(tl_sigdb_expire(db, 4000, 4000, 3, 2, &ex, err, sizeof err), 0);
+  assert_int_equal(ex.spans, 4);
+  assert_int_equal(ex.logs, 1);
+  assert_int_equal(ex.streams, 1);
+  assert_false(ex.more);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 1);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM logs WHERE body = 'keep'"), 1);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM streams"), 1);
+  /* cutoffs <= 0 keep everything */
+  assert_int_equal(tl_sigdb_expire(db, 0, -1, 3, 2, &ex, err, sizeof err), 0);
+  assert_int_equal(ex.spans + ex.logs, 0);
+  tl_sigdb_close(db);
+  unlink(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_otlp_traces_protobuf), cmocka_unit_test(test_otlp_json_gzip_errors),
       cmocka_unit_test(test_oversize_413),         cmocka_unit_test(test_logs_loki),
       cmocka_unit_test(test_otlp_metrics_and_remote_write), cmocka_unit_test(test_scrape),
-      cmocka_unit_test(test_expo_parser),
+      cmocka_unit_test(test_expo_parser),          cmocka_unit_test(test_span_log_retention),
+      cmocka_unit_test(test_retention_batches),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,6 +40,8 @@ static const char usage_text[] =
     "  policy test POLICIES RESOURCES...        evaluate manifests against policies (docs/policy.md)\n"
     "  apply -f FILE|DIR | get KIND [NAME] | delete KIND NAME | diff -f FILE\n"
     "                                           resources on skiff-control (docs/control.md)\n"
+    "  token create --role ROLE --name NAME [--ttl D] | token list | token revoke NAME|ID\n"
+    "                                           API tokens on skiff-control (admin only)\n"
     "  version                                  print the version\n"
     "  help   [COMMAND]                         this text\n"
     "\n"
@@ -516,7 +518,8 @@ int cli_main(int argc, char **argv) {
     return usage_error("policy", "unknown subcommand (try: skiff policy test POLICIES RESOURCES...)",
                        n >= 1 ? rest[0] : NULL);
   }
-  if (ctl_cli_is_verb(verb)) return ctl_cli_main(argc - 1, argv + 1); /* skiff-control (platform/control) */
+  /* apply/get/delete/diff/token: skiff-control (platform/control) */
+  if (ctl_cli_is_verb(verb)) return ctl_cli_main(argc - 1, argv + 1);
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("skiff %s\n", SKIFF_VERSION);
     return 0;

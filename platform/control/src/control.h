@@ -10,7 +10,7 @@
  *   ctl_store.c    the resource store over a ctl_backend (sqlite today):
  *                  global resourceVersion, generation, events, retention
  *   ctl_api.c      the REST API and watch on skiff-control's listener
- *   ctl_cli.c      skiff apply / get / delete / diff
+ *   ctl_cli.c      skiff apply / get / delete / diff / token
  * See docs/control.md. */
 #ifndef SKIFF_CONTROL_H
 #define SKIFF_CONTROL_H
@@ -221,7 +221,7 @@ int64_t ctl_obj_rv(const json_t *o);       /* metadata.resourceVersion, 0 when a
  * snapshot reflects. */
 int ctl_compile_proxy(ctl_store_t *s, json_t **out, int64_t *rv, ctl_errs_t *warn);
 
-/* ---- CLI (skiff apply/get/delete/diff) ---- */
+/* ---- CLI (skiff apply/get/delete/diff/token) ---- */
 
 /* argv[0] is the verb. Server from --server or $SKIFF_SERVER (default
  * http://127.0.0.1:7400), token from --token or $SKIFF_TOKEN. Returns the

@@ -1,4 +1,4 @@
-/* skiff apply / get / delete / diff: the CLI side of skiff-control's API.
+/* skiff apply / get / delete / diff / token: the CLI side of skiff-control's API.
  * The CLI's verb dispatch (platform/cli) calls ctl_cli_main. */
 #include <dirent.h>
 #include <stdio.h>
@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include <openssl/crypto.h>
 
 #include "control.h"
 #include "skiff/err.h"
@@ -24,6 +26,9 @@ typedef struct copts {
   const char *output; /* yaml, json, wide, or NULL */
   const char *ns;
   const char *selector;
+  const char *role; /* token create */
+  const char *name; /* token create */
+  const char *ttl;  /* token create */
   const char *args[4];
   size_t nargs;
 } copts_t;
@@ -583,6 +588,140 @@ static int cmd_diff(const copts_t *o) {
   return bad ? 2 : differ ? 1 : 0;
 }
 
+/* ---- token ---- */
+
+static int token_create(const copts_t *o) {
+  if (o->nargs != 1 || !o->role || !o->name) {
+    fprintf(stderr, "skiff token create: usage: skiff token create --role viewer|operator|admin --name NAME [--ttl 24h]\n");
+    return 2;
+  }
+  if (strcmp(o->role, "viewer") && strcmp(o->role, "operator") && strcmp(o->role, "admin")) {
+    fprintf(stderr, "skiff token create: --role must be viewer, operator or admin\n");
+    return 2;
+  }
+  json_t *req = json_pack("{s:s,s:s}", "name", o->name, "role", o->role);
+  if (o->ttl) json_object_set_new(req, "ttl", json_string(o->ttl));
+  char *body = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(req);
+  cresp_t r;
+  int rc = call(o, "POST", "/api/v1/tokens", "application/json", body, strlen(body), &r);
+  free(body);
+  if (rc < 0) return 1;
+  char what[200];
+  snprintf(what, sizeof what, "token/%s", o->name);
+  int ret = 1;
+  if (r.status == 201) {
+    json_t *v = json_loadb(r.body.data, r.body.len, 0, NULL);
+    const char *secret = sk_json_get_str(v, "token", NULL);
+    if (secret) {
+      /* The secret is shown once: stdout carries it and nothing else. */
+      printf("%s\n", secret);
+      fprintf(stderr, "token %s (%s, role %s) created; the secret above is not shown again\n",
+              sk_json_get_str(v, "name", o->name), sk_json_get_str(v, "id", "?"), sk_json_get_str(v, "role", o->role));
+      ret = 0;
+    } else {
+      fprintf(stderr, "skiff token create: the server's answer has no token\n");
+    }
+    json_decref(v);
+  } else {
+    print_failure(what, &r);
+  }
+  if (r.body.data) OPENSSL_cleanse(r.body.data, r.body.len);
+  sk_buf_done(&r.body);
+  return ret;
+}
+
+static int token_list(const copts_t *o) {
+  if (o->nargs != 1) {
+    fprintf(stderr, "skiff token list: usage: skiff token list [-o json]\n");
+    return 2;
+  }
+  cresp_t r;
+  if (call(o, "GET", "/api/v1/tokens", NULL, NULL, 0, &r) < 0) return 1;
+  if (r.status != 200) {
+    print_failure("tokens", &r);
+    sk_buf_done(&r.body);
+    return 1;
+  }
+  json_t *v = json_loadb(r.body.data, r.body.len, 0, NULL);
+  sk_buf_done(&r.body);
+  json_t *items = json_object_get(v, "items");
+  if (!json_is_array(items)) {
+    fprintf(stderr, "skiff token list: the server sent invalid JSON\n");
+    json_decref(v);
+    return 1;
+  }
+  if (o->output && !strcmp(o->output, "json")) {
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+  } else if (!json_array_size(items)) {
+    fprintf(stderr, "No tokens found.\n");
+  } else {
+    printf("%-18s %-24s %-9s %-21s %-21s %s\n", "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE");
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+      const char *state = json_is_string(json_object_get(it, "revoked")) ? "revoked"
+                          : json_is_true(json_object_get(it, "expired")) ? "expired"
+                                                                         : "live";
+      printf("%-18s %-24s %-9s %-21s %-21s %s\n", sk_json_get_str(it, "id", "?"), sk_json_get_str(it, "name", "?"),
+             sk_json_get_str(it, "role", "?"), sk_json_get_str(it, "created", "-"),
+             sk_json_get_str(it, "expires", "never"), state);
+    }
+  }
+  json_decref(v);
+  return 0;
+}
+
+static int token_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (!n || n > 128) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._:@-", c)))
+      return 0;
+  }
+  return 1;
+}
+
+static int token_revoke(const copts_t *o) {
+  if (o->nargs != 2) {
+    fprintf(stderr, "skiff token revoke: usage: skiff token revoke NAME|ID\n");
+    return 2;
+  }
+  if (!token_name_ok(o->args[1])) {
+    fprintf(stderr, "skiff token revoke: bad token name or id '%s'\n", o->args[1]);
+    return 2;
+  }
+  char path[200], what[200];
+  snprintf(path, sizeof path, "/api/v1/tokens/%s", o->args[1]);
+  snprintf(what, sizeof what, "token/%s", o->args[1]);
+  cresp_t r;
+  if (call(o, "DELETE", path, NULL, NULL, 0, &r) < 0) return 1;
+  int ret = 0;
+  if (r.status == 200) {
+    json_t *v = json_loadb(r.body.data, r.body.len, 0, NULL);
+    long long n = (long long)sk_json_get_int(v, "revoked", 0);
+    printf("%s revoked (%lld token%s)\n", what, n, n == 1 ? "" : "s");
+    json_decref(v);
+  } else {
+    print_failure(what, &r);
+    ret = 1;
+  }
+  sk_buf_done(&r.body);
+  return ret;
+}
+
+static int cmd_token(const copts_t *o) {
+  const char *sub = o->nargs ? o->args[0] : "";
+  if (!strcmp(sub, "create")) return token_create(o);
+  if (!strcmp(sub, "list")) return token_list(o);
+  if (!strcmp(sub, "revoke")) return token_revoke(o);
+  fprintf(stderr, "skiff token: usage: skiff token create|list|revoke (see skiff token --help)\n");
+  return 2;
+}
+
 /* ---- argument parsing ---- */
 
 static const char usage_text[] =
@@ -591,11 +730,16 @@ static const char usage_text[] =
     "  skiff get KIND [NAME] [-n NS] [-l SELECTOR] [-o yaml|json|wide]\n"
     "  skiff delete KIND NAME [-n NS]\n"
     "  skiff diff -f FILE|DIR             live objects against the files (exit 1 when they differ)\n"
+    "  skiff token create --role viewer|operator|admin --name NAME [--ttl 24h]\n"
+    "                                     prints the new secret once (admin only)\n"
+    "  skiff token list [-o json]         tokens, without secrets\n"
+    "  skiff token revoke NAME|ID\n"
     "common: --server URL (or $SKIFF_SERVER, default http://127.0.0.1:7400),\n"
     "        --token TOKEN (or $SKIFF_TOKEN)\n";
 
 int ctl_cli_is_verb(const char *verb) {
-  return verb && (!strcmp(verb, "apply") || !strcmp(verb, "get") || !strcmp(verb, "delete") || !strcmp(verb, "diff"));
+  return verb && (!strcmp(verb, "apply") || !strcmp(verb, "get") || !strcmp(verb, "delete") || !strcmp(verb, "diff") ||
+                  !strcmp(verb, "token"));
 }
 
 int ctl_cli_main(int argc, char **argv) {
@@ -607,6 +751,7 @@ int ctl_cli_main(int argc, char **argv) {
   o.server = getenv("SKIFF_SERVER");
   if (!o.server || !*o.server) o.server = "http://127.0.0.1:7400";
   o.token = getenv("SKIFF_TOKEN");
+  int is_token = !strcmp(argv[0], "token");
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **slot = NULL;
@@ -616,6 +761,9 @@ int ctl_cli_main(int argc, char **argv) {
     else if (!strcmp(a, "-l") || !strcmp(a, "--selector")) slot = &o.selector;
     else if (!strcmp(a, "--server")) slot = &o.server;
     else if (!strcmp(a, "--token")) slot = &o.token;
+    else if (is_token && !strcmp(a, "--role")) slot = &o.role;
+    else if (is_token && !strcmp(a, "--name")) slot = &o.name;
+    else if (is_token && !strcmp(a, "--ttl")) slot = &o.ttl;
     else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs(usage_text, stdout);
       return 0;
@@ -636,6 +784,10 @@ int ctl_cli_main(int argc, char **argv) {
     }
     *slot = argv[++i];
   }
+  if (is_token && o.output && strcmp(o.output, "json")) {
+    fprintf(stderr, "skiff token: -o must be json\n");
+    return 2;
+  }
   if (o.output && strcmp(o.output, "yaml") && strcmp(o.output, "json") && strcmp(o.output, "wide")) {
     fprintf(stderr, "skiff %s: -o must be yaml, json or wide\n", argv[0]);
     return 2;
@@ -647,5 +799,6 @@ int ctl_cli_main(int argc, char **argv) {
   if (!strcmp(argv[0], "apply")) return cmd_apply(&o);
   if (!strcmp(argv[0], "get")) return cmd_get(&o);
   if (!strcmp(argv[0], "delete")) return cmd_delete(&o);
+  if (is_token) return cmd_token(&o);
   return cmd_diff(&o);
 }

@@ -228,6 +228,23 @@ static int store_samples(tl_job_t *j, tl_samples_t *s) {
   return rc;
 }
 
+/* Age cutoff in ns for spans or logs: their own retention, else the
+ * metrics one, else the 15d default; 0 when now is too early to matter. */
+static int64_t sig_cutoff_ns(const tl_config_t *cfg, uint64_t own_ms, int64_t now_ms) {
+  uint64_t ms = own_ms ? own_ms : cfg->retention_ms ? cfg->retention_ms : 15ull * 24 * 3600 * 1000;
+  if (ms > (uint64_t)INT64_MAX / 1000000 || (int64_t)ms >= now_ms) return 0;
+  return (now_ms - (int64_t)ms) * 1000000;
+}
+
+int tl_app_maintain(tl_app_t *a, int64_t now_ms, char *err, size_t errlen) {
+  tl_tsdb_maintain(a->tsdb, now_ms);
+  if (now_ms > INT64_MAX / 1000000) now_ms = INT64_MAX / 1000000;
+  tl_sigdb_expired_t ex;
+  return tl_sigdb_expire(a->sig, sig_cutoff_ns(a->cfg, a->cfg->trace_retention_ms, now_ms),
+                           sig_cutoff_ns(a->cfg, a->cfg->log_retention_ms, now_ms), TL_SIGDB_EXPIRE_BATCH,
+                           TL_SIGDB_EXPIRE_MAX_BATCHES, &ex, err, errlen);
+}
+
 static void work_cb(uv_work_t *w) {
   tl_job_t *j = w->data;
   tl_app_t *a = j->app;
@@ -238,7 +255,7 @@ static void work_cb(uv_work_t *w) {
   int rc;
 
   if (j->kind == TL_JOB_MAINTAIN) {
-    tl_tsdb_maintain(a->tsdb, (int64_t)time(NULL) * 1000);
+    j->status = tl_app_maintain(a, (int64_t)time(NULL) * 1000, j->err, sizeof j->err) < 0 ? 500 : 0;
     return;
   }
   if (j->kind == TL_JOB_SAMPLES) {
@@ -441,6 +458,7 @@ static void after_cb(uv_work_t *w, int status) {
     if (j->status >= 500 && a->log) sk_log_warn(a->log, "ingest failed: %s", j->err);
   } else {
     a->maint_pending = 0;
+    if (j->status >= 500 && a->log) sk_log_warn(a->log, "maintenance failed: %s", j->err);
   }
   if (j->req) {
     sk_http_req_on_abort(j->req, NULL, NULL);
@@ -736,6 +754,7 @@ fail:
 int tl_app_port(const tl_app_t *a) { return a && a->otlp ? sk_http_server_port(a->otlp) : -1; }
 int tl_app_query_port(const tl_app_t *a) { return a && a->query ? sk_http_server_port(a->query) : -1; }
 tl_tsdb_t *tl_app_tsdb(tl_app_t *a) { return a->tsdb; }
+struct tl_sigdb *tl_app_sigdb(tl_app_t *a) { return a->sig; }
 size_t tl_app_queue_depth(const tl_app_t *a) { return a->depth; }
 
 static void maybe_drained(tl_app_t *a) {

@@ -57,7 +57,9 @@ typedef struct tl_config {
   uint64_t max_request;        /* bytes after decompression */
   int max_queue;               /* ingest jobs waiting for the writer */
   uint64_t max_queue_bytes;
-  uint64_t retention_ms;
+  uint64_t retention_ms;        /* metric samples */
+  uint64_t trace_retention_ms;  /* spans; 0 = retention_ms */
+  uint64_t log_retention_ms;    /* log lines; 0 = retention_ms */
   uint64_t max_series_per_metric;
   uint64_t max_series;
   bool self_scrape;            /* scrape our own admin /metrics */
@@ -82,6 +84,12 @@ int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_lo
 int tl_app_port(const tl_app_t *a);       /* OTLP listener */
 int tl_app_query_port(const tl_app_t *a); /* query listener */
 tl_tsdb_t *tl_app_tsdb(tl_app_t *a);
+struct tl_sigdb *tl_app_sigdb(tl_app_t *a);
+/* The periodic maintenance (run every 60s as a job of the ingest queue):
+ * tsdb compaction/retention, then span and log retention relative to
+ * now_ms. Runs on the caller's thread, so outside the worker only while the
+ * queue is idle (tests drive it this way with a chosen now_ms). */
+int tl_app_maintain(tl_app_t *a, int64_t now_ms, char *err, size_t errlen);
 /* Number of jobs queued or running. */
 size_t tl_app_queue_depth(const tl_app_t *a);
 void tl_app_drain(tl_app_t *a, void (*cb)(void *ud), void *ud);
@@ -204,6 +212,21 @@ void tl_loki_labels(tl_sigdb_t *db, sk_http_req_t *req, const char *label);
 /* Counts for self-metrics. */
 int64_t tl_sigdb_count(tl_sigdb_t *db, int logs);
 uint64_t tl_sigdb_disk_bytes(tl_sigdb_t *db);
+
+/* Retention: deletes spans that started before span_before_ns and log
+ * lines stamped before log_before_ns (a cutoff <= 0 skips that kind), then
+ * label streams left without lines. Each batch of at most `batch` rows is
+ * its own short writer transaction; at most max_batches run per kind, so
+ * one call is bounded and a backlog is finished by later calls. Writer
+ * connection: call only from the ingest worker (or with it idle). */
+#define TL_SIGDB_EXPIRE_BATCH 2000
+#define TL_SIGDB_EXPIRE_MAX_BATCHES 250
+typedef struct tl_sigdb_expired {
+  size_t spans, logs, streams;
+  int more; /* the batch limit stopped a kind early */
+} tl_sigdb_expired_t;
+int tl_sigdb_expire(tl_sigdb_t *db, int64_t span_before_ns, int64_t log_before_ns, size_t batch,
+                    size_t max_batches, tl_sigdb_expired_t *out, char *err, size_t errlen);
 
 /* ---- small shared helpers ---- */
 

@@ -214,3 +214,71 @@ uint64_t tl_sigdb_disk_bytes(tl_sigdb_t *db) {
   }
   return total;
 }
+
+/* ---- retention ---- */
+
+/* The statements come from the store's cache, so each is prepared once
+ * per connection and reused by every batch. */
+static const char expire_spans_sql[] =
+    "DELETE FROM spans WHERE (trace_id, span_id) IN"
+    " (SELECT trace_id, span_id FROM spans WHERE start_ns < ? ORDER BY start_ns LIMIT ?)";
+static const char expire_logs_sql[] =
+    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ns < ? ORDER BY ts_ns LIMIT ?)";
+static const char expire_streams_sql[] =
+    "DELETE FROM streams WHERE id IN (SELECT s.id FROM streams s"
+    " WHERE NOT EXISTS (SELECT 1 FROM logs l WHERE l.stream = s.id) LIMIT ?)";
+
+typedef struct expire_ctx {
+  const char *sql;
+  int64_t cutoff; /* < 0: statement has only the LIMIT parameter */
+  int64_t limit;
+} expire_ctx_t;
+
+static int expire_tx(sk_store_t *st, void *ud) {
+  expire_ctx_t *c = ud;
+  if (c->cutoff < 0) return sk_store_exec(st, c->sql, SK_SQL_ARGS(SK_SQL_INT(c->limit)));
+  return sk_store_exec(st, c->sql, SK_SQL_ARGS(SK_SQL_INT(c->cutoff), SK_SQL_INT(c->limit)));
+}
+
+/* Runs batches until one deletes fewer than batch rows or max_batches ran. */
+static int expire_kind(tl_sigdb_t *db, const char *sql, int64_t cutoff, size_t batch, size_t max_batches,
+                       size_t *deleted, int *more) {
+  expire_ctx_t c = {.sql = sql, .cutoff = cutoff, .limit = (int64_t)batch};
+  for (size_t i = 0; i < max_batches; i++) {
+    int rc = sk_store_tx(db->w, expire_tx, &c);
+    if (rc < 0) return rc;
+    *deleted += (size_t)rc;
+    if ((size_t)rc < batch) return 0;
+  }
+  *more = 1;
+  return 0;
+}
+
+int tl_sigdb_expire(tl_sigdb_t *db, int64_t span_before_ns, int64_t log_before_ns, size_t batch,
+                    size_t max_batches, tl_sigdb_expired_t *out, char *err, size_t errlen) {
+  tl_sigdb_expired_t r;
+  memset(&r, 0, sizeof r);
+  if (!batch) batch = TL_SIGDB_EXPIRE_BATCH;
+  if (batch > 1000000) batch = 1000000;
+  if (!max_batches) max_batches = TL_SIGDB_EXPIRE_MAX_BATCHES;
+  int rc = 0;
+  if (span_before_ns > 0 &&
+      (rc = expire_kind(db, expire_spans_sql, span_before_ns, batch, max_batches, &r.spans, &r.more)) < 0) {
+    snprintf(err, errlen, "span retention: %s", sk_store_errmsg(db->w));
+    goto out;
+  }
+  if (log_before_ns > 0) {
+    if ((rc = expire_kind(db, expire_logs_sql, log_before_ns, batch, max_batches, &r.logs, &r.more)) < 0) {
+      snprintf(err, errlen, "log retention: %s", sk_store_errmsg(db->w));
+      goto out;
+    }
+    if (r.logs && (rc = expire_kind(db, expire_streams_sql, -1, batch, max_batches, &r.streams, &r.more)) < 0) {
+      snprintf(err, errlen, "log stream cleanup: %s", sk_store_errmsg(db->w));
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  if (out) *out = r;
+  return rc;
+}
