@@ -9,6 +9,7 @@ pkgs=(
   libjansson-dev libyaml-dev libpq-dev librdkafka-dev libgit2-dev libsqlite3-dev
   libcmocka-dev zlib1g-dev libsnappy-dev
   curl nghttp2-client prometheus procps iproute2 python3 python3-jsonpatch jq
+  postgresql postgresql-client kcat git docker-registry skopeo
 )
 missing=()
 for p in "${pkgs[@]}"; do
