@@ -99,3 +99,30 @@ echo "== HTTPS /mutate, fixed 1000 reviews/s for ${SECS}s"
 CA=$TMP/certs/ca.pem "$TMP/loadgen" http "https://127.0.0.1:$PORT/mutate" "$TMP/good.json" 1000 "$SECS" 16
 echo "== HTTPS /validate, closed loop, 16 in flight, ${SECS}s"
 CA=$TMP/certs/ca.pem "$TMP/loadgen" http "https://127.0.0.1:$PORT/validate" "$TMP/good.json" 0 "$SECS" 16
+
+# CALLGRIND=1: instructions per review, which the machine's load does not
+# change. skiff-policy runs under callgrind while curl sends N reviews on one
+# TLS connection; a run with one review is the baseline (start-up, handshake).
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "CALLGRIND=1 needs valgrind" >&2; exit 1; }
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  N=${CALLGRIND_N:-200}
+  count() { # BODY PATH N -> instructions
+    local out=$TMP/cg.out
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BUILD/bin/skiff-policy" --config "$TMP/policy.yaml" \
+      >"$TMP/cg.log" 2>&1 &
+    PID=$!
+    for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+    local urls=() i
+    for ((i = 0; i < $3; i++)); do urls+=("https://localhost:$PORT$2"); done
+    curl -sS --cacert "$TMP/certs/ca.pem" -H 'content-type: application/json' --data-binary @"$1" "${urls[@]}" >/dev/null
+    kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$TMP/cg.log"
+  }
+  base=$(count "$TMP/good.json" /validate 1)
+  for c in "good.json /validate compliant" "bad.json /validate violating" "good.json /mutate mutate"; do
+    set -- $c
+    total=$(count "$TMP/$1" "$2" $((N + 1)))
+    echo "callgrind $3 $2: $(((total - base) / N)) instructions per review (N=$N)"
+  done
+fi

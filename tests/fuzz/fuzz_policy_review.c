@@ -54,6 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       sk_buf_t b;
       sk_buf_init(&b);
       pol_review_encode(review, &r, mutate, &b);
+      /* the hand-written answer is JSON with the request's uid */
+      json_t *ans = json_loadb(b.data, b.len, 0, NULL);
+      if (!ans || !json_equal(sk_json_get(ans, "response.uid"), json_object_get(req, "uid"))) abort();
+      json_decref(ans);
       sk_buf_done(&b);
       if (mutate && r.patch) {
         /* the patch must turn the object into the mutated one */

@@ -16,10 +16,11 @@
 
 static void cli_usage(FILE *out) {
   fprintf(out,
-          "usage: skiff policy test [-q] POLICIES RESOURCES...\n"
+          "usage: skiff policy test [-q] [--insecure-registry HOST:PORT] POLICIES RESOURCES...\n"
           "  POLICIES   a policy file or a directory of them (ClusterPolicy/Policy, kyverno.io/v1 or skiff.dev/v1)\n"
           "  RESOURCES  manifest files (multi-document YAML or JSON, e.g. rendered Helm output), directories, or -\n"
           "  -q         print violations only, no summary\n"
+          "  --insecure-registry HOST:PORT  a loopback registry spoken to over plain http (verifyImages)\n"
           "Mutations run first, then validation on the mutated objects. Exit status: 0 no Enforce violation,\n"
           "1 an Enforce rule failed, 2 usage or load error.\n");
 }
@@ -155,47 +156,68 @@ static int eval_file(const pol_set_t *set, const char *path, int quiet, cli_coun
 }
 
 int pol_cli_test(int argc, char **argv) {
-  int quiet = 0, i = 1, first = -1;
+  int quiet = 0, i = 1, first = -1, npos = 0;
+  const char *insecure[8];
+  size_t ninsecure = 0;
   if (argc > 0 && argv[0] && strcmp(argv[0], "test")) i = 0; /* called with or without the verb */
+  int *pos = sk_xcalloc((size_t)argc + 1, sizeof *pos);
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
       cli_usage(stdout);
+      free(pos);
       return 0;
     }
     if (!strcmp(argv[i], "-q")) {
       quiet = 1;
       continue;
     }
+    if (!strcmp(argv[i], "--insecure-registry") && i + 1 < argc && ninsecure < 8) {
+      insecure[ninsecure++] = argv[++i];
+      continue;
+    }
     if (argv[i][0] == '-' && argv[i][1]) {
       fprintf(stderr, "skiff policy test: unknown option %s\n", argv[i]);
       cli_usage(stderr);
+      free(pos);
       return 2;
     }
-    if (first < 0) first = i;
+    pos[npos++] = i;
   }
-  if (first < 0 || first + 1 >= argc) {
+  if (npos < 2) {
     cli_usage(stderr);
+    free(pos);
     return 2;
   }
+  first = pos[0];
   pol_set_t set;
   pol_set_init(&set);
   char err[1024];
   if (pol_set_load_path(&set, argv[first], err, sizeof err) < 0) {
     fprintf(stderr, "skiff policy test: %s\n", err);
     pol_set_done(&set);
+    free(pos);
     return 2;
   }
+  /* verifyImages rules reach registries over https (system CAs) */
+  pol_images_t *images = NULL;
+  pol_registry_opts_t ro = {.insecure = insecure,
+                            .ninsecure = ninsecure,
+                            .username = getenv("SKIFF_REGISTRY_USERNAME"),
+                            .password = getenv("SKIFF_REGISTRY_PASSWORD")};
+  if (set.nverify) pol_images_new(&ro, 0, 0, &images);
+  set.images = images;
   cli_counts_t c = {0};
   int rc = 0;
-  for (i = first + 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-q")) continue;
-    int r = eval_file(&set, argv[i], quiet, &c);
+  for (int k = 1; k < npos; k++) {
+    int r = eval_file(&set, argv[pos[k]], quiet, &c);
     if (r > rc) rc = r;
   }
   if (!quiet)
     printf("%zu resources, %zu policies: pass %zu, fail %zu, warn %zu, error %zu, skip %zu\n", c.resources, set.n,
            c.pass, c.fail, c.warn, c.error, c.skip);
   pol_set_done(&set);
+  pol_images_free(images);
+  free(pos);
   if (rc) return rc;
   return c.enforce_fail ? 1 : 0;
 }

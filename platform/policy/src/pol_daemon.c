@@ -23,9 +23,28 @@ struct pol_app {
   sk_mfamily_t *duration;   /* skiff_policy_review_duration_seconds{endpoint} */
   sk_gauge_t *rules;        /* skiff_policy_rules */
   sk_gauge_t *policies;     /* skiff_policy_policies */
+  sk_mfamily_t *verify;     /* skiff_policy_image_verifications_total{result} */
   void (*drain_cb)(void *ud);
   void *drain_ud;
+  pol_images_t *images;     /* verifyImages: registry access and cache */
+  size_t inflight;          /* reviews evaluated on worker threads */
+  pol_set_t **retired;      /* replaced sets still used by those */
+  size_t nretired;
 };
+
+/* A review evaluated off the loop (its policies verify image signatures,
+ * which means registry round trips). */
+typedef struct pol_work {
+  uv_work_t w;
+  pol_app_t *a;
+  sk_http_req_t *req;
+  const pol_set_t *set;
+  json_t *review;
+  pol_report_t rep;
+  sk_buf_t out;
+  int mutate, rc, aborted;
+  const char *endpoint;
+} pol_work_t;
 
 static const double review_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                         0.005,   0.01,   0.025,   0.05,   0.1,   1};
@@ -43,6 +62,70 @@ static void reply_text(pol_app_t *a, sk_http_req_t *req, const char *endpoint, i
   record(a, endpoint, status == 400 || status == 413 ? "invalid" : "other", req);
   char *body = sk_pool_printf(req->pool, "%s\n", msg);
   sk_http_respond_text(req, status, "text/plain; charset=utf-8", body);
+}
+
+static void answer(pol_app_t *a, sk_http_req_t *req, const char *endpoint, int rc, const json_t *review,
+                   const pol_report_t *rep, const sk_buf_t *b) {
+  const json_t *r = json_object_get(review, "request");
+  if (rc < 0) {
+    reply_text(a, req, endpoint, 500, "cannot evaluate the review");
+    return;
+  }
+  int denied = pol_report_denied(rep);
+  record(a, endpoint, denied ? "denied" : "allowed", req);
+  for (size_t i = 0; a->verify && i < rep->n; i++) { /* verifyImages outcomes, one per rule */
+    const pol_result_t *x = &rep->v[i];
+    if (x->type != POL_RULE_VERIFY || x->status == POL_SKIP) continue;
+    const char *v[1] = {x->status == POL_PASS ? "verified" : x->status == POL_ERROR ? "error" : "failed"};
+    sk_counter_t *c = NULL;
+    if (sk_counter_with(a->verify, v, &c) == 0) sk_counter_inc(c);
+  }
+  if (denied && a->log && sk_log_enabled(a->log, SK_LOG_INFO))
+    sk_log_kv(a->log, SK_LOG_INFO, "denied", "uid", sk_json_get_str(r, "uid", ""), "kind",
+              sk_json_get_str(r, "kind.kind", ""), "name", sk_json_get_str(r, "name", ""), "dry_run",
+              sk_json_get_bool(r, "dryRun", 0) ? "true" : "false", NULL);
+  static const sk_http_header_t h[] = {{"content-type", "application/json"}};
+  sk_http_respond(req, 200, h, 1, b->data, b->len);
+}
+
+static pol_images_t *make_images(const pol_config_t *cfg);
+
+static void free_retired(pol_app_t *a) {
+  if (a->inflight) return;
+  for (size_t i = 0; i < a->nretired; i++) {
+    pol_set_done(a->retired[i]);
+    free(a->retired[i]);
+  }
+  free(a->retired);
+  a->retired = NULL;
+  a->nretired = 0;
+}
+
+static void work_aborted(sk_http_req_t *req, void *ud) {
+  (void)req;
+  ((pol_work_t *)ud)->aborted = 1;
+}
+
+static void work_run(uv_work_t *uw) {
+  pol_work_t *w = uw->data;
+  const json_t *r = json_object_get(w->review, "request");
+  w->rc = w->mutate ? pol_mutate(w->set, r, &w->rep) : pol_validate(w->set, r, &w->rep);
+  if (w->rc >= 0) w->rc = pol_review_encode(w->review, &w->rep, w->mutate, &w->out);
+}
+
+static void work_done(uv_work_t *uw, int status) {
+  pol_work_t *w = uw->data;
+  pol_app_t *a = w->a;
+  if (!w->aborted) {
+    sk_http_req_on_abort(w->req, NULL, NULL);
+    answer(a, w->req, w->endpoint, status < 0 ? SK_ECANCELED : w->rc, w->review, &w->rep, &w->out);
+  }
+  sk_buf_done(&w->out);
+  pol_report_done(&w->rep);
+  json_decref(w->review);
+  free(w);
+  a->inflight--;
+  free_retired(a);
 }
 
 static void handle(sk_http_req_t *req, void *ud) {
@@ -72,6 +155,26 @@ static void handle(sk_http_req_t *req, void *ud) {
     reply_text(a, req, endpoint, 400, msg);
     return;
   }
+  if (a->set->nverify) {
+    /* image signatures need the registry: evaluate on a worker thread */
+    pol_work_t *w = sk_xcalloc(1, sizeof *w);
+    w->a = a;
+    w->req = req;
+    w->set = a->set;
+    w->review = review;
+    w->mutate = mutate;
+    w->endpoint = endpoint;
+    w->w.data = w;
+    pol_report_init(&w->rep);
+    sk_buf_init(&w->out);
+    sk_http_req_on_abort(req, work_aborted, w);
+    a->inflight++;
+    if (uv_queue_work(a->loop, &w->w, work_run, work_done) == 0) return;
+    a->inflight--;
+    sk_http_req_on_abort(req, NULL, NULL);
+    sk_buf_done(&w->out);
+    free(w);
+  }
   const json_t *r = json_object_get(review, "request");
   pol_report_t rep;
   pol_report_init(&rep);
@@ -79,18 +182,7 @@ static void handle(sk_http_req_t *req, void *ud) {
   sk_buf_t b;
   sk_buf_init(&b);
   if (rc >= 0) rc = pol_review_encode(review, &rep, mutate, &b);
-  if (rc < 0) {
-    reply_text(a, req, endpoint, 500, "cannot evaluate the review");
-  } else {
-    int denied = pol_report_denied(&rep);
-    record(a, endpoint, denied ? "denied" : "allowed", req);
-    if (denied && a->log && sk_log_enabled(a->log, SK_LOG_INFO))
-      sk_log_kv(a->log, SK_LOG_INFO, "denied", "uid", sk_json_get_str(r, "uid", ""), "kind",
-                sk_json_get_str(r, "kind.kind", ""), "name", sk_json_get_str(r, "name", ""), "dry_run",
-                sk_json_get_bool(r, "dryRun", 0) ? "true" : "false", NULL);
-    static const sk_http_header_t h[] = {{"content-type", "application/json"}};
-    sk_http_respond(req, 200, h, 1, b.data, b.len);
-  }
+  answer(a, req, endpoint, rc, review, &rep, &b);
   sk_buf_done(&b);
   pol_report_done(&rep);
   json_decref(review);
@@ -110,15 +202,21 @@ int pol_app_new(uv_loop_t *loop, const pol_config_t *cfg, pol_set_t *set, sk_met
   a->cfg = cfg;
   a->set = set;
   a->log = log;
+  a->images = make_images(cfg);
+  set->images = a->images;
   if (reg) {
     static const char *const l2[] = {"endpoint", "result"};
+    static const char *const l1[] = {"result"};
     if ((rc = sk_metrics_counter_family(reg, "skiff_policy_reviews_total",
                                         "Admission reviews answered, by endpoint and result.", l2, 2, &a->reviews)) < 0 ||
         (rc = sk_metrics_histogram_family(reg, "skiff_policy_review_duration_seconds",
                                           "Time from request start to the answer.", l2, 2, review_buckets,
                                           sizeof review_buckets / sizeof review_buckets[0], &a->duration)) < 0 ||
         (rc = sk_metrics_gauge(reg, "skiff_policy_policies", "Policies loaded.", &a->policies)) < 0 ||
-        (rc = sk_metrics_gauge(reg, "skiff_policy_rules", "Rules loaded.", &a->rules)) < 0) {
+        (rc = sk_metrics_gauge(reg, "skiff_policy_rules", "Rules loaded.", &a->rules)) < 0 ||
+        (rc = sk_metrics_counter_family(reg, "skiff_policy_image_verifications_total",
+                                        "verifyImages rule outcomes: verified, failed (signature), error (registry).",
+                                        l1, 1, &a->verify)) < 0) {
       snprintf(err, errlen, "metrics: %s", sk_strerror(rc));
       goto fail;
     }
@@ -149,6 +247,8 @@ int pol_app_new(uv_loop_t *loop, const pol_config_t *cfg, pol_set_t *set, sk_met
   return 0;
 fail:
   sk_tls_ctx_unref(a->tls);
+  pol_images_free(a->images);
+  set->images = NULL;
   free(a);
   return rc;
 }
@@ -156,10 +256,31 @@ fail:
 int pol_app_port(const pol_app_t *a) { return a && a->srv ? sk_http_server_port(a->srv) : -1; }
 
 void pol_app_set_policies(pol_app_t *a, pol_set_t *set) {
-  pol_set_done(a->set);
-  free(a->set);
+  if (a->inflight) { /* worker threads still read it */
+    a->retired = sk_xrealloc(a->retired, (a->nretired + 1) * sizeof *a->retired);
+    a->retired[a->nretired++] = a->set;
+  } else {
+    pol_set_done(a->set);
+    free(a->set);
+  }
   a->set = set;
+  set->images = a->images;
   count_set(a);
+}
+
+/* The verifier from the registry section (replaced on reload: the old one
+ * stays until no worker uses it). */
+static pol_images_t *make_images(const pol_config_t *cfg) {
+  const pol_reg_config_t *rc = &cfg->registry;
+  pol_registry_opts_t o = {.insecure = (const char *const *)rc->insecure.v,
+                           .ninsecure = rc->insecure.n,
+                           .ca_file = rc->ca,
+                           .timeout_ms = rc->timeout_ms,
+                           .username = rc->username,
+                           .password = rc->password};
+  pol_images_t *v = NULL;
+  pol_images_new(&o, rc->cache_ttl_ms, (size_t)rc->cache_size, &v);
+  return v;
 }
 
 static void drained(sk_http_server_t *s, void *ud) {
@@ -181,6 +302,8 @@ void pol_app_free(pol_app_t *a) {
   sk_tls_ctx_unref(a->tls);
   pol_set_done(a->set);
   free(a->set);
+  free_retired(a);
+  pol_images_free(a->images);
   free(a);
 }
 
@@ -249,9 +372,37 @@ static int check_policies(const void *field, char *msg, size_t msglen) {
   return 0;
 }
 
+static int check_insecure(const void *field, char *msg, size_t msglen) {
+  const sk_cfg_strlist_t *l = field;
+  for (size_t i = 0; i < l->n; i++) {
+    const char *h = l->v[i];
+    if (strncmp(h, "127.", 4) && strncmp(h, "localhost:", 10) && strncmp(h, "[::1]:", 6) && strcmp(h, "localhost")) {
+      snprintf(msg, msglen, "%.200s: plain http is only allowed for loopback registries (127.x, localhost, [::1])", h);
+      return SK_EINVAL;
+    }
+  }
+  return 0;
+}
+
+static const sk_config_entry_t pol_reg_entries[] = {
+    {SK_CFG_E_("insecure", SK_CFG_STRLIST, NULL, pol_reg_config_t, insecure,
+               "host:port of loopback registries spoken to over plain http"),
+     .validate = check_insecure},
+    SK_CFG_STRING_E("ca", "", pol_reg_config_t, ca, "CA bundle for https registries (default: the system's)"),
+    SK_CFG_DURATION_E("timeout", "10s", pol_reg_config_t, timeout_ms, "per registry request"),
+    SK_CFG_DURATION_E("cache_ttl", "5m", pol_reg_config_t, cache_ttl_ms, "how long a verified digest is trusted"),
+    SK_CFG_INT_E("cache_size", "4096", 16, 1000000, pol_reg_config_t, cache_size, "verified digests kept"),
+    SK_CFG_STRING_E("username", "", pol_reg_config_t, username, "registry user (Basic or token service)"),
+    {SK_CFG_E_("password", SK_CFG_STRING, "", pol_reg_config_t, password, "registry password (use ${ENV})"),
+     .flags = SK_CFG_SECRET},
+    SK_CFG_END_E};
+static const sk_config_schema_t pol_reg_schema = SK_CFG_SCHEMA("policy.registry", pol_reg_config_t, pol_reg_entries);
+
 static const sk_config_entry_t pol_entries[] = {
     SK_CFG_ADDR_E("listen", "127.0.0.1:8443", pol_config_t, listen, "HTTPS listener for POST /validate and /mutate"),
     SK_CFG_SECTION_E("tls", &pol_tls_schema, pol_config_t, tls, "server certificate (from control's CA)"),
+    SK_CFG_SECTION_E("registry", &pol_reg_schema, pol_config_t, registry,
+                     "image registries for verifyImages (signatures, digests)"),
     {SK_CFG_E_("policies", SK_CFG_STRLIST, NULL, pol_config_t, policies,
                "policy files or directories (*.yaml, *.yml, *.json); reloaded on SIGHUP"),
      .validate = check_policies},
@@ -314,6 +465,10 @@ static int pol_reload(sk_daemon_t *d, void *new_cfgp) {
     if (a->tls && sk_tls_ctx_reload(a->tls, err, sizeof err) < 0)
       sk_log_warn(sk_daemon_log(d), "tls reload failed, keeping the current certificate: %s", err);
     a->cfg = cfg;
+    if (a->inflight == 0) { /* registry settings take effect when no review is using them */
+      pol_images_free(a->images);
+      a->images = make_images(cfg);
+    }
     pol_app_set_policies(a, set);
   } else {
     pol_set_done(set);

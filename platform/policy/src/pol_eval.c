@@ -37,9 +37,8 @@ int pol_report_denied(const pol_report_t *r) {
   return 0;
 }
 
-__attribute__((format(printf, 6, 7))) static void add_result(pol_report_t *r, const pol_policy_t *p,
-                                                             const pol_rule_t *rule, pol_status_t st,
-                                                             pol_action_t action, const char *fmt, ...) {
+void pol_add_result(pol_report_t *r, const pol_policy_t *p, const pol_rule_t *rule, pol_status_t st,
+                    pol_action_t action, const char *fmt, ...) {
   if (r->n >= POL_MAX_RESULTS) {
     r->dropped++;
     return;
@@ -302,23 +301,23 @@ static void validate_rule(const pol_policy_t *p, const pol_rule_t *rule, const r
   json_t *pattern = json_object_get(v, "pattern"), *anyp = json_object_get(v, "anyPattern");
   if (pattern || anyp) {
     if (!strcmp(ri->op, "DELETE") || !ri->obj) {
-      add_result(out, p, rule, POL_SKIP, rule->action, "pattern rules do not apply to DELETE");
+      pol_add_result(out, p, rule, POL_SKIP, rule->action, "pattern rules do not apply to DELETE");
       return;
     }
     int error;
     if (pattern) {
       pol_match_rc_t r = match_substituted(pattern, ri->obj, ctx, path, sizeof path, err, sizeof err, &error);
       if (error) {
-        add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
+        pol_add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
         return;
       }
       if (r == POL_M_OK) {
-        add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' passed.", rule->name);
+        pol_add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' passed.", rule->name);
       } else if (r == POL_M_SKIP || r == POL_M_GSKIP) {
-        add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
+        pol_add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
       } else {
         char *msg = rule_message(rule, ctx);
-        add_result(out, p, rule, POL_FAIL, rule->action, "validation error: %s%srule %s failed at path %s",
+        pol_add_result(out, p, rule, POL_FAIL, rule->action, "validation error: %s%srule %s failed at path %s",
                    msg ? msg : "", msg_sep(msg), rule->name, path);
         free(msg);
       }
@@ -332,22 +331,22 @@ static void validate_rule(const pol_policy_t *p, const pol_rule_t *rule, const r
       pol_match_rc_t r = match_substituted(pat, ri->obj, ctx, path, sizeof path, err, sizeof err, &error);
       if (error) {
         sk_buf_done(&paths);
-        add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
+        pol_add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
         return;
       }
       if (r == POL_M_OK) {
         sk_buf_done(&paths);
-        add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' anyPattern[%zu] passed.", rule->name, i);
+        pol_add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' anyPattern[%zu] passed.", rule->name, i);
         return;
       }
       if (r != POL_M_FAIL) skipped++;
       else sk_buf_printf(&paths, "%srule %s[%zu] failed at path %s", paths.len ? "; " : "", rule->name, i, path);
     }
     if (skipped == n) {
-      add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
+      pol_add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
     } else {
       char *msg = rule_message(rule, ctx);
-      add_result(out, p, rule, POL_FAIL, rule->action, "validation error: %s%s%s", msg ? msg : "", msg_sep(msg),
+      pol_add_result(out, p, rule, POL_FAIL, rule->action, "validation error: %s%s%s", msg ? msg : "", msg_sep(msg),
                  sk_buf_cstr(&paths));
       free(msg);
     }
@@ -358,14 +357,14 @@ static void validate_rule(const pol_policy_t *p, const pol_rule_t *rule, const r
   json_t *conds = json_is_object(deny) ? json_object_get(deny, "conditions") : NULL;
   int r = conds ? pol_conditions(conds, ctx, err, sizeof err) : 1;
   if (r < 0) {
-    add_result(out, p, rule, POL_ERROR, rule->action, "failed to evaluate deny conditions: %s", err);
+    pol_add_result(out, p, rule, POL_ERROR, rule->action, "failed to evaluate deny conditions: %s", err);
   } else if (r) {
     char *msg = rule_message(rule, ctx);
-    if (msg && *msg) add_result(out, p, rule, POL_FAIL, rule->action, "%s", msg);
-    else add_result(out, p, rule, POL_FAIL, rule->action, "validation error: rule %s failed", rule->name);
+    if (msg && *msg) pol_add_result(out, p, rule, POL_FAIL, rule->action, "%s", msg);
+    else pol_add_result(out, p, rule, POL_FAIL, rule->action, "validation error: rule %s failed", rule->name);
     free(msg);
   } else {
-    add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' passed.", rule->name);
+    pol_add_result(out, p, rule, POL_PASS, rule->action, "validation rule '%s' passed.", rule->name);
   }
 }
 
@@ -375,11 +374,11 @@ static int preconditions(const pol_policy_t *p, const pol_rule_t *rule, const js
   char err[512];
   int r = pol_conditions(rule->preconditions, ctx, err, sizeof err);
   if (r < 0) {
-    add_result(out, p, rule, POL_ERROR, rule->action, "failed to evaluate preconditions: %s", err);
+    pol_add_result(out, p, rule, POL_ERROR, rule->action, "failed to evaluate preconditions: %s", err);
     return 0;
   }
   if (!r) {
-    add_result(out, p, rule, POL_SKIP, rule->action, "preconditions not met");
+    pol_add_result(out, p, rule, POL_SKIP, rule->action, "preconditions not met");
     return 0;
   }
   return 1;
@@ -394,9 +393,13 @@ int pol_validate(const pol_set_t *s, const json_t *req, pol_report_t *out) {
     const pol_policy_t *p = &s->v[i];
     for (size_t j = 0; j < p->nrules; j++) {
       const pol_rule_t *rule = &p->rules[j];
-      if (rule->type != POL_RULE_VALIDATE || !rule_applies(p, rule, &ri)) continue;
+      if ((rule->type != POL_RULE_VALIDATE && rule->type != POL_RULE_VERIFY) || !rule_applies(p, rule, &ri)) continue;
       if (!ctx) ctx = make_ctx(req);
       if (!preconditions(p, rule, ctx, out)) continue;
+      if (rule->type == POL_RULE_VERIFY) {
+        if (strcmp(ri.op, "DELETE") && ri.obj) pol_imgrule_eval(s, p, rule, (json_t *)ri.obj, ri.kind, 0, out, NULL);
+        continue;
+      }
       validate_rule(p, rule, &ri, ctx, out);
     }
   }
@@ -416,7 +419,7 @@ int pol_mutate(const pol_set_t *s, const json_t *req, pol_report_t *out) {
     const pol_policy_t *p = &s->v[i];
     for (size_t j = 0; j < p->nrules; j++) {
       const pol_rule_t *rule = &p->rules[j];
-      if (rule->type != POL_RULE_MUTATE || !rule_applies(p, rule, &ri)) continue;
+      if ((rule->type != POL_RULE_MUTATE && rule->type != POL_RULE_VERIFY) || !rule_applies(p, rule, &ri)) continue;
       if (!strcmp(ri.op, "DELETE") || !json_is_object(work)) continue;
       /* variables see the object as mutated so far */
       json_decref(ctx);
@@ -425,29 +428,43 @@ int pol_mutate(const pol_set_t *s, const json_t *req, pol_report_t *out) {
       json_object_set(wreq, "object", work);
       ctx = make_ctx(wreq);
       if (!preconditions(p, rule, ctx, out)) continue;
+      if (rule->type == POL_RULE_VERIFY) {
+        /* verified images are rewritten to their digests (mutateDigest) */
+        json_t *next = json_deep_copy(work);
+        int changed = 0;
+        pol_imgrule_eval(s, p, rule, next, ri.kind, 1, out, &changed);
+        if (changed) {
+          json_decref(work);
+          work = next;
+        } else {
+          json_decref(next);
+        }
+        continue;
+      }
       json_t *smp = json_object_get(rule->mutate, "patchStrategicMerge");
       json_t *patch = NULL;
       if (pol_substitute(smp ? smp : rule->json6902, ctx, &patch, err, sizeof err) < 0) {
-        add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
+        pol_add_result(out, p, rule, POL_ERROR, rule->action, "variable substitution failed: %s", err);
         continue;
       }
-      json_t *next = json_deep_copy(work);
-      int rc = smp ? pol_smp_apply(&next, patch, err, sizeof err) : pol_jsonpatch_apply(&next, patch, err, sizeof err);
+      /* No copy of the object per rule: pol_smp_apply checks everything
+       * that can refuse the patch (global anchors, the top-level
+       * conditions, types) before it changes anything, and
+       * pol_jsonpatch_apply is all-or-nothing on its own copy. work is a
+       * private deep copy of the request's object, so patching it in place
+       * is safe (wreq only borrows it for the variables, already
+       * substituted into patch). */
+      int rc = smp ? pol_smp_apply(&work, patch, err, sizeof err) : pol_jsonpatch_apply(&work, patch, err, sizeof err);
       json_decref(patch);
       if (rc < 0) {
-        add_result(out, p, rule, POL_ERROR, rule->action, "failed to apply patch: %s", err);
-        json_decref(next);
+        pol_add_result(out, p, rule, POL_ERROR, rule->action, "failed to apply patch: %s", err);
         continue;
       }
       if (smp && rc == 0) {
-        add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
-        json_decref(next);
+        pol_add_result(out, p, rule, POL_SKIP, rule->action, "conditional anchor mismatch");
         continue;
       }
-      /* work is also referenced by wreq; swap in the new object */
-      json_decref(work);
-      work = next;
-      add_result(out, p, rule, POL_PASS, rule->action, "mutated using %s",
+      pol_add_result(out, p, rule, POL_PASS, rule->action, "mutated using %s",
                  smp ? "patchStrategicMerge" : "patchesJson6902");
     }
   }
@@ -515,6 +532,9 @@ char *pol_report_denial(const pol_report_t *r, const json_t *req) {
     last = x->policy;
     sk_buf_printf(&b, "  %s: %s\n", x->rule, x->message ? x->message : pol_status_name(x->status));
   }
-  if (b.len > 16384) b.len = 16384;
+  if (b.len > 16384) { /* cut without splitting a UTF-8 sequence */
+    b.len = 16384;
+    while (b.len > 0 && ((unsigned char)b.data[b.len] & 0xC0) == 0x80) b.len--;
+  }
   return sk_buf_cstr(&b);
 }

@@ -26,6 +26,19 @@ enum {
 /* Anchor type of a pattern key; inner and len give the bare key. */
 int pol_anchor(const char *key, const char **inner, size_t *len);
 
+/* Appends a result (message printf-style; NULL fmt = no message). */
+__attribute__((format(printf, 6, 7))) void pol_add_result(pol_report_t *r, const pol_policy_t *p,
+                                                          const pol_rule_t *rule, pol_status_t st,
+                                                          pol_action_t action, const char *fmt, ...);
+
+/* verifyImages (pol_images.c): load a rule's list, free it, and evaluate it
+ * on obj (mutate = 1 rewrites verified images to digests in obj, setting
+ * *changed). */
+int pol_imgrules_load(pol_rule_t *rule, const json_t *list, const char *where, char *err, size_t errlen);
+void pol_imgrules_free(pol_rule_t *rule);
+void pol_imgrule_eval(const pol_set_t *s, const pol_policy_t *p, const pol_rule_t *rule, json_t *obj,
+                      const char *kind, int mutate, pol_report_t *out, int *changed);
+
 /* ---- the daemon ---- */
 
 typedef struct pol_tls_config {
@@ -35,9 +48,19 @@ typedef struct pol_tls_config {
   int client_auth;     /* 0 none, 1 optional, 2 require */
 } pol_tls_config_t;
 
+typedef struct pol_reg_config {
+  sk_cfg_strlist_t insecure; /* loopback registries reachable over plain http */
+  char *ca;
+  uint64_t timeout_ms;
+  uint64_t cache_ttl_ms;
+  int cache_size;
+  char *username, *password;
+} pol_reg_config_t;
+
 typedef struct pol_config {
   sk_cfg_addr_t listen;
   pol_tls_config_t tls;
+  pol_reg_config_t registry;
   sk_cfg_strlist_t policies;
   uint64_t max_body;
   int max_depth;

@@ -21,6 +21,7 @@ static void policy_done(pol_policy_t *p) {
   for (size_t i = 0; i < p->nrules; i++) {
     free(p->rules[i].name);
     json_decref(p->rules[i].json6902);
+    pol_imgrules_free(&p->rules[i]);
   }
   free(p->rules);
   free(p->name);
@@ -157,9 +158,10 @@ static int load_rule(pol_policy_t *p, const json_t *r, size_t idx, char *err, si
   json_object_foreach((json_t *)r, k, v) {
     snprintf(sub, sizeof sub, "%s.%s", where, k);
     if (!strcmp(k, "name") || !strcmp(k, "match") || !strcmp(k, "exclude") || !strcmp(k, "preconditions") ||
-        !strcmp(k, "validate") || !strcmp(k, "mutate") || !strcmp(k, "skipBackgroundRequests"))
+        !strcmp(k, "validate") || !strcmp(k, "mutate") || !strcmp(k, "verifyImages") ||
+        !strcmp(k, "skipBackgroundRequests"))
       continue;
-    if (!strcmp(k, "generate") || !strcmp(k, "verifyImages") || !strcmp(k, "context") ||
+    if (!strcmp(k, "generate") || !strcmp(k, "context") ||
         !strcmp(k, "celPreconditions") || !strcmp(k, "imageExtractors"))
       return lerr(err, errlen, sub, "%s is not supported by skiff-policy", k);
     return lerr(err, errlen, sub, "unknown field");
@@ -177,10 +179,18 @@ static int load_rule(pol_policy_t *p, const json_t *r, size_t idx, char *err, si
   if ((rc = check_match(rule->exclude, sub, err, errlen)) < 0) return rc;
   if (rule->preconditions && !json_is_object(rule->preconditions) && !json_is_array(rule->preconditions))
     return lerr(err, errlen, where, "preconditions must be a mapping with any/all or a list");
-  if (!!rule->validate + !!rule->mutate != 1)
-    return lerr(err, errlen, where, "exactly one of validate or mutate is required");
+  json_t *verify = json_object_get(r, "verifyImages");
+  if (!!rule->validate + !!rule->mutate + !!verify != 1)
+    return lerr(err, errlen, where, "exactly one of validate, mutate or verifyImages is required");
   rule->action = p->action;
-  if (rule->validate) {
+  if (verify) {
+    snprintf(sub, sizeof sub, "%s.verifyImages", where);
+    rule->type = POL_RULE_VERIFY;
+    if ((rc = pol_imgrules_load(rule, verify, sub, err, errlen)) < 0) {
+      pol_imgrules_free(rule);
+      return rc;
+    }
+  } else if (rule->validate) {
     snprintf(sub, sizeof sub, "%s.validate", where);
     if (!json_is_object(rule->validate)) return lerr(err, errlen, sub, "must be a mapping");
     rule->type = POL_RULE_VALIDATE;
@@ -281,6 +291,13 @@ static int load_policy(pol_policy_t *p, json_t *doc, char *err, size_t errlen) {
   if (act && parse_action(act, &p->action) < 0)
     return lerr(err, errlen, "spec.validationFailureAction", "must be Enforce or Audit");
   p->background = sk_json_get_bool(spec, "background", 1);
+  json_t *fp = json_object_get(spec, "failurePolicy");
+  if (fp) {
+    const char *f = json_string_value(fp);
+    if (!f || (strcmp(f, "Fail") && strcmp(f, "Ignore")))
+      return lerr(err, errlen, "spec.failurePolicy", "must be Fail or Ignore");
+    p->ignore_errors = !strcmp(f, "Ignore");
+  }
   json_t *rules = json_object_get(spec, "rules");
   if (!json_is_array(rules) || !json_array_size(rules)) return lerr(err, errlen, "spec.rules", "must be a non-empty list");
   if (json_array_size(rules) > POL_MAX_RULES) return lerr(err, errlen, "spec.rules", "more than %d rules", POL_MAX_RULES);
@@ -329,6 +346,7 @@ int pol_set_add_doc(pol_set_t *s, json_t *doc, const char *source, char *err, si
     }
   }
   p.source = sk_xstrdup(source ? source : "policy");
+  for (size_t i = 0; i < p.nrules; i++) s->nverify += p.rules[i].type == POL_RULE_VERIFY;
   set_push(s, &p);
   return 0;
 }
@@ -348,7 +366,11 @@ int pol_set_load_text(pol_set_t *s, const char *name, const char *text, size_t l
     char src[512];
     snprintf(src, sizeof src, "%s: document %zu", name, i + 1);
     if ((rc = pol_set_add_doc(s, d, src, err, errlen)) < 0) {
-      while (s->n > before) policy_done(&s->v[--s->n]);
+      while (s->n > before) {
+        pol_policy_t *q = &s->v[--s->n];
+        for (size_t j = 0; j < q->nrules; j++) s->nverify -= q->rules[j].type == POL_RULE_VERIFY;
+        policy_done(q);
+      }
       break;
     }
   }

@@ -117,52 +117,87 @@ static void base64(sk_buf_t *out, const unsigned char *s, size_t n) {
   }
 }
 
+/* Appends s[0..n) as a JSON string. Input is UTF-8 (it came from jansson
+ * or from the policies); control characters are escaped. */
+static void json_str(sk_buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  sk_buf_reserve(b, n + 2);
+  sk_buf_append(b, "\"", 1);
+  size_t run = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    sk_buf_append(b, s + run, i - run);
+    run = i + 1;
+    switch (c) {
+    case '"': sk_buf_append(b, "\\\"", 2); break;
+    case '\\': sk_buf_append(b, "\\\\", 2); break;
+    case '\n': sk_buf_append(b, "\\n", 2); break;
+    case '\t': sk_buf_append(b, "\\t", 2); break;
+    case '\r': sk_buf_append(b, "\\r", 2); break;
+    default: {
+      char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      sk_buf_append(b, u, 6);
+    }
+    }
+  }
+  sk_buf_append(b, s + run, n - run);
+  sk_buf_append(b, "\"", 1);
+}
+
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t len, size_t max) {
+  if (len <= max) return len;
+  size_t n = max;
+  while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+  return n;
+}
+
+/* The answer is written straight into b: building it as jansson values and
+ * dumping them cost more than the evaluation for a denied review (the
+ * denial message and warnings were escaped one character at a time through
+ * jansson's dump callback). */
 int pol_review_encode(const json_t *review, const pol_report_t *r, int mutate, sk_buf_t *b) {
   const char *api = sk_json_get_str(review, "apiVersion", "admission.k8s.io/v1");
   const json_t *req = json_object_get(review, "request");
-  json_t *out = json_object();
-  json_object_set_new(out, "apiVersion", json_string(api));
-  json_object_set_new(out, "kind", json_string("AdmissionReview"));
-  json_t *resp = json_object();
-  json_object_set(resp, "uid", json_object_get(req, "uid"));
+  const char *uid = json_string_value(json_object_get(req, "uid"));
+  sk_buf_puts(b, "{\"apiVersion\":");
+  json_str(b, api, strlen(api));
+  sk_buf_puts(b, ",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+  if (uid) json_str(b, uid, json_string_length(json_object_get(req, "uid")));
+  else sk_buf_puts(b, "null");
   int denied = pol_report_denied(r);
-  json_object_set_new(resp, "allowed", json_boolean(!denied));
+  sk_buf_puts(b, denied ? ",\"allowed\":false" : ",\"allowed\":true");
   if (denied) {
     char *msg = pol_report_denial(r, req);
-    json_t *st = json_object();
-    json_object_set_new(st, "status", json_string("Failure"));
-    json_object_set_new(st, "code", json_integer(403));
-    json_object_set_new(st, "reason", json_string("Forbidden"));
-    json_t *m = json_string(msg ? msg : "denied by policy");
-    json_object_set_new(st, "message", m ? m : json_string("denied by policy"));
+    const char *m = msg ? msg : "denied by policy";
+    sk_buf_puts(b, ",\"status\":{\"status\":\"Failure\",\"code\":403,\"reason\":\"Forbidden\",\"message\":");
+    json_str(b, m, strlen(m));
+    sk_buf_puts(b, "}");
     free(msg);
-    json_object_set_new(resp, "status", st);
   }
-  json_t *warn = json_array();
-  for (size_t i = 0; i < r->n && json_array_size(warn) < POL_MAX_WARNINGS; i++) {
+  size_t nwarn = 0;
+  for (size_t i = 0; i < r->n && nwarn < POL_MAX_WARNINGS; i++) {
     const pol_result_t *x = &r->v[i];
     if (x->action == POL_ENFORCE && !(x->type == POL_RULE_MUTATE)) continue;
     if (x->status != POL_FAIL && x->status != POL_ERROR && x->status != POL_WARN) continue;
     char w[POL_MAX_WARNING_LEN];
-    snprintf(w, sizeof w, "policy %s.%s: %s", x->policy, x->rule, x->message ? x->message : pol_status_name(x->status));
-    json_t *ws = json_string(w);
-    if (ws) json_array_append_new(warn, ws);
+    int wl = snprintf(w, sizeof w, "policy %s.%s: %s", x->policy, x->rule,
+                      x->message ? x->message : pol_status_name(x->status));
+    if (wl < 0) continue;
+    sk_buf_puts(b, nwarn++ ? "," : ",\"warnings\":[");
+    json_str(b, w, utf8_cut(w, (size_t)wl, sizeof w - 1));
   }
-  if (json_array_size(warn)) json_object_set_new(resp, "warnings", warn);
-  else json_decref(warn);
+  if (nwarn) sk_buf_puts(b, "]");
   if (mutate && !denied && r->patch && json_array_size(r->patch)) {
-    sk_buf_t pj, b64;
+    sk_buf_t pj;
     sk_buf_init(&pj);
-    sk_buf_init(&b64);
     sk_json_dump_buf(r->patch, &pj);
-    base64(&b64, (const unsigned char *)pj.data, pj.len);
-    json_object_set_new(resp, "patchType", json_string("JSONPatch"));
-    json_object_set_new(resp, "patch", json_stringn(b64.data, b64.len));
+    sk_buf_puts(b, ",\"patchType\":\"JSONPatch\",\"patch\":\"");
+    base64(b, (const unsigned char *)pj.data, pj.len);
+    sk_buf_puts(b, "\"");
     sk_buf_done(&pj);
-    sk_buf_done(&b64);
   }
-  json_object_set_new(out, "response", resp);
-  int rc = sk_json_dump_buf(out, b);
-  json_decref(out);
-  return rc;
+  sk_buf_puts(b, "}}");
+  return 0;
 }

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "skiff/mem.h"
 
@@ -23,7 +24,10 @@
 
 typedef enum pol_status { POL_PASS = 0, POL_FAIL, POL_WARN, POL_ERROR, POL_SKIP } pol_status_t;
 typedef enum pol_action { POL_AUDIT = 0, POL_ENFORCE = 1 } pol_action_t;
-typedef enum pol_rule_type { POL_RULE_VALIDATE = 1, POL_RULE_MUTATE = 2 } pol_rule_type_t;
+typedef enum pol_rule_type { POL_RULE_VALIDATE = 1, POL_RULE_MUTATE = 2, POL_RULE_VERIFY = 3 } pol_rule_type_t;
+
+typedef struct pol_imgrule pol_imgrule_t; /* a parsed verifyImages entry (pol_images.c) */
+typedef struct pol_images pol_images_t;   /* registry access + verified-digest cache */
 
 const char *pol_status_name(pol_status_t s); /* "pass", "fail", ... */
 
@@ -37,6 +41,8 @@ typedef struct pol_rule {
   json_t *validate;      /* the validate block, or NULL */
   json_t *mutate;        /* the mutate block, or NULL */
   json_t *json6902;      /* parsed patchesJson6902 (an array), or NULL */
+  pol_imgrule_t *images; /* verifyImages entries (type POL_RULE_VERIFY), owned */
+  size_t nimages;
 } pol_rule_t;
 
 typedef struct pol_policy {
@@ -45,6 +51,7 @@ typedef struct pol_policy {
   char *source;          /* "file#doc" it came from */
   pol_action_t action;   /* spec.validationFailureAction (default Audit) */
   int background;
+  int ignore_errors;     /* spec.failurePolicy: Ignore (registry errors warn instead of deny) */
   pol_rule_t *rules;
   size_t nrules;
   json_t *doc;           /* owned */
@@ -53,6 +60,8 @@ typedef struct pol_policy {
 typedef struct pol_set {
   pol_policy_t *v;
   size_t n, cap;
+  size_t nverify;        /* verifyImages rules (they need a registry) */
+  pol_images_t *images;  /* borrowed; NULL = verifyImages rules answer an error */
 } pol_set_t;
 
 void pol_set_init(pol_set_t *s);
@@ -161,6 +170,80 @@ int pol_review_decode(const char *body, size_t len, size_t max_bytes, int max_de
 /* The AdmissionReview answer for req from a report (mutate = 1 adds the
  * patch). Serialised into b. */
 int pol_review_encode(const json_t *review, const pol_report_t *r, int mutate, sk_buf_t *b);
+
+/* ---- image signatures (verifyImages, skiff sign / verify) ---- */
+
+typedef struct pol_imgref {
+  char registry[256]; /* host[:port]; "docker.io" for Docker Hub */
+  char repo[512];     /* "library/nginx" */
+  char tag[129];      /* "" when only a digest was given */
+  char digest[72];    /* "sha256:<hex>" or "" */
+} pol_imgref_t;
+/* Parses "[registry/]repo[:tag][@sha256:hex]" (Docker Hub names get
+ * docker.io and library/; no tag and no digest means :latest). */
+int pol_imgref_parse(const char *s, pol_imgref_t *out, char *err, size_t errlen);
+int pol_is_digest(const char *s);
+void pol_sha256_hex(const void *data, size_t len, char out[72]);
+
+/* A WWW-Authenticate challenge (Bearer realm=..,service=..,scope=.. or Basic). */
+typedef struct pol_www_auth {
+  char scheme[16], realm[512], service[256], scope[256];
+} pol_www_auth_t;
+int pol_www_auth_parse(const char *h, size_t len, pol_www_auth_t *out);
+
+typedef struct sk_tls_ctx sk_tls_ctx_t;
+typedef struct pol_registry_opts {
+  const char *const *insecure; /* host:port allowed over plain http (loopback hosts only) */
+  size_t ninsecure;
+  const char *ca_file;         /* trust bundle for https registries (default: the system's) */
+  sk_tls_ctx_t *tls;           /* or a ready client context (borrowed) */
+  uint64_t timeout_ms;         /* per request, default 10 s */
+  const char *username, *password; /* for Basic challenges and token services */
+} pol_registry_opts_t;
+
+typedef struct pol_registry pol_registry_t;
+/* Blocking Docker Registry HTTP API v2 client for one repository (push = 1
+ * asks token services for pull,push). opts must outlive it. */
+int pol_registry_open(const pol_registry_opts_t *opts, const pol_imgref_t *ref, int push, pol_registry_t **out,
+                      char *err, size_t errlen);
+void pol_registry_close(pol_registry_t *r); /* accepts NULL */
+/* GET a manifest (tag or digest): *manifest parsed, digest = sha256 of the
+ * bytes (checked against a digest reference). SK_ENOTFOUND on 404. */
+int pol_registry_manifest(pol_registry_t *r, const char *reference, json_t **manifest, char digest[72], char *err,
+                          size_t errlen);
+/* Checks an image manifest / index body (schemaVersion 2, descriptors). */
+int pol_manifest_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
+int pol_registry_blob(pol_registry_t *r, const char *digest, size_t max, sk_buf_t *out, char *err, size_t errlen);
+int pol_registry_push_blob(pol_registry_t *r, const void *data, size_t len, char digest[72], char *err, size_t errlen);
+int pol_registry_put_manifest(pol_registry_t *r, const char *tag, const char *media_type, const void *data, size_t len,
+                              char *err, size_t errlen);
+
+/* cosign keys and signatures (ECDSA P-256 + SHA-256). */
+typedef struct evp_pkey_st EVP_PKEY;
+int pol_key_parse_public(const char *pem, size_t len, EVP_PKEY **out, char *err, size_t errlen);
+int pol_key_parse_private(const char *pem, size_t len, EVP_PKEY **out, char *err, size_t errlen);
+int pol_key_generate(const char *priv_path, const char *pub_path, char *err, size_t errlen);
+/* The simple-signing payload (malloc'd JSON) and its check against digest. */
+char *pol_cosign_payload(const char *docker_reference, const char *digest);
+int pol_cosign_payload_check(const char *payload, size_t len, const char *digest, char *err, size_t errlen);
+int pol_sig_sign(EVP_PKEY *key, const void *data, size_t len, sk_buf_t *b64);
+int pol_sig_verify(EVP_PKEY *key, const void *data, size_t len, const char *b64sig);
+/* 0 when a signature of digest in r's repository verifies with one of keys;
+ * SK_EPERM with the reason (no signatures, invalid signature, payload for
+ * another digest); other codes for registry errors. */
+int pol_cosign_verify(pol_registry_t *r, const char *digest, EVP_PKEY *const *keys, size_t nkeys, char *err,
+                      size_t errlen);
+/* Pushes a signature of digest (adds a layer to an existing sha256-H.sig). */
+int pol_cosign_sign(pol_registry_t *r, const char *docker_reference, const char *digest, EVP_PKEY *key, char *err,
+                    size_t errlen);
+
+/* The verifier behind verifyImages rules: registry options and a cache of
+ * verified digests (ttl_ms, at most max_entries). Thread-safe. */
+int pol_images_new(const pol_registry_opts_t *opts, uint64_t ttl_ms, size_t max_entries, pol_images_t **out);
+void pol_images_free(pol_images_t *v); /* accepts NULL */
+/* skiff sign / skiff verify (see docs/policy.md). */
+int pol_cli_sign(int argc, char **argv);
+int pol_cli_verify(int argc, char **argv);
 
 /* ---- shift-left CLI and reports ---- */
 
