@@ -142,9 +142,58 @@ static void test_promtool_range(void **state) {
   want(j, "{__name__=\"temp\", instance=\"c\"}");
   assert_null(strstr(j->out, "instance=\"b\""));
   free(j);
-  j = run("promtool query labels http://127.0.0.1:%d instance 2>&1", F->port);
+  j = run("promtool query labels --start=%lld --end=%lld http://127.0.0.1:%d instance 2>&1", T0, T0 + 600, F->port);
   assert_int_equal(j->status, 0);
   want(j, "a\nb\nc");
+  free(j);
+  /* start/end are honoured: promtool's default range (the last year or so) holds none of this 2023 data */
+  j = run("promtool query labels http://127.0.0.1:%d instance 2>&1", F->port);
+  assert_int_equal(j->status, 0);
+  assert_null(strstr(j->out, "a\nb"));
+  free(j);
+  j = run("promtool query series --start=%lld --end=%lld --match='temp' http://127.0.0.1:%d 2>&1", T0 + 10000,
+          T0 + 20000, F->port);
+  assert_int_equal(j->status, 0);
+  assert_null(strstr(j->out, "temp"));
+  free(j);
+}
+
+/* labels, label values and series honour start/end and match[] */
+static void test_label_time_range(void **state) {
+  sk_test_job_t *j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/label/instance/values?start=%lld&end=%lld'",
+                         F->port, T0, T0 + 600);
+  want(j, "\"data\":[\"a\",\"b\",\"c\"]");
+  free(j);
+  j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/label/instance/values?start=%lld&end=%lld'", F->port,
+          T0 + 3600, T0 + 7200);
+  want(j, "\"data\":[]");
+  free(j);
+  j = run("curl -sS -m 20 -G --data-urlencode 'match[]=temp{instance!=\"b\"}' "
+          "'http://127.0.0.1:%d/api/v1/label/instance/values?start=%lld&end=%lld'",
+          F->port, T0, T0 + 600);
+  want(j, "\"data\":[\"a\",\"c\"]");
+  free(j);
+  j = run("curl -sS -m 20 -G --data-urlencode 'match[]=temp' 'http://127.0.0.1:%d/api/v1/labels?start=%lld&end=%lld'",
+          F->port, T0, T0 + 600);
+  want(j, "\"data\":[\"__name__\",\"instance\"]");
+  free(j);
+  j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/labels?start=%lld'", F->port, T0 + 100000);
+  want(j, "\"data\":[]");
+  free(j);
+  j = run("curl -sS -m 20 -i 'http://127.0.0.1:%d/api/v1/labels?start=yesterday'", F->port);
+  want(j, "HTTP/1.1 400");
+  want(j, "invalid parameter \\\"start\\\": cannot parse \\\"yesterday\\\" to a valid timestamp");
+  free(j);
+  /* overlapping match[]: each series once */
+  j = run("curl -sS -m 20 -G --data-urlencode 'match[]=temp{instance=~\"a|b\"}' --data-urlencode 'match[]=temp{instance=~\"b|c\"}' "
+          "'http://127.0.0.1:%d/api/v1/series?start=%lld&end=%lld'",
+          F->port, T0, T0 + 600);
+  want(j, "{\"status\":\"success\",\"data\":[{\"__name__\":\"temp\",\"instance\":\"a\"},{\"__name__\":\"temp\","
+          "\"instance\":\"b\"},{\"__name__\":\"temp\",\"instance\":\"c\"}]}");
+  free(j);
+  j = run("curl -sS -m 20 -i 'http://127.0.0.1:%d/api/v1/series?match[]=temp&start=20&end=10'", F->port);
+  want(j, "HTTP/1.1 400");
+  want(j, "end timestamp must not be before start time");
   free(j);
 }
 
@@ -176,8 +225,10 @@ static void test_http_api(void **state) {
   j = run("curl -sS -m 20 -i 'http://127.0.0.1:%d/api/v1/query_range?query=up&start=0&end=100000&step=1'", F->port);
   want(j, "exceeded maximum resolution of 11,000 points");
   free(j);
+  /* an evaluation error (not a parse error): 422 "execution", as Prometheus answers */
   j = run("curl -sS -m 20 -i 'http://127.0.0.1:%d/api/v1/query?query=temp%%2Bon()temp&time=%lld'", F->port, T0 + 600);
-  want(j, "HTTP/1.1 400");
+  want(j, "HTTP/1.1 422");
+  want(j, "\"errorType\":\"execution\"");
   free(j);
   j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/labels'", F->port);
   want(j, "{\"status\":\"success\",\"data\":[\"__name__\",\"instance\",\"job\",\"le\"]}");
@@ -210,6 +261,7 @@ int main(void) {
       cmocka_unit_test(test_promtool_instant),
       cmocka_unit_test(test_promtool_range),
       cmocka_unit_test(test_http_api),
+      cmocka_unit_test(test_label_time_range),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,6 +3,7 @@
 #include "sk_test.h"
 
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,10 @@ static void test_rate_family(void **state) {
   expect("delta(temp{instance=\"a\"}[5m])", "{instance=a} 0");
   expect("idelta(http_requests_total{instance=\"c\"}[1m])", "{code=200,instance=c,job=db} 45");
   expect("deriv(http_requests_total{instance=\"c\"}[5m])", "{code=200,instance=c,job=db} 3");
+  /* the line 3t evaluated at t=600 plus 100 s; a constant predicts itself */
+  expect("predict_linear(http_requests_total{instance=\"c\"}[5m], 100)", "{code=200,instance=c,job=db} 2100");
+  expect("predict_linear(temp{instance=\"b\"}[5m], 3600)", "{instance=b} 20");
+  expect("predict_linear(temp{instance=\"b\"}[15s] offset 1h, 60)", "");
   /* extrapolation: window [290, 590] holds samples 300..585 (20 samples,
    * 285 s apart); 10 s to the start is below 1.1 * 15 s, extrapolated; 5 s
    * to the end likewise: increase = 285 * (285 + 10 + 5) / 285 = 300 */
@@ -356,7 +361,10 @@ static void test_parse_errors(void **state) {
   parse_err("sum(foo[5m])", "expected type instant vector in aggregation expression, got range vector");
   parse_err("foo[5m][5m]", "ranges only allowed for vector selectors");
   parse_err("foo[5x]", "parse error at col 5");
-  parse_err("foo[5m:1m]", "subqueries are not supported");
+  parse_err("sum(foo)[5m]", "ranges only allowed for vector selectors");
+  parse_err("foo[5m:0s]", "zero or negative subquery step");
+  parse_err("(1)[5m:1m]", "subquery is only allowed on instant vector, got scalar");
+  parse_err("foo[5m:1m] @ 10 @ 20", "may not be set multiple times");
   parse_err("1 and 2", "set operator \"and\" not allowed in binary scalar expression");
   parse_err("foo + bool bar", "bool modifier can only be used on comparison operators");
   parse_err("1 + on(a) foo", "vector matching only allowed between instant vectors");
@@ -369,7 +377,7 @@ static void test_parse_errors(void **state) {
   parse_err("foo offset", "expected duration");
   parse_err("(1 + 2", "parse error at col 7: unexpected end of input, expected ')'");
   parse_err("foo{__name__=\"x\"}", "metric name must not be set twice");
-  parse_err("foo @ 100", "@ modifier is not supported");
+  parse_err("foo @ bar", "col 7: unexpected 'bar', expected number, start() or end()");
   parse_err("foo ! bar", "parse error at col 5");
   /* deep nesting is bounded */
   char deep[1200];
@@ -393,12 +401,107 @@ static void test_durations(void **state) {
   assert_true(tl_promql_parse_duration("99999999999999999999y", 21, &ms) < 0);
 }
 
+static int re_full(const char *re, const char *s) {
+  regex_t rx;
+  char err[256];
+  if (tl_re_compile(&rx, re, TL_RE_ANCHOR | TL_RE_NOSUB, NULL, 0, err, sizeof err) < 0) fail_msg("%s: %s", re, err);
+  int hit = regexec(&rx, s, 0, NULL, 0) == 0;
+  regfree(&rx);
+  return hit;
+}
+
+/* RE2 syntax on POSIX regcomp (tl_regex.c) */
+static void test_regex_syntax(void **state) {
+  assert_true(re_full("a\\d+", "a123"));
+  assert_false(re_full("a\\d+", "ad"));
+  assert_true(re_full("\\w+\\s\\S", "ab_1 x"));
+  assert_false(re_full("\\W", "a"));
+  assert_true(re_full("[\\d.]+", "1.2.3"));
+  assert_true(re_full("[\\]x]+", "]x]"));
+  assert_true(re_full("[a\\-z]+", "-az"));
+  assert_false(re_full("[a\\-z]", "b"));
+  assert_true(re_full("[\\^]", "^"));
+  assert_true(re_full("[^\\d]", "x"));
+  assert_true(re_full("a\\.b\\/c\\-d", "a.b/c-d"));
+  assert_false(re_full("a\\.b", "axb"));
+  assert_true(re_full("(?i)ab(?:c|d)", "ABd"));
+  assert_true(re_full("(?P<x>a)(?<y>b)*?", "abb"));
+  assert_true(re_full("a\\tb", "a\tb"));
+  assert_true(re_full("\\bfoo\\b", "foo"));
+  int groups[4];
+  regex_t rx;
+  char err[256];
+  assert_int_equal(tl_re_compile(&rx, "(?:x)(a)(?P<n>b)", TL_RE_ANCHOR, groups, 4, err, sizeof err), 0);
+  assert_int_equal(groups[0], 1);
+  assert_int_equal(groups[1], 3);
+  assert_int_equal(groups[2], 4);
+  assert_int_equal(groups[3], -1);
+  regfree(&rx);
+  const char *bad[] = {"\\pL", "\\x41", "(?s).", "a(?i)b", "[\\pL]", "abc\\", "[abc", "(?P<x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = 0;
+    assert_int_equal(tl_re_compile(&rx, bad[i], TL_RE_ANCHOR, NULL, 0, err, sizeof err), SK_EINVAL);
+    assert_non_null(strstr(err, "invalid regular expression"));
+  }
+}
+
+/* label_join, count_values, holt_winters, date functions, duplicate label sets */
+static void test_more_functions(void **state) {
+  expect("label_join(temp{instance=\"a\"}, \"x\", \"-\", \"instance\", \"missing\", \"instance\")",
+         "{__name__=temp,instance=a,x=a--a} 10");
+  expect("label_join(temp{instance=\"a\"}, \"instance\", \",\")", "{__name__=temp} 10");
+  expect("count_values(\"v\", temp)", "{v=10} 1; {v=20} 1; {v=30} 1");
+  expect("count_values(\"v\", owner)", "{v=1} 2");
+  expect("count_values by (team) (\"v\", owner)", "{team=x,v=1} 1; {team=y,v=1} 1");
+  expect("count_values(\"v\", temp / 3)", "{v=10} 1; {v=3.3333333333333335} 1; {v=6.666666666666667} 1");
+  expect_err("count_values(\"1x\", temp)", SK_EINVAL, "invalid label name");
+  /* a constant and a straight line are smoothed to themselves */
+  expect("holt_winters(temp{instance=\"a\"}[5m], 0.5, 0.5)", "{instance=a} 10");
+  expect("holt_winters(http_requests_total{instance=\"a\"}[5m], 0.3, 0.6)", "{code=200,instance=a,job=api} 600");
+  expect_err("holt_winters(temp[5m], 1, 0.5)", SK_EINVAL, "invalid smoothing factor");
+  expect("year(vector(1700000000))", "{} 2023");
+  expect("month(vector(1700000000))", "{} 11");
+  expect("day_of_week(vector(1700000000))", "{} 2");
+  expect("day_of_month(vector(1709164800))", "{} 29");
+  expect("days_in_month(vector(1709164800))", "{} 29");
+  expect("days_in_month(vector(1700000000))", "{} 30");
+  expect("hour(vector(1700000000))", "{} 22");
+  expect("minute()", "{} 10"); /* t = 600 s */
+  expect("minute(temp{instance=\"a\"} * 60)", "{instance=a} 10");
+  /* subqueries: inner steps at multiples of the step inside [t - range, t] */
+  expect("count_over_time(temp{instance=\"a\"}[5m:1m])", "{instance=a} 6");
+  expect("max_over_time(rate(http_requests_total{instance=\"c\"}[1m])[5m:30s])", "{code=200,instance=c,job=db} 3");
+  expect("sum_over_time(vector(1)[2m:30s] offset 1m)", "{} 5");
+  expect("rate(sum(http_requests_total)[5m:15s])", "{} 6");
+  expect_at("max_over_time(temp{instance=\"b\"}[5m:1m] @ 300)", 9000000, "{instance=b} 20");
+  expect_at("sum_over_time(http_requests_total{instance=\"a\"}[1m:30s] @ 120 offset 1m)", 9000000,
+            "{code=200,instance=a,job=api} 90");
+  expect_err("count_over_time(vector(1)[1d:1s])", SK_ELIMIT, "more than 11000 steps");
+  /* an error inside a subquery unwinds through it (ASan checks nothing leaks) */
+  expect_err("max_over_time(label_replace(temp, \"instance\", \"\", \"\", \"\")[5m:1m])", SK_EINVAL, "same labelset");
+  /* @ modifier: evaluated at a fixed time, whatever the query time */
+  expect("http_requests_total{instance=\"a\"} @ 100", "{__name__=http_requests_total,code=200,instance=a,job=api} 90");
+  expect_at("rate(http_requests_total{instance=\"b\"}[1m] @ 300)", 9000000, "{code=500,instance=b,job=api} 2");
+  expect("temp{instance=\"c\"} @ 300 offset 1m", "{__name__=temp,instance=c} 30");
+  expect("resetting @ start()", "{__name__=resetting} 0");
+  expect_err("temp @ 1 @ 2", SK_EPARSE, "may not be set multiple times");
+  expect_err("sum(temp) @ 1", SK_EPARSE, "@ modifier must be preceded");
+  expect_err("temp @ foo", SK_EPARSE, "unexpected");
+  expect("deg(vector(pi()))", "{} 180");
+  expect("sin(vector(0)) + cos(vector(0)) + tanh(vector(0))", "{} 1");
+  expect("rad(temp{instance=\"a\"} * 18)", "{instance=a} 3.141592654");
+  expect("pi() > bool 3.14", "scalar 1");
+  expect_err("label_replace(temp, \"instance\", \"\", \"\", \"\")", SK_EINVAL, "same labelset");
+  expect_err("abs(label_replace(temp, \"instance\", \"\", \"\", \"\"))", SK_EINVAL, "same labelset");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_selectors),   cmocka_unit_test(test_literals),   cmocka_unit_test(test_rate_family),
       cmocka_unit_test(test_over_time),   cmocka_unit_test(test_aggregations), cmocka_unit_test(test_functions),
       cmocka_unit_test(test_binary_ops),  cmocka_unit_test(test_range_query), cmocka_unit_test(test_parse_errors),
-      cmocka_unit_test(test_durations),
+      cmocka_unit_test(test_durations),   cmocka_unit_test(test_more_functions),
+      cmocka_unit_test(test_regex_syntax),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -55,6 +55,8 @@ struct tl_job {
   size_t resp_len;
   const char *retry_after;
   size_t accepted, rejected;
+  const uint8_t *fwd; /* the request as OTLP protobuf, to forward once stored */
+  size_t fwd_len;
   char err[512];
   uv_work_t work;
   tl_job_t *next;
@@ -70,6 +72,7 @@ struct tl_app {
   sk_http_server_t *otlp, *query;
   tl_query_api_opts_t qopts;
   tl_scraper_t *scraper;
+  tl_forwarder_t *fwd;
   tl_job_t *head, *tail;
   size_t depth, bytes;
   int running;
@@ -209,6 +212,17 @@ static void set_otlp_ok(tl_job_t *j, ProtobufCMessage *resp) {
   }
 }
 
+/* Keeps the decoded request as protobuf for the forwarder (the body as
+ * received when it already is protobuf). Worker thread. */
+static void keep_for_forward(tl_job_t *j, int sig, const ProtobufCMessage *m, const uint8_t *body, size_t len) {
+  if (!tl_forward_wants(j->app->fwd, sig)) return;
+  if (j->json) j->fwd = tl_pb_pack(j->pool, m, &j->fwd_len);
+  else {
+    j->fwd = body;
+    j->fwd_len = len;
+  }
+}
+
 /* Samples -> tsdb, then commit. Returns < 0 when the commit failed. */
 static int store_samples(tl_job_t *j, tl_samples_t *s) {
   tl_app_t *a = j->app;
@@ -307,6 +321,7 @@ static void work_cb(uv_work_t *w) {
       ps.error_message = "spans need a 16-byte trace_id and an 8-byte span_id, not all zero";
       resp.partial_success = &ps;
     }
+    keep_for_forward(j, TL_FWD_TRACES, &r->base, body, len);
     set_otlp_ok(j, &resp.base);
     return;
   }
@@ -337,6 +352,7 @@ static void work_cb(uv_work_t *w) {
       ps.error_message = j->err;
       resp.partial_success = &ps;
     }
+    keep_for_forward(j, TL_FWD_METRICS, &r->base, body, len);
     set_otlp_ok(j, &resp.base);
     return;
   }
@@ -370,6 +386,7 @@ static void work_cb(uv_work_t *w) {
       ps.error_message = "empty log records";
       resp.partial_success = &ps;
     }
+    keep_for_forward(j, TL_FWD_LOGS, &r->base, body, len);
     set_otlp_ok(j, &resp.base);
     return;
   }
@@ -456,6 +473,8 @@ static void after_cb(uv_work_t *w, int status) {
     if (j->status >= 400 && j->kind != TL_JOB_SAMPLES)
       count_refused(a, j->status == 413 ? "too_large" : j->status >= 500 ? "storage" : "bad_request");
     if (j->status >= 500 && a->log) sk_log_warn(a->log, "ingest failed: %s", j->err);
+    if (j->fwd && j->status >= 200 && j->status < 300)
+      tl_forward_push(a->fwd, sig, j->fwd, j->fwd_len, j->accepted + j->rejected);
   } else {
     a->maint_pending = 0;
     if (j->status >= 500 && a->log) sk_log_warn(a->log, "maintenance failed: %s", j->err);
@@ -735,12 +754,14 @@ int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_lo
   if ((rc = tl_scraper_new(loop, cfg, cfg->self_scrape ? admin_port : 0, scrape_sink, a, &a->scraper, err,
                            errlen)) < 0)
     goto fail;
+  if ((rc = tl_forward_new(loop, &cfg->forward, a->reg, log, &a->fwd, err, errlen)) < 0) goto fail;
   uv_timer_init(loop, &a->maint);
   a->maint.data = a;
   uv_timer_start(&a->maint, maint_tick, 60000, 60000);
   *out = a;
   return 0;
 fail:
+  tl_forward_free(a->fwd);
   tl_scraper_free(a->scraper);
   sk_http_server_free(a->otlp);
   sk_http_server_free(a->query);
@@ -805,6 +826,8 @@ void tl_app_free(tl_app_t *a) {
     while (a->running) uv_run(a->loop, UV_RUN_ONCE);
   }
   tl_scraper_free(a->scraper);
+  tl_forward_free(a->fwd);
+  a->fwd = NULL;
   sk_http_server_free(a->otlp);
   sk_http_server_free(a->query);
   uv_timer_stop(&a->maint);

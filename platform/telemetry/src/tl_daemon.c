@@ -22,6 +22,32 @@ static const sk_config_entry_t scrape_entries[] = {
     SK_CFG_END_E};
 static const sk_config_schema_t scrape_schema = SK_CFG_SCHEMA("scrape", tl_scrape_cfg_t, scrape_entries);
 
+static const sk_config_entry_t forward_entries[] = {
+    {SK_CFG_E_("endpoint", SK_CFG_STRING, NULL, tl_forward_cfg_t, endpoint,
+               "OTLP/HTTP receiver, http[s]://host:port[/prefix] (/v1/traces etc. appended)"),
+     .validate = tl_forward_check_endpoint, .flags = SK_CFG_REQUIRED},
+    SK_CFG_STRING_E("ca_file", "", tl_forward_cfg_t, ca_file,
+                    "https: PEM bundle to verify the receiver with (default: the system's)"),
+    SK_CFG_STRING_E("cert_file", "", tl_forward_cfg_t, cert_file, "https: client certificate for mTLS"),
+    SK_CFG_STRING_E("key_file", "", tl_forward_cfg_t, key_file, "https: client key for mTLS"),
+    SK_CFG_STRING_E("bearer_token_file", "", tl_forward_cfg_t, bearer_token_file,
+                    "file whose first line is sent as Authorization: Bearer <token>"),
+    {SK_CFG_E_("signals", SK_CFG_STRLIST, NULL, tl_forward_cfg_t, signals,
+               "which of traces, metrics, logs to forward; empty = all"),
+     .validate = tl_forward_check_signals},
+    SK_CFG_SIZE_E("max_queue_bytes", "64MiB", tl_forward_cfg_t, max_queue_bytes,
+                  "encoded OTLP waiting for this target; more is dropped and counted"),
+    SK_CFG_SIZE_E("max_batch_bytes", "4MiB", tl_forward_cfg_t, max_batch_bytes, "largest request sent"),
+    SK_CFG_DURATION_E("batch_delay", "1s", tl_forward_cfg_t, batch_delay_ms,
+                      "how long a partial batch waits for more data (0 = send at once)"),
+    SK_CFG_DURATION_E("timeout", "10s", tl_forward_cfg_t, timeout_ms, "per request"),
+    SK_CFG_DURATION_E("min_backoff", "200ms", tl_forward_cfg_t, min_backoff_ms, "first retry delay"),
+    SK_CFG_DURATION_E("max_backoff", "30s", tl_forward_cfg_t, max_backoff_ms, "retry delay cap"),
+    SK_CFG_DURATION_E("max_retry_time", "5m", tl_forward_cfg_t, max_retry_time_ms,
+                      "a batch still failing after this long is dropped"),
+    SK_CFG_END_E};
+static const sk_config_schema_t forward_schema = SK_CFG_SCHEMA("forward", tl_forward_cfg_t, forward_entries);
+
 static const sk_config_entry_t tl_entries[] = {
     SK_CFG_ADDR_E("listen", "127.0.0.1:4318", tl_config_t, listen,
                   "OTLP/HTTP (/v1/traces, /v1/metrics, /v1/logs), remote-write and Loki push"),
@@ -49,6 +75,9 @@ static const sk_config_entry_t tl_entries[] = {
                     "a skiff.yaml: every daemons[].admin address is scraped (job = name)"),
     SK_CFG_LIST_E("scrape_configs", 256, &scrape_schema, tl_config_t, scrape_configs,
                   "static scrape targets: [{job, targets, interval, timeout, metrics_path, sample_limit}]"),
+    SK_CFG_LIST_E("forward", 16, &forward_schema, tl_config_t, forward,
+                  "forward received OTLP to other OTLP/HTTP receivers: [{endpoint, signals, max_queue_bytes, "
+                  "max_batch_bytes, batch_delay, timeout, min_backoff, max_backoff, max_retry_time}]"),
     SK_CFG_BOOL_E("no_sync", "false", tl_config_t, no_sync,
                   "skip fsync (benchmarks only: acknowledged data may be lost on power loss)"),
     SK_CFG_END_E};

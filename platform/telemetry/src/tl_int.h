@@ -50,6 +50,21 @@ typedef struct tl_scrape_cfg {
   uint64_t sample_limit;
 } tl_scrape_cfg_t;
 
+/* One `forward` target: received OTLP is forwarded there (tl_forward.c). */
+typedef struct tl_forward_cfg {
+  char *endpoint;            /* http[s]://host:port[/prefix]; /v1/<signal> is appended */
+  char *ca_file;             /* https: trust bundle ("" = the system's) */
+  char *cert_file, *key_file; /* https: client certificate (mTLS), optional */
+  char *bearer_token_file;   /* sent as Authorization: Bearer <first line> */
+  sk_cfg_strlist_t signals;  /* traces, metrics, logs; empty = all */
+  uint64_t max_queue_bytes;  /* encoded OTLP waiting, per target */
+  uint64_t max_batch_bytes;  /* per request */
+  uint64_t batch_delay_ms;   /* a partial batch waits this long for more */
+  uint64_t timeout_ms;       /* per request */
+  uint64_t min_backoff_ms, max_backoff_ms;
+  uint64_t max_retry_time_ms; /* a batch failing this long is dropped */
+} tl_forward_cfg_t;
+
 typedef struct tl_config {
   sk_cfg_addr_t listen;        /* OTLP/HTTP, remote-write, Loki push */
   sk_cfg_addr_t query_listen;  /* Prometheus / Tempo / Loki query APIs (+ ingest routes) */
@@ -67,6 +82,7 @@ typedef struct tl_config {
   char *scrape_skiff_config;   /* a skiff.yaml: scrape every daemons[].admin */
   sk_cfg_list_t scrape_configs; /* of tl_scrape_cfg_t */
   bool no_sync;                /* tests/benchmarks only */
+  sk_cfg_list_t forward;       /* of tl_forward_cfg_t */
 } tl_config_t;
 
 extern const sk_config_schema_t tl_config_schema;
@@ -94,6 +110,27 @@ int tl_app_maintain(tl_app_t *a, int64_t now_ms, char *err, size_t errlen);
 size_t tl_app_queue_depth(const tl_app_t *a);
 void tl_app_drain(tl_app_t *a, void (*cb)(void *ud), void *ud);
 void tl_app_free(tl_app_t *a);
+
+/* ---- OTLP forwarding (tl_forward.c) ---- */
+
+enum { TL_FWD_TRACES = 0, TL_FWD_METRICS, TL_FWD_LOGS, TL_FWD_SIG_N };
+typedef struct tl_forwarder tl_forwarder_t;
+
+/* *out = NULL when cfgs is empty. cfgs must outlive the forwarder. reg
+ * and log may be NULL. Runs on the loop thread only. */
+int tl_forward_new(uv_loop_t *loop, const sk_cfg_list_t *cfgs, sk_metrics_t *reg, sk_logger_t *log,
+                   tl_forwarder_t **out, char *err, size_t errlen);
+/* 1 when some target takes signal sig (TL_FWD_*). */
+int tl_forward_wants(const tl_forwarder_t *fw, int sig);
+/* Queues one encoded Export<Signal>ServiceRequest (copied) holding `items`
+ * items for every target taking sig; drops (and counts) it where the
+ * target's queue is full. */
+void tl_forward_push(tl_forwarder_t *fw, int sig, const uint8_t *data, size_t len, size_t items);
+/* Drops whatever is queued; memory is released once the timers closed. */
+void tl_forward_free(tl_forwarder_t *fw);
+/* Config validators (endpoint syntax, signal names). */
+int tl_forward_check_endpoint(const void *field, char *msg, size_t msglen);
+int tl_forward_check_signals(const void *field, char *msg, size_t msglen);
 
 /* ---- bodies: gzip and snappy ---- */
 

@@ -360,13 +360,10 @@ static int logql_parse(sk_pool_t *pool, const char *s, logql_t *q, char *err, si
     if (!v || q->nf >= TL_LOGQL_MAX_FILTERS) goto bad;
     q->f[q->nf].op = op;
     q->f[q->nf].s = v;
-    int icase = 0;
-    if (op >= 2 && !strncmp(v, "(?i)", 4)) { /* RE2's case-insensitive flag, as Loki users write it */
-      icase = REG_ICASE;
-      v += 4;
-    }
-    if (op >= 2 && regcomp(&q->f[q->nf].re, v, REG_EXTENDED | REG_NOSUB | icase) != 0) {
-      snprintf(err, errlen, "bad regular expression: %s", v);
+    /* RE2 syntax, as Loki users write it (a leading (?i), \d, ...): tl_regex.c */
+    char why[300];
+    if (op >= 2 && tl_re_compile(&q->f[q->nf].re, v, TL_RE_NOSUB, NULL, 0, why, sizeof why) < 0) {
+      snprintf(err, errlen, "bad regular expression: %s", why);
       return SK_EPARSE;
     }
     q->nf++;

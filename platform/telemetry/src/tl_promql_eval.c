@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "skiff/err.h"
@@ -54,6 +55,8 @@ typedef struct ctx {
   tl_series_t **pre;
   size_t *npre;
   int64_t t;
+  int64_t start, end; /* of the query: @ start() / @ end() */
+  struct sq_live *live; /* subquery state to free if an error unwinds through it */
   tl_promql_opts_t o;
   char *err;
   size_t errlen;
@@ -219,9 +222,19 @@ static size_t lower_idx(const int64_t *ts, size_t n, int64_t t) { /* first index
   return lo;
 }
 
+/* The time a selector is evaluated at: the step's, or its @ modifier's. */
+static int64_t sel_time(const ctx_t *c, const pq_node_t *n) {
+  switch (n->at) {
+  case 1: return n->at_ms;
+  case 2: return c->start;
+  case 3: return c->end;
+  default: return c->t;
+  }
+}
+
 static val_t eval_vsel(ctx_t *c, const pq_node_t *n) {
   vb_t out = {0};
-  int64_t te = c->t - n->offset_ms;
+  int64_t te = sel_time(c, n) - n->offset_ms;
   const tl_series_t *ss = c->pre[n->sel_idx];
   for (size_t i = 0; i < c->npre[n->sel_idx]; i++) {
     const tl_series_t *s = &ss[i];
@@ -235,7 +248,7 @@ static val_t eval_vsel(ctx_t *c, const pq_node_t *n) {
 
 static val_t eval_msel(ctx_t *c, const pq_node_t *n) {
   val_t r = {.type = TL_PQ_MATRIX};
-  int64_t te = c->t - n->offset_ms;
+  int64_t te = sel_time(c, n) - n->offset_ms;
   const tl_series_t *ss = c->pre[n->sel_idx];
   size_t ns = c->npre[n->sel_idx];
   r.mat = sk_pool_alloc(c->sp, (ns ? ns : 1) * sizeof *r.mat);
@@ -245,6 +258,116 @@ static val_t eval_msel(ctx_t *c, const pq_node_t *n) {
     if (hi <= lo) continue;
     r.mat[r.nmat++] = (mel_t){s->labels, s->nlabels, s->ts + lo, s->v + lo, hi - lo};
   }
+  return r;
+}
+
+/* ---- subqueries ---- */
+
+#define TL_PQ_MAX_SUBQUERY_STEPS 11000 /* per evaluation, like a range query's points */
+
+/* A subquery's malloc'ed working state, registered on the ctx while the
+ * inner evaluation runs: an error (longjmp) out of it frees it in
+ * release_live(). */
+typedef struct sq_live {
+  tl__hmap_t idx;
+  sk_buf_t b;
+  struct sq_live *next;
+} sq_live_t;
+
+static void release_live(ctx_t *c) {
+  while (c->live) {
+    sq_live_t *l = c->live;
+    c->live = l->next;
+    tl__hmap_free(&l->idx);
+    sk_buf_done(&l->b);
+  }
+}
+
+typedef struct sq_series {
+  const tl_label_t *l;
+  size_t nl;
+  int64_t *ts;
+  double *v;
+  size_t n, cap;
+} sq_series_t;
+
+static val_t eval(ctx_t *c, const pq_node_t *n);
+static void check_deadline(ctx_t *c);
+
+/* expr[range:step] at time T: the inner expression evaluated at every
+ * multiple of step in [T - offset - range, T - offset], as one series per
+ * label set, like Prometheus (default step 1m, its default evaluation
+ * interval). */
+static val_t eval_subq(ctx_t *c, const pq_node_t *n) {
+  int64_t step = n->step_ms ? n->step_ms : 60000;
+  int64_t te = sel_time(c, n) - n->offset_ms, ts0 = te - n->range_ms;
+  int64_t first = (ts0 / step) * step;
+  if (first < ts0) first += step;
+  if (te >= first && (te - first) / step >= TL_PQ_MAX_SUBQUERY_STEPS)
+    efail(c, SK_ELIMIT, "subquery [%lldms:%lldms] would take more than %d steps; use a larger step",
+          (long long)n->range_ms, (long long)step, TL_PQ_MAX_SUBQUERY_STEPS);
+  int64_t saved = c->t;
+  sq_live_t *lv = sk_pool_calloc(c->qp, sizeof *lv);
+  sk_buf_init(&lv->b);
+  lv->next = c->live;
+  c->live = lv;
+  tl__hmap_t *idx = &lv->idx;
+  sk_buf_t *b = &lv->b;
+  sq_series_t *ss = NULL;
+  size_t nss = 0, cap = 0;
+  uint64_t points = 0;
+  for (int64_t t = first; t <= te; t += step) {
+    c->t = t;
+    val_t v = eval(c, n->lhs);
+    for (size_t i = 0; i < v.vec.n; i++) {
+      const el_t *e = &v.vec.e[i];
+      sk_buf_reset(b);
+      for (size_t j = 0; j < e->nl; j++) {
+        sk_buf_append(b, e->l[j].name, strlen(e->l[j].name) + 1);
+        sk_buf_append(b, e->l[j].value, strlen(e->l[j].value) + 1);
+      }
+      size_t *k = tl__hmap_get(idx, b->data ? b->data : "", b->len);
+      if (!k) {
+        if (nss == cap) {
+          size_t nc = cap ? cap * 2 : 16;
+          sq_series_t *nv = sk_pool_alloc(c->sp, nc * sizeof *nv);
+          if (nss) memcpy(nv, ss, nss * sizeof *nv);
+          ss = nv;
+          cap = nc;
+        }
+        k = sk_pool_alloc(c->sp, sizeof *k);
+        *k = nss;
+        ss[nss++] = (sq_series_t){.l = e->l, .nl = e->nl};
+        tl__hmap_put(idx, sk_pool_memdup(c->sp, b->data ? b->data : "", b->len), b->len, k);
+      }
+      sq_series_t *s = &ss[*k];
+      if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 16;
+        int64_t *nts = sk_pool_alloc(c->sp, nc * sizeof *nts);
+        double *nv = sk_pool_alloc(c->sp, nc * sizeof *nv);
+        if (s->n) {
+          memcpy(nts, s->ts, s->n * sizeof *nts);
+          memcpy(nv, s->v, s->n * sizeof *nv);
+        }
+        s->ts = nts;
+        s->v = nv;
+        s->cap = nc;
+      }
+      s->ts[s->n] = t;
+      s->v[s->n++] = e->v;
+      points++;
+    }
+    if (points > c->o.max_samples)
+      efail(c, SK_ELIMIT, "query processing would load too many samples into memory in query execution");
+    check_deadline(c);
+  }
+  c->t = saved;
+  c->live = lv->next;
+  sk_buf_done(b);
+  tl__hmap_free(idx);
+  val_t r = {.type = TL_PQ_MATRIX};
+  r.mat = sk_pool_alloc(c->sp, (nss ? nss : 1) * sizeof *r.mat);
+  for (size_t i = 0; i < nss; i++) r.mat[r.nmat++] = (mel_t){ss[i].l, ss[i].nl, ss[i].ts, ss[i].v, ss[i].n};
   return r;
 }
 
@@ -462,7 +585,88 @@ static double quantile(double q, double *v, size_t n) {
   return v[li] * (1 - w) + v[ui] * w;
 }
 
+static int valid_label_name(const char *s) {
+  if (!s || !*s) return 0;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || (p != s && *p >= '0' && *p <= '9')))
+      return 0;
+  return 1;
+}
+
+/* A sample value as Prometheus prints it in labels (count_values): the
+ * shortest decimal that reads back as the same double, never an exponent. */
+static void fmt_value(double v, char *out, size_t len) {
+  if (isnan(v)) {
+    snprintf(out, len, "NaN");
+    return;
+  }
+  if (isinf(v)) {
+    snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
+    return;
+  }
+  if (v == 0) {
+    snprintf(out, len, signbit(v) ? "-0" : "0");
+    return;
+  }
+  int p = 1;
+  char tmp[64];
+  for (; p < 17; p++) {
+    snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
+    if (strtod(tmp, NULL) == v) break;
+  }
+  snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
+  int exp10 = atoi(strchr(tmp, 'e') + 1);
+  int dec = p - 1 - exp10;
+  snprintf(out, len, "%.*f", dec > 0 ? dec : 0, v);
+}
+
+/* count_values("label", v): how many elements have each value, per group. */
+static val_t count_values(ctx_t *c, const pq_node_t *n, const char *label, vec_t v) {
+  if (!valid_label_name(label)) efail(c, SK_EINVAL, "invalid label name \"%s\"", label ? label : "");
+  tl__hmap_t gm = {0};
+  group_t *groups = sk_pool_alloc(c->sp, (v.n ? v.n : 1) * sizeof *groups);
+  size_t ng = 0;
+  sk_buf_t b;
+  sk_buf_init(&b);
+  for (size_t i = 0; i < v.n; i++) {
+    const el_t *e = &v.e[i];
+    char val[64];
+    fmt_value(e->v, val, sizeof val);
+    const tl_label_t *l;
+    size_t nl;
+    if (n->without)
+      l = lfilter(c, e->l, e->nl, &nl, 1, NULL, 0, 0, n->grouping, n->ngrouping);
+    else
+      l = lfilter(c, e->l, e->nl, &nl, 0, n->grouping, n->ngrouping, 1, NULL, 0);
+    l = lset(c, l, nl, &nl, label, sk_pool_strdup(c->sp, val));
+    sk_buf_reset(&b);
+    for (size_t j = 0; j < nl; j++) {
+      sk_buf_append(&b, l[j].name, strlen(l[j].name) + 1);
+      sk_buf_append(&b, l[j].value, strlen(l[j].value) + 1);
+    }
+    group_t *g = tl__hmap_get(&gm, b.data, b.len);
+    if (!g) {
+      g = &groups[ng++];
+      memset(g, 0, sizeof *g);
+      g->l = l;
+      g->nl = nl;
+      tl__hmap_put(&gm, sk_pool_memdup(c->sp, b.data ? b.data : "", b.len), b.len, g);
+    }
+    g->count++;
+  }
+  sk_buf_done(&b);
+  tl__hmap_free(&gm);
+  vb_t out = {0};
+  for (size_t i = 0; i < ng; i++) vpush(c, &out, groups[i].l, groups[i].nl, (double)groups[i].count, c->t);
+  return vecval(&out);
+}
+
 static val_t eval_agg(ctx_t *c, const pq_node_t *n) {
+  if (n->agg == PQ_COUNT_VALUES) {
+    const char *label = eval(c, n->param).str;
+    val_t in = eval(c, n->lhs);
+    return count_values(c, n, label, in.vec);
+  }
   double param = 0;
   if (n->param) {
     val_t p = eval(c, n->param);
@@ -578,7 +782,7 @@ static val_t eval_agg(ctx_t *c, const pq_node_t *n) {
 static double extrapolated(ctx_t *c, const pq_node_t *sel, const mel_t *m, int counter, int is_rate, int *ok) {
   *ok = 0;
   if (m->n < 2) return 0;
-  int64_t range_end = c->t - sel->offset_ms, range_start = range_end - sel->range_ms;
+  int64_t range_end = sel_time(c, sel) - sel->offset_ms, range_start = range_end - sel->range_ms;
   double result = m->v[m->n - 1] - m->v[0];
   if (counter) {
     for (size_t i = 1; i < m->n; i++)
@@ -595,8 +799,11 @@ static double extrapolated(ctx_t *c, const pq_node_t *sel, const mel_t *m, int c
   double threshold = avg * 1.1, interval = sampled;
   interval += to_start < threshold ? to_start : avg / 2;
   interval += to_end < threshold ? to_end : avg / 2;
-  result = result * (interval / sampled);
-  if (is_rate) result = result / ((double)sel->range_ms / 1000.0);
+  /* one factor, the rate's division folded in, as Prometheus 2.40+ computes it
+   * (the other order differs in the last bit) */
+  double factor = interval / sampled;
+  if (is_rate) factor /= (double)sel->range_ms / 1000.0;
+  result *= factor;
   *ok = 1;
   return result;
 }
@@ -674,21 +881,71 @@ static double over_time(int id, const mel_t *m, double q) {
   }
 }
 
+/* Least-squares line through the samples, x in seconds relative to
+ * `at_ms`: returns the slope, *icept the value at x = 0. Sums are
+ * compensated (Kahan), and a constant series has slope 0 exactly. */
+static double linreg(const mel_t *m, int64_t at_ms, double *icept) {
+  double n = 0, sx = 0, cx = 0, sy = 0, cy = 0, sxy = 0, cxy = 0, sx2 = 0, cx2 = 0;
+  int const_y = 1;
+  for (size_t i = 0; i < m->n; i++) {
+    if (i > 0 && m->v[i] != m->v[0]) const_y = 0;
+    double x = (double)(m->ts[i] - at_ms) / 1000.0;
+    n++;
+    sx = kahan_inc(x, sx, &cx);
+    sy = kahan_inc(m->v[i], sy, &cy);
+    sxy = kahan_inc(x * m->v[i], sxy, &cxy);
+    sx2 = kahan_inc(x * x, sx2, &cx2);
+  }
+  if (const_y) {
+    if (isinf(m->v[0])) {
+      *icept = NAN;
+      return NAN;
+    }
+    *icept = m->v[0];
+    return 0;
+  }
+  sx += cx;
+  sy += cy;
+  sxy += cxy;
+  sx2 += cx2;
+  double cov = sxy - sx * sy / n, var = sx2 - sx * sx / n;
+  double slope = cov / var;
+  *icept = sy / n - slope * sx / n;
+  return slope;
+}
+
 static double deriv(const mel_t *m, int *ok) {
   *ok = 0;
   if (m->n < 2) return 0;
-  double n = 0, sx = 0, sy = 0, sxy = 0, sx2 = 0;
-  for (size_t i = 0; i < m->n; i++) {
-    double x = (double)(m->ts[i] - m->ts[0]) / 1000.0;
-    n++;
-    sx += x;
-    sy += m->v[i];
-    sxy += x * m->v[i];
-    sx2 += x * x;
-  }
-  double cov = sxy - sx * sy / n, var = sx2 - sx * sx / n;
+  double icept;
   *ok = 1;
-  return cov / var;
+  return linreg(m, m->ts[0], &icept);
+}
+
+/* holt_winters (double exponential smoothing): the smoothed value at the
+ * last sample, smoothing factor sf, trend factor tf. */
+static double holt_winters(const mel_t *m, double sf, double tf, int *ok) {
+  *ok = 0;
+  if (m->n < 2) return 0;
+  double s0 = 0, s1 = m->v[0], b = m->v[1] - m->v[0];
+  for (size_t i = 1; i < m->n; i++) {
+    double x = sf * m->v[i];
+    if (i > 1) b = tf * (s1 - s0) + (1 - tf) * b;
+    double y = (1 - sf) * (s1 + b);
+    s0 = s1;
+    s1 = x + y;
+  }
+  *ok = 1;
+  return s1;
+}
+
+/* predict_linear: the regression line's value `secs` after the evaluation time. */
+static double predict_linear(const mel_t *m, int64_t t_ms, double secs, int *ok) {
+  *ok = 0;
+  if (m->n < 2) return 0;
+  double icept, slope = linreg(m, t_ms, &icept);
+  *ok = 1;
+  return slope * secs + icept;
 }
 
 /* ---- histogram_quantile ---- */
@@ -786,22 +1043,22 @@ static val_t label_replace(ctx_t *c, vec_t v, const char *dst, const char *repl,
   regex_t rx;
   tl_matcher_t chk;
   char why[256];
+  int gmap[10];
+  /* the matcher's checks (size, nesting) first, then the same syntax with captures */
   if (tl_matcher_init(&chk, TL_MATCH_RE, "", re, why, sizeof why) < 0) efail(c, SK_EINVAL, "label_replace(): %s", why);
   tl_matcher_done(&chk);
-  size_t pl = strlen(re) + 8;
-  char *pat = sk_pool_alloc(c->sp, pl);
-  snprintf(pat, pl, "^(%s)$", re);
-  if (regcomp(&rx, pat, REG_EXTENDED) != 0) efail(c, SK_EINVAL, "invalid regular expression in label_replace(): %s", re);
+  if (tl_re_compile(&rx, re, TL_RE_ANCHOR, gmap, 10, why, sizeof why) < 0)
+    efail(c, SK_EINVAL, "label_replace(): %s", why);
   vb_t out = {0};
   sk_buf_t b;
   sk_buf_init(&b);
   for (size_t i = 0; i < v.n; i++) {
     const char *sv = lget(v.e[i].l, v.e[i].nl, src);
     if (!sv) sv = "";
-    regmatch_t mt[10];
+    regmatch_t mt[64];
     const tl_label_t *l = v.e[i].l;
     size_t nl = v.e[i].nl;
-    if (regexec(&rx, sv, 10, mt, 0) == 0) {
+    if (regexec(&rx, sv, 64, mt, 0) == 0) {
       sk_buf_reset(&b);
       for (const char *r = repl; *r; r++) {
         if (*r == '$') {
@@ -809,9 +1066,9 @@ static val_t label_replace(ctx_t *c, vec_t v, const char *dst, const char *repl,
           const char *d = r + 1 + brace;
           if (*d >= '0' && *d <= '9') {
             int g = *d - '0';
-            /* group 1 of the pattern is the whole user regex: shift by one */
-            int gi = g == 0 ? 0 : g + 1;
-            if (gi < 10 && mt[gi].rm_so >= 0) sk_buf_append(&b, sv + mt[gi].rm_so, (size_t)(mt[gi].rm_eo - mt[gi].rm_so));
+            /* the RE2 group's index among the POSIX groups (the anchor adds one, (?:) add more) */
+            int gi = gmap[g];
+            if (gi >= 0 && gi < 64 && mt[gi].rm_so >= 0) sk_buf_append(&b, sv + mt[gi].rm_so, (size_t)(mt[gi].rm_eo - mt[gi].rm_so));
             r = d + (brace && d[1] == '}' ? 1 : 0);
             continue;
           }
@@ -867,6 +1124,7 @@ static val_t eval_call(ctx_t *c, const pq_node_t *n) {
   int id = n->fn->id;
   switch (id) {
   case PQF_TIME: return (val_t){.type = TL_PQ_SCALAR, .s = (double)c->t / 1000.0};
+  case PQF_PI: return (val_t){.type = TL_PQ_SCALAR, .s = M_PI};
   case PQF_VECTOR: {
     val_t a = eval(c, n->args[0]);
     vb_t out = {0};
@@ -894,12 +1152,88 @@ static val_t eval_call(ctx_t *c, const pq_node_t *n) {
     val_t v = eval(c, n->args[0]);
     return absent_of(c, n->args[0], v.vec.n == 0);
   }
+  case PQF_LABEL_JOIN: {
+    val_t v = eval(c, n->args[0]);
+    const char *dst = unparen(n->args[1])->str, *sep = unparen(n->args[2])->str;
+    if (!valid_label_name(dst)) efail(c, SK_EINVAL, "invalid destination label name in label_join(): %s", dst ? dst : "");
+    for (size_t k = 3; k < n->nargs; k++)
+      if (!valid_label_name(unparen(n->args[k])->str))
+        efail(c, SK_EINVAL, "invalid source label name in label_join(): %s", unparen(n->args[k])->str);
+    vb_t out = {0};
+    sk_buf_t b;
+    sk_buf_init(&b);
+    for (size_t i = 0; i < v.vec.n; i++) {
+      sk_buf_reset(&b);
+      for (size_t k = 3; k < n->nargs; k++) {
+        const char *sv = lget(v.vec.e[i].l, v.vec.e[i].nl, unparen(n->args[k])->str);
+        if (k > 3) sk_buf_puts(&b, sep ? sep : "");
+        if (sv) sk_buf_puts(&b, sv);
+      }
+      size_t nl;
+      const tl_label_t *l = lset(c, v.vec.e[i].l, v.vec.e[i].nl, &nl, dst, sk_pool_strndup(c->sp, b.data ? b.data : "", b.len));
+      vpush(c, &out, l, nl, v.vec.e[i].v, v.vec.e[i].ts);
+    }
+    sk_buf_done(&b);
+    return vecval(&out);
+  }
+  case PQF_MINUTE:
+  case PQF_HOUR:
+  case PQF_DAY_OF_MONTH:
+  case PQF_DAY_OF_WEEK:
+  case PQF_DAYS_IN_MONTH:
+  case PQF_MONTH:
+  case PQF_YEAR: {
+    vb_t out = {0};
+    vec_t in = {0};
+    el_t now = {.v = (double)c->t / 1000.0, .ts = c->t};
+    if (n->nargs) in = eval(c, n->args[0]).vec;
+    else {
+      in.e = &now;
+      in.n = 1;
+    }
+    for (size_t i = 0; i < in.n; i++) {
+      double x = in.e[i].v;
+      if (isnan(x) || isinf(x) || fabs(x) > 1e15) { /* not a time: NaN, like an impossible date */
+        x = NAN;
+      } else {
+        time_t t = (time_t)(int64_t)x; /* truncated, as Prometheus does */
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        switch (id) {
+        case PQF_MINUTE: x = tm.tm_min; break;
+        case PQF_HOUR: x = tm.tm_hour; break;
+        case PQF_DAY_OF_MONTH: x = tm.tm_mday; break;
+        case PQF_DAY_OF_WEEK: x = tm.tm_wday; break;
+        case PQF_MONTH: x = tm.tm_mon + 1; break;
+        case PQF_YEAR: x = tm.tm_year + 1900; break;
+        default: {
+          static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+          int y = tm.tm_year + 1900;
+          int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+          x = mdays[tm.tm_mon] + (tm.tm_mon == 1 && leap);
+        }
+        }
+      }
+      size_t nl = 0;
+      const tl_label_t *l = in.e[i].l ? drop_name(c, in.e[i].l, in.e[i].nl, &nl) : NULL;
+      vpush(c, &out, l, nl, x, c->t);
+    }
+    return vecval(&out);
+  }
   default: break;
   }
   if (n->nargs >= 1 && n->args[n->fn->id == PQF_QUANTILE_OT ? 1 : 0]->type == TL_PQ_MATRIX) {
     int mi = id == PQF_QUANTILE_OT ? 1 : 0;
     double q = 0;
     if (id == PQF_QUANTILE_OT) q = eval(c, n->args[0]).s;
+    if (id == PQF_PREDICT_LINEAR) q = eval(c, n->args[1]).s;
+    double tf = 0;
+    if (id == PQF_HOLT_WINTERS) {
+      q = eval(c, n->args[1]).s;
+      tf = eval(c, n->args[2]).s;
+      if (!(q > 0 && q < 1)) efail(c, SK_EINVAL, "invalid smoothing factor. Expected: 0 < sf < 1, got: %f", q);
+      if (!(tf > 0 && tf < 1)) efail(c, SK_EINVAL, "invalid trend factor. Expected: 0 < tf < 1, got: %f", tf);
+    }
     val_t m = eval(c, n->args[mi]);
     const pq_node_t *sel = unparen(n->args[mi]);
     if (id == PQF_ABSENT_OT) return absent_of(c, n->args[mi], m.nmat == 0);
@@ -934,6 +1268,8 @@ static val_t eval_call(ctx_t *c, const pq_node_t *n) {
         break;
       }
       case PQF_DERIV: x = deriv(me, &ok); break;
+      case PQF_PREDICT_LINEAR: x = predict_linear(me, c->t, q, &ok); break;
+      case PQF_HOLT_WINTERS: x = holt_winters(me, q, tf, &ok); break;
       case PQF_QUANTILE_OT: {
         double *vals = sk_pool_memdup(c->sp, me->v, me->n * sizeof *vals);
         x = quantile(q, vals, me->n);
@@ -976,6 +1312,20 @@ static val_t eval_call(ctx_t *c, const pq_node_t *n) {
     case PQF_LOG2: x = log2(x); break;
     case PQF_LOG10: x = log10(x); break;
     case PQF_SGN: x = x > 0 ? 1 : x < 0 ? -1 : x; break;
+    case PQF_ACOS: x = acos(x); break;
+    case PQF_ACOSH: x = acosh(x); break;
+    case PQF_ASIN: x = asin(x); break;
+    case PQF_ASINH: x = asinh(x); break;
+    case PQF_ATAN: x = atan(x); break;
+    case PQF_ATANH: x = atanh(x); break;
+    case PQF_COS: x = cos(x); break;
+    case PQF_COSH: x = cosh(x); break;
+    case PQF_SIN: x = sin(x); break;
+    case PQF_SINH: x = sinh(x); break;
+    case PQF_TAN: x = tan(x); break;
+    case PQF_TANH: x = tanh(x); break;
+    case PQF_DEG: x = x * 180 / M_PI; break;
+    case PQF_RAD: x = x * M_PI / 180; break;
     case PQF_CLAMP: x = fmax(a1, fmin(a2, x)); break;
     case PQF_CLAMP_MIN: x = fmax(a1, x); break;
     case PQF_CLAMP_MAX: x = fmin(a1, x); break;
@@ -989,6 +1339,28 @@ static val_t eval_call(ctx_t *c, const pq_node_t *n) {
   return vecval(&out);
 }
 
+/* A function's result must not hold two elements with one label set (e.g.
+ * abs() over two metrics that differ only by name, or a label_join that
+ * overwrites the distinguishing label), as in Prometheus. */
+static void check_same_labelset(ctx_t *c, vec_t v) {
+  tl__hmap_t seen = {0};
+  sk_buf_t b;
+  sk_buf_init(&b);
+  int dup = 0;
+  for (size_t i = 0; i < v.n && !dup; i++) {
+    sk_buf_reset(&b);
+    for (size_t j = 0; j < v.e[i].nl; j++) {
+      sk_buf_append(&b, v.e[i].l[j].name, strlen(v.e[i].l[j].name) + 1);
+      sk_buf_append(&b, v.e[i].l[j].value, strlen(v.e[i].l[j].value) + 1);
+    }
+    if (tl__hmap_get(&seen, b.data ? b.data : "", b.len)) dup = 1;
+    else tl__hmap_put(&seen, sk_pool_memdup(c->sp, b.data ? b.data : "", b.len), b.len, &seen);
+  }
+  sk_buf_done(&b);
+  tl__hmap_free(&seen);
+  if (dup) efail(c, SK_EINVAL, "vector cannot contain metrics with the same labelset");
+}
+
 static val_t eval(ctx_t *c, const pq_node_t *n) {
   switch (n->kind) {
   case PQ_NUM: return (val_t){.type = TL_PQ_SCALAR, .s = n->num};
@@ -996,6 +1368,7 @@ static val_t eval(ctx_t *c, const pq_node_t *n) {
   case PQ_VSEL: return eval_vsel(c, n);
   case PQ_MSEL: return eval_msel(c, n);
   case PQ_PAREN: return eval(c, n->lhs);
+  case PQ_SUBQ: return eval_subq(c, n);
   case PQ_NEG: {
     val_t v = eval(c, n->lhs);
     if (v.type == TL_PQ_SCALAR) {
@@ -1010,7 +1383,11 @@ static val_t eval(ctx_t *c, const pq_node_t *n) {
     }
     return vecval(&out);
   }
-  case PQ_CALL: return eval_call(c, n);
+  case PQ_CALL: {
+    val_t v = eval_call(c, n);
+    if (v.type == TL_PQ_VECTOR && v.vec.n > 1) check_same_labelset(c, v.vec);
+    return v;
+  }
   case PQ_AGG: return eval_agg(c, n);
   case PQ_BIN: return eval_bin(c, n);
   }
@@ -1031,7 +1408,14 @@ static void prefetch(ctx_t *c, int64_t start, int64_t end) {
   for (size_t i = 0; i < e->nsels; i++) {
     const pq_node_t *s = e->sels[i];
     int64_t back = s->kind == PQ_MSEL ? s->range_ms : c->o.lookback_ms;
-    int64_t mint = start - s->offset_ms - back, maxt = end - s->offset_ms;
+    int64_t from = start - s->sq_lo, to = end - s->sq_hi;
+    if (s->sq_at) { /* inside a subquery with @: around that time */
+      int64_t a = s->sq_at == 1 ? s->sq_at_ms : s->sq_at == 2 ? c->start : c->end;
+      from = a - s->sq_lo;
+      to = a - s->sq_hi;
+    }
+    if (s->at) from = to = s->at == 1 ? s->at_ms : s->at == 2 ? c->start : c->end;
+    int64_t mint = from - s->offset_ms - back, maxt = to - s->offset_ms;
     int rc = tl_tsdb_select(c->db, c->qp, s->m, s->nm, mint, maxt, 0, c->o.max_series, &c->pre[i], &c->npre[i]);
     if (rc < 0) {
       char m[256];
@@ -1081,7 +1465,7 @@ int tl_promql_eval_instant(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_
     goto done;
   }
   c->sp = pool;
-  c->t = t_ms;
+  c->t = c->start = c->end = t_ms;
   prefetch(c, t_ms, t_ms);
   val_t v = eval(c, e->root);
   out->type = v.type;
@@ -1137,6 +1521,7 @@ int tl_promql_eval_instant(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_
     }
   }
 done:
+  release_live(c);
   free(c);
   return rc;
 }
@@ -1190,6 +1575,8 @@ int tl_promql_eval_range(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_t 
     goto done;
   }
   c->sp = sp;
+  c->start = start_ms;
+  c->end = end_ms;
   prefetch(c, start_ms, end_ms);
   for (int64_t t = start_ms; t <= end_ms; t += step_ms) {
     check_deadline(c);
@@ -1243,6 +1630,7 @@ int tl_promql_eval_range(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_t 
   }
   qsort(out->series, nos, sizeof *out->series, oseries_cmp);
 done:
+  release_live(c);
   for (size_t i = 0; i < nos; i++) {
     free(os[i]->ts);
     free(os[i]->v);

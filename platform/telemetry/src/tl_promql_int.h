@@ -14,6 +14,7 @@ typedef enum pq_kind {
   PQ_BIN,
   PQ_NEG,   /* unary minus */
   PQ_PAREN,
+  PQ_SUBQ,  /* subquery: lhs[range:step] (offset_ms, range_ms, step_ms) */
 } pq_kind_t;
 
 typedef enum pq_op {
@@ -24,7 +25,7 @@ typedef enum pq_op {
 
 typedef enum pq_agg {
   PQ_SUM = 1, PQ_AVG, PQ_MIN, PQ_MAX, PQ_COUNT, PQ_TOPK, PQ_BOTTOMK, PQ_STDDEV, PQ_STDVAR, PQ_QUANTILE,
-  PQ_GROUP,
+  PQ_GROUP, PQ_COUNT_VALUES,
 } pq_agg_t;
 
 typedef enum pq_card { PQ_ONE_TO_ONE = 0, PQ_MANY_TO_ONE, PQ_ONE_TO_MANY, PQ_MANY_TO_MANY } pq_card_t;
@@ -42,6 +43,12 @@ struct pq_node {
   tl_matcher_t *m;
   size_t nm;
   int64_t range_ms, offset_ms;
+  int at;         /* @ modifier: 0 none, 1 at_ms, 2 start(), 3 end() */
+  int64_t at_ms;
+  int64_t step_ms;      /* subquery step, 0 = default (1m) */
+  int64_t sq_lo, sq_hi; /* selectors inside subqueries: extra time needed before start / end */
+  int sq_at;            /* ... relative to an enclosing subquery's @ (as `at`) instead */
+  int64_t sq_at_ms;
   int sel_idx;
   /* calls */
   const pq_func_t *fn;
@@ -89,6 +96,9 @@ enum {
   PQF_CEIL, PQF_FLOOR, PQF_ROUND, PQF_SQRT, PQF_EXP, PQF_LN, PQF_LOG2, PQF_LOG10, PQF_CLAMP, PQF_CLAMP_MIN,
   PQF_CLAMP_MAX, PQF_HISTOGRAM_QUANTILE, PQF_TIME, PQF_VECTOR, PQF_SCALAR, PQF_TIMESTAMP, PQF_SORT,
   PQF_SORT_DESC, PQF_ABSENT, PQF_DERIV, PQF_LABEL_REPLACE, PQF_SGN, PQF_PRESENT_OT, PQF_ABSENT_OT,
+  PQF_PREDICT_LINEAR, PQF_LABEL_JOIN, PQF_HOLT_WINTERS, PQF_MINUTE, PQF_HOUR, PQF_DAY_OF_MONTH, PQF_DAY_OF_WEEK,
+  PQF_DAYS_IN_MONTH, PQF_MONTH, PQF_YEAR, PQF_ACOS, PQF_ACOSH, PQF_ASIN, PQF_ASINH, PQF_ATAN, PQF_ATANH,
+  PQF_COS, PQF_COSH, PQF_SIN, PQF_SINH, PQF_TAN, PQF_TANH, PQF_DEG, PQF_RAD, PQF_PI,
 };
 
 #endif

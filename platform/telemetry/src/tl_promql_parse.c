@@ -398,7 +398,7 @@ static const struct {
     {"sum", PQ_SUM, 0},       {"avg", PQ_AVG, 0},          {"min", PQ_MIN, 0},
     {"max", PQ_MAX, 0},       {"count", PQ_COUNT, 0},      {"topk", PQ_TOPK, 1},
     {"bottomk", PQ_BOTTOMK, 1}, {"stddev", PQ_STDDEV, 0}, {"stdvar", PQ_STDVAR, 0},
-    {"quantile", PQ_QUANTILE, 1}, {"group", PQ_GROUP, 0},
+    {"quantile", PQ_QUANTILE, 1}, {"group", PQ_GROUP, 0}, {"count_values", PQ_COUNT_VALUES, 2},
 };
 
 static pq_node_t *parse_agg(parser_t *p, int ai, size_t at) {
@@ -416,8 +416,9 @@ static pq_node_t *parse_agg(parser_t *p, int ai, size_t at) {
   expect(p, T_LPAREN, "'('");
   if (aggs[ai].param) {
     n->param = parse_expr(p, 0);
-    if (n->param->type != TL_PQ_SCALAR)
-      fail(p, (size_t)n->param->col - 1, "expected type scalar in aggregation parameter, got %s",
+    tl_pq_type_t want = aggs[ai].param == 2 ? TL_PQ_STRING : TL_PQ_SCALAR;
+    if (n->param->type != want)
+      fail(p, (size_t)n->param->col - 1, "expected type %s in aggregation parameter, got %s", type_name(want),
            type_name(n->param->type));
     expect(p, T_COMMA, "','");
   }
@@ -441,10 +442,10 @@ static pq_node_t *parse_call(parser_t *p, const pq_func_t *fn, size_t at) {
   n->type = fn->ret;
   next(p); /* name */
   expect(p, T_LPAREN, "'('");
-  pq_node_t *args[8];
+  pq_node_t *args[16];
   size_t na = 0;
   while (p->tok.type != T_RPAREN) {
-    if (na >= 8) fail(p, p->tok.start, "too many arguments in call to \"%s\"", fn->name);
+    if (na >= 16) fail(p, p->tok.start, "too many arguments in call to \"%s\"", fn->name);
     args[na++] = parse_expr(p, 0);
     if (p->tok.type == T_COMMA)
       next(p);
@@ -536,13 +537,31 @@ static pq_node_t *parse_postfix(parser_t *p) {
   for (;;) {
     if (p->tok.type == T_LBRACK) {
       size_t at = p->tok.start;
-      if (n->kind != PQ_VSEL || n->offset_ms)
-        fail(p, at, "ranges only allowed for vector selectors");
       next(p);
       if (p->tok.type != T_DUR) fail_unexpected(p, "duration");
       int64_t r = p->tok.dur;
       next(p);
-      if (p->tok.type == T_COLON) fail(p, p->tok.start, "subqueries are not supported");
+      if (p->tok.type == T_COLON) { /* subquery: expr[range:step] */
+        next(p);
+        int64_t step = 0;
+        if (p->tok.type == T_DUR) {
+          step = p->tok.dur;
+          next(p);
+          if (step <= 0) fail(p, at, "zero or negative subquery step");
+        }
+        expect(p, T_RBRACK, "']'");
+        if (n->type != TL_PQ_VECTOR)
+          fail(p, at, "subquery is only allowed on instant vector, got %s instead", type_name(n->type));
+        if (r <= 0) fail(p, at, "range must be positive");
+        pq_node_t *sq = node(p, PQ_SUBQ, at);
+        sq->lhs = n;
+        sq->type = TL_PQ_MATRIX;
+        sq->range_ms = r;
+        sq->step_ms = step;
+        n = sq;
+        continue;
+      }
+      if (n->kind != PQ_VSEL || n->offset_ms || n->at) fail(p, at, "ranges only allowed for vector selectors");
       expect(p, T_RBRACK, "']'");
       if (r <= 0) fail(p, at, "range must be positive");
       n->kind = PQ_MSEL;
@@ -552,8 +571,8 @@ static pq_node_t *parse_postfix(parser_t *p) {
     }
     if (tok_is(p, "offset")) {
       size_t at = p->tok.start;
-      if ((n->kind != PQ_VSEL && n->kind != PQ_MSEL) || n->offset_ms)
-        fail(p, at, "offset modifier must be preceded by an instant vector selector or range vector selector");
+      if ((n->kind != PQ_VSEL && n->kind != PQ_MSEL && n->kind != PQ_SUBQ) || n->offset_ms)
+        fail(p, at, "offset modifier must be preceded by an instant vector selector or range vector selector or a subquery");
       next(p);
       int neg = 0;
       if (p->tok.type == T_SUB) {
@@ -565,7 +584,32 @@ static pq_node_t *parse_postfix(parser_t *p) {
       next(p);
       continue;
     }
-    if (p->tok.type == T_AT) fail(p, p->tok.start, "the @ modifier is not supported");
+    if (p->tok.type == T_AT) {
+      size_t at = p->tok.start;
+      if (n->at) fail(p, at, "@ <timestamp> may not be set multiple times");
+      if (n->kind != PQ_VSEL && n->kind != PQ_MSEL && n->kind != PQ_SUBQ)
+        fail(p, at, "@ modifier must be preceded by an instant vector selector or range vector selector or a subquery");
+      next(p);
+      if (tok_is(p, "start") || tok_is(p, "end")) {
+        n->at = tok_is(p, "start") ? 2 : 3;
+        next(p);
+        expect(p, T_LPAREN, "'('");
+        expect(p, T_RPAREN, "')'");
+        continue;
+      }
+      int neg = 0;
+      if (p->tok.type == T_SUB || p->tok.type == T_ADD) {
+        neg = p->tok.type == T_SUB;
+        next(p);
+      }
+      if (p->tok.type != T_NUM) fail_unexpected(p, "number, start() or end()");
+      double v = neg ? -p->tok.num : p->tok.num;
+      if (!(v > -9.2e15 && v < 9.2e15)) fail(p, p->tok.start, "timestamp out of bounds for @ modifier: %g", v);
+      n->at = 1;
+      n->at_ms = (int64_t)llround(v * 1000.0);
+      next(p);
+      continue;
+    }
     return n;
   }
 }
@@ -679,9 +723,25 @@ static pq_node_t *parse_expr(parser_t *p, int minprec) {
   return lhs;
 }
 
-static void collect_sels(tl_promql_expr_t *e, pq_node_t *n, size_t *cap) {
+/* Indexes every selector; lo/hi: how much earlier than the query's start
+ * and end the enclosing subqueries evaluate it. */
+static void collect_sels(tl_promql_expr_t *e, pq_node_t *n, size_t *cap, int64_t lo, int64_t hi,
+                         const pq_node_t *anchor) {
   if (!n) return;
+  if (n->kind == PQ_SUBQ) {
+    if (n->at) /* evaluated around its own @ time from here down */
+      collect_sels(e, n->lhs, cap, n->offset_ms + n->range_ms, n->offset_ms, n);
+    else
+      collect_sels(e, n->lhs, cap, lo + n->offset_ms + n->range_ms, hi + n->offset_ms, anchor);
+    return;
+  }
   if (n->kind == PQ_VSEL || n->kind == PQ_MSEL) {
+    n->sq_lo = lo;
+    n->sq_hi = hi;
+    if (anchor) {
+      n->sq_at = anchor->at;
+      n->sq_at_ms = anchor->at_ms;
+    }
     if (e->nsels == *cap) {
       size_t nc = *cap ? *cap * 2 : 8;
       pq_node_t **nv = sk_pool_alloc(e->pool, nc * sizeof *nv);
@@ -693,10 +753,10 @@ static void collect_sels(tl_promql_expr_t *e, pq_node_t *n, size_t *cap) {
     e->sels[e->nsels++] = n;
     return;
   }
-  for (size_t i = 0; i < n->nargs; i++) collect_sels(e, n->args[i], cap);
-  collect_sels(e, n->param, cap);
-  collect_sels(e, n->lhs, cap);
-  collect_sels(e, n->rhs, cap);
+  for (size_t i = 0; i < n->nargs; i++) collect_sels(e, n->args[i], cap, lo, hi, anchor);
+  collect_sels(e, n->param, cap, lo, hi, anchor);
+  collect_sels(e, n->lhs, cap, lo, hi, anchor);
+  collect_sels(e, n->rhs, cap, lo, hi, anchor);
 }
 
 int tl_promql_parse(const char *q, size_t len, tl_promql_expr_t **out, char *err, size_t errlen) {
@@ -726,7 +786,7 @@ int tl_promql_parse(const char *q, size_t len, tl_promql_expr_t **out, char *err
   e->root = parse_expr(p, 0);
   if (p->tok.type != T_EOF) fail_unexpected(p, NULL);
   size_t cap = 0;
-  collect_sels(e, e->root, &cap);
+  collect_sels(e, e->root, &cap, 0, 0, NULL);
 out:
   free(p);
   if (rc < 0) {
@@ -764,6 +824,8 @@ static const pq_func_t funcs[] = {
     {"delta", {M}, 1, 0, V, PQF_DELTA},
     {"idelta", {M}, 1, 0, V, PQF_IDELTA},
     {"deriv", {M}, 1, 0, V, PQF_DERIV},
+    {"predict_linear", {M, S}, 2, 0, V, PQF_PREDICT_LINEAR},
+    {"holt_winters", {M, S, S}, 3, 0, V, PQF_HOLT_WINTERS},
     {"changes", {M}, 1, 0, V, PQF_CHANGES},
     {"resets", {M}, 1, 0, V, PQF_RESETS},
     {"avg_over_time", {M}, 1, 0, V, PQF_AVG_OT},
@@ -799,6 +861,29 @@ static const pq_func_t funcs[] = {
     {"sort_desc", {V}, 1, 0, V, PQF_SORT_DESC},
     {"absent", {V}, 1, 0, V, PQF_ABSENT},
     {"label_replace", {V, STR, STR, STR, STR}, 5, 0, V, PQF_LABEL_REPLACE},
+    {"label_join", {V, STR, STR, STR, STR, STR}, 3, 13, V, PQF_LABEL_JOIN},
+    {"minute", {V}, 0, 1, V, PQF_MINUTE},
+    {"hour", {V}, 0, 1, V, PQF_HOUR},
+    {"day_of_month", {V}, 0, 1, V, PQF_DAY_OF_MONTH},
+    {"day_of_week", {V}, 0, 1, V, PQF_DAY_OF_WEEK},
+    {"days_in_month", {V}, 0, 1, V, PQF_DAYS_IN_MONTH},
+    {"month", {V}, 0, 1, V, PQF_MONTH},
+    {"year", {V}, 0, 1, V, PQF_YEAR},
+    {"acos", {V}, 1, 0, V, PQF_ACOS},
+    {"acosh", {V}, 1, 0, V, PQF_ACOSH},
+    {"asin", {V}, 1, 0, V, PQF_ASIN},
+    {"asinh", {V}, 1, 0, V, PQF_ASINH},
+    {"atan", {V}, 1, 0, V, PQF_ATAN},
+    {"atanh", {V}, 1, 0, V, PQF_ATANH},
+    {"cos", {V}, 1, 0, V, PQF_COS},
+    {"cosh", {V}, 1, 0, V, PQF_COSH},
+    {"sin", {V}, 1, 0, V, PQF_SIN},
+    {"sinh", {V}, 1, 0, V, PQF_SINH},
+    {"tan", {V}, 1, 0, V, PQF_TAN},
+    {"tanh", {V}, 1, 0, V, PQF_TANH},
+    {"deg", {V}, 1, 0, V, PQF_DEG},
+    {"rad", {V}, 1, 0, V, PQF_RAD},
+    {"pi", {0}, 0, 0, S, PQF_PI},
 };
 #undef S
 #undef V

@@ -12,6 +12,7 @@
 #include "skiff/json.h"
 #include "skiff/metrics.h"
 #include "tl_promql_int.h"
+#include "tl_tsdb_int.h"
 
 #define MAX_POINTS 11000
 #define MAX_PARAMS 256
@@ -255,11 +256,12 @@ static void put_result(sk_buf_t *b, const tl_promql_result_t *r) {
 
 /* ---- handlers ---- */
 
+/* The query parsed, so whatever fails now is an evaluation error
+ * ("execution", 422, as in Prometheus: duplicate label sets, many-to-many
+ * matching, bad function arguments, limits), or a timeout. */
 static void eval_error(sk_http_req_t *req, int rc, const char *msg) {
   if (rc == SK_ETIMEDOUT)
     respond_error(req, "timeout", msg);
-  else if (rc == SK_EINVAL || rc == SK_EPARSE)
-    respond_error(req, "bad_data", msg);
   else
     respond_error(req, "execution", msg);
 }
@@ -382,12 +384,69 @@ fail:
   return -1;
 }
 
-static void time_bounds(const params_t *ps, int64_t *start, int64_t *end) {
+/* start/end of series, labels and label values: optional (all time when
+ * absent); a value that is not a time is an error, as in Prometheus.
+ * Returns 1 when either was given, 0 when neither, -1 after answering 400. */
+static int time_bounds(sk_http_req_t *req, const params_t *ps, int64_t *start, int64_t *end) {
   *start = INT64_MIN / 2;
   *end = INT64_MAX / 2;
-  const char *s = pget(ps, "start"), *e = pget(ps, "end");
-  if (s) (void)parse_time(s, start);
-  if (e) (void)parse_time(e, end);
+  const char *names[] = {"start", "end"};
+  int64_t *dst[] = {start, end};
+  int given = 0;
+  for (int i = 0; i < 2; i++) {
+    const char *v = pget(ps, names[i]);
+    if (!v || !*v) continue;
+    given = 1;
+    if (parse_time(v, dst[i]) < 0) {
+      char msg[400];
+      snprintf(msg, sizeof msg, "invalid parameter \"%s\": cannot parse \"%.200s\" to a valid timestamp", names[i], v);
+      respond_error(req, "bad_data", msg);
+      return -1;
+    }
+  }
+  if (*end < *start) {
+    respond_error(req, "bad_data", "invalid parameter \"end\": end timestamp must not be before start time");
+    return -1;
+  }
+  return given;
+}
+
+/* Label names, or values of label `name`, of the series matching m that
+ * have samples in [start, end]: from the series themselves (the label
+ * index has no time). */
+static int labels_in_range(tl_tsdb_t *db, sk_pool_t *pool, const char *name, const tl_matcher_t *m, size_t nm,
+                           int64_t start, int64_t end, const char ***out, size_t *nout) {
+  tl_matcher_t any;
+  char err[128];
+  int rc;
+  if (!nm) {
+    if ((rc = tl_matcher_init(&any, TL_MATCH_RE, "__name__", ".+", err, sizeof err)) < 0) return rc;
+    m = &any;
+    nm = 1;
+  }
+  tl_series_t *s = NULL;
+  size_t ns = 0, n = 0, cap = 0;
+  const char **v = NULL;
+  rc = tl_tsdb_select(db, pool, m, nm, start, end, TL_SELECT_NO_SAMPLES, 0, &s, &ns);
+  if (m == &any) tl_matcher_done(&any);
+  if (rc < 0) return rc;
+  for (size_t i = 0; i < ns; i++)
+    for (size_t j = 0; j < s[i].nlabels; j++) {
+      const char *x = NULL;
+      if (!name) x = s[i].labels[j].name;
+      else if (!strcmp(s[i].labels[j].name, name)) x = s[i].labels[j].value;
+      if (!x) continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 64;
+        const char **nv = sk_pool_alloc(pool, cap * sizeof *nv);
+        if (n) memcpy(nv, v, n * sizeof *nv);
+        v = nv;
+      }
+      v[n++] = x;
+    }
+  *out = v;
+  *nout = n;
+  return 0;
 }
 
 static void h_series(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps) {
@@ -399,7 +458,10 @@ static void h_series(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps) {
     return;
   }
   int64_t start, end;
-  time_bounds(ps, &start, &end);
+  if (time_bounds(req, ps, &start, &end) < 0) {
+    for (int i = 0; i < nm; i++) tl_promql_free(m[i]);
+    return;
+  }
   sk_pool_t *pool = sk_pool_new();
   sk_buf_t b, key;
   sk_buf_init(&b);
@@ -410,8 +472,7 @@ static void h_series(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps) {
   size_t count = 0;
   int rc = 0;
   char err[256] = "";
-  const char **keys = NULL;
-  size_t nkeys = 0;
+  tl__hmap_t seen = {0}; /* series already written, when several match[] can overlap */
   for (int i = 0; i < nm && rc >= 0; i++) {
     tl_series_t *s;
     size_t ns;
@@ -424,14 +485,9 @@ static void h_series(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps) {
       sk_buf_reset(&key);
       put_metric(&key, s[j].labels, s[j].nlabels);
       const char *k = sk_buf_cstr(&key);
-      int dup = 0;
-      if (nm > 1)
-        for (size_t x = 0; x < nkeys && !dup; x++) dup = !strcmp(keys[x], k);
-      if (dup) continue;
       if (nm > 1) {
-        keys = realloc(keys, (nkeys + 1) * sizeof *keys);
-        if (!keys) abort();
-        keys[nkeys++] = sk_pool_strdup(pool, k);
+        if (tl__hmap_get(&seen, k, key.len)) continue;
+        tl__hmap_put(&seen, sk_pool_strdup(pool, k), key.len, &seen);
       }
       if (count++) sk_buf_puts(&b, ",");
       sk_buf_append(&b, key.data, key.len);
@@ -442,17 +498,25 @@ static void h_series(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps) {
     respond_error(req, "execution", err);
   else
     respond_json(req, 200, &b);
-  free(keys);
+  tl__hmap_free(&seen);
   sk_buf_done(&b);
   sk_buf_done(&key);
   sk_pool_free(pool);
   for (int i = 0; i < nm; i++) tl_promql_free(m[i]);
 }
 
+static int str_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 static void h_labels(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps, const char *name) {
   tl_promql_expr_t *m[32];
   int nm = parse_matches(req, ps, m, 32);
   if (nm < 0) return;
+  int64_t start, end;
+  int ranged = time_bounds(req, ps, &start, &end);
+  if (ranged < 0) {
+    for (int i = 0; i < nm; i++) tl_promql_free(m[i]);
+    return;
+  }
   sk_pool_t *pool = sk_pool_new();
   const char **all = NULL;
   size_t nall = 0, cap = 0;
@@ -463,7 +527,11 @@ static void h_labels(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps, cons
     size_t n;
     const tl_matcher_t *mm = nm ? m[i]->root->m : NULL;
     size_t nmm = nm ? m[i]->root->nm : 0;
-    rc = name ? tl_tsdb_label_values(db, pool, name, mm, nmm, &v, &n) : tl_tsdb_label_names(db, pool, mm, nmm, &v, &n);
+    if (ranged)
+      rc = labels_in_range(db, pool, name, mm, nmm, start, end, &v, &n);
+    else
+      rc = name ? tl_tsdb_label_values(db, pool, name, mm, nmm, &v, &n)
+                : tl_tsdb_label_names(db, pool, mm, nmm, &v, &n);
     if (rc < 0) {
       tl_tsdb_errmsg(db, err, sizeof err);
       break;
@@ -481,15 +549,8 @@ static void h_labels(tl_tsdb_t *db, sk_http_req_t *req, const params_t *ps, cons
   if (rc < 0) {
     respond_error(req, "execution", err);
   } else {
-    if (nall > 1) {
-      /* merge: sort and drop duplicates (several match[]) */
-      for (size_t i = 1; i < nall; i++)
-        for (size_t j = i; j > 0 && strcmp(all[j - 1], all[j]) > 0; j--) {
-          const char *t = all[j];
-          all[j] = all[j - 1];
-          all[j - 1] = t;
-        }
-    }
+    /* merge: sort and drop duplicates (several match[], or one entry per series with a time range) */
+    if (nall > 1) qsort(all, nall, sizeof *all, str_cmp);
     sk_buf_t b;
     sk_buf_init(&b);
     begin_success(&b);

@@ -973,49 +973,6 @@ out:
 
 /* ---- matchers ---- */
 
-/* glibc's regcomp can take exponential memory on stacked or large
- * repetitions ("a++++", "(a{1000}){1000}"); refuse what RE2 would refuse
- * too: a repetition right after another (one lazy '?' aside), and bounds
- * adding up past 1000. NULL = fine, else the reason. */
-static const char *regex_too_complex(const char *re) {
-  if (strlen(re) > 4096) return "longer than 4096 bytes";
-  long bounds = 0;
-  int prev_rep = 0, lazy_ok = 0;
-  for (const char *p = re; *p; p++) {
-    int rep = 0;
-    if (*p == '\\') {
-      if (p[1]) p++;
-    } else if (*p == '[') {
-      p++;
-      if (*p == '^') p++;
-      if (*p == ']') p++;
-      while (*p && *p != ']') p++;
-      if (!*p) return NULL; /* regcomp reports it */
-    } else if (*p == '*' || *p == '+' || *p == '?') {
-      rep = 1;
-    } else if (*p == '{') {
-      char *end;
-      long a = strtol(p + 1, &end, 10), b = a;
-      if (end != p + 1) {
-        if (*end == ',') b = end[1] == '}' ? a : strtol(end + 1, &end, 10);
-        if (a > 1000 || b > 1000) return "repetition count over 1000";
-        bounds += a > b ? a : b;
-        rep = 1;
-      }
-    }
-    if (rep && prev_rep) {
-      if (*p == '?' && lazy_ok) {
-        lazy_ok = 0;
-        continue;
-      }
-      return "bad repetition operator";
-    }
-    lazy_ok = rep;
-    prev_rep = rep;
-  }
-  return bounds > 1000 ? "repetition counts add up to more than 1000" : NULL;
-}
-
 int tl_matcher_init(tl_matcher_t *m, tl_match_op_t op, const char *name, const char *value, char *err,
                     size_t errlen) {
   memset(m, 0, sizeof *m);
@@ -1023,22 +980,8 @@ int tl_matcher_init(tl_matcher_t *m, tl_match_op_t op, const char *name, const c
   m->name = name;
   m->value = value;
   if (op != TL_MATCH_RE && op != TL_MATCH_NRE) return 0;
-  const char *why = regex_too_complex(value);
-  if (why) {
-    if (err) snprintf(err, errlen, "invalid regular expression \"%.100s\": %s", value, why);
-    return SK_EINVAL;
-  }
-  size_t n = strlen(value) + 8;
-  char *pat = sk_xmalloc(n);
-  snprintf(pat, n, "^(%s)$", value);
-  int r = regcomp(&m->re, pat, REG_EXTENDED | REG_NOSUB);
-  free(pat);
-  if (r != 0) {
-    char msg[128];
-    regerror(r, &m->re, msg, sizeof msg);
-    if (err) snprintf(err, errlen, "invalid regular expression \"%.100s\": %s", value, msg);
-    return SK_EINVAL;
-  }
+  int r = tl_re_compile(&m->re, value, TL_RE_ANCHOR | TL_RE_NOSUB, NULL, 0, err, errlen);
+  if (r < 0) return r;
   m->re_ok = 1;
   return 0;
 }

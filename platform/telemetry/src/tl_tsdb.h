@@ -124,6 +124,18 @@ typedef struct tl_matcher {
 /* Fills m (name/value are borrowed) and compiles the regex anchored as
  * ^(value)$ using POSIX extended syntax (RE2's common subset). SK_EINVAL with a message on a bad
  * regex. Free with tl_matcher_done. */
+/* Compiles an RE2-syntax regular expression (as PromQL and LogQL users
+ * write it) with POSIX regcomp, translating what differs (tl_regex.c): \d
+ * \s \w classes, escaped punctuation, (?:...), named groups, lazy
+ * quantifiers, a leading (?i); refuses what POSIX cannot express.
+ * TL_RE_ANCHOR matches whole values (^(re)$). groups (may be NULL) gets,
+ * for each RE2 capture group number 0..ngroups-1, its regmatch_t index
+ * (-1 past the last group). SK_EINVAL with err on a bad expression; on
+ * success regfree(rx) later. */
+#define TL_RE_ANCHOR 1
+#define TL_RE_NOSUB 2
+int tl_re_compile(regex_t *rx, const char *re, int flags, int *groups, size_t ngroups, char *err, size_t errlen);
+
 int tl_matcher_init(tl_matcher_t *m, tl_match_op_t op, const char *name, const char *value, char *err,
                     size_t errlen);
 void tl_matcher_done(tl_matcher_t *m);

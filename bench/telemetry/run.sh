@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# bench/telemetry/run.sh: skiff-telemetry side by side with Prometheus
+# (Debian's 2.42, --web.enable-remote-write-receiver), in the same run:
+#   1. remote-write ingest: identical pre-encoded batches
+#      (tests/support/remote_write.py bench: SERIES series x SAMPLES samples,
+#      BATCH samples per request, CONNS keep-alive connections) sent to each
+#      server in turn, samples/s from the first request to the last answer;
+#      skiff-telemetry twice: durable (fsync per request, its default) and
+#      with no_sync (Prometheus does not fsync per request either);
+#   2. PromQL latency: the same queries over the same data, N runs each
+#      (bench/telemetry/query_latency.py), p50/p90/mean.
+# Usage: bench/telemetry/run.sh   (env: SERIES SAMPLES BATCH CONNS N; BUILD=dir)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/support/lib.sh"
+SERIES=${SERIES:-8000}
+SAMPLES=${SAMPLES:-100}
+BATCH=${BATCH:-2000}
+CONNS=${CONNS:-4}
+N=${N:-50}
+BUILD=${BUILD:-$ROOT/build/bench-telemetry}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKIFF_TESTS=OFF >/dev/null
+cmake --build "$BUILD" --target skiff-telemetry >/dev/null
+command -v prometheus >/dev/null || { echo "prometheus is required (apt-get install prometheus)" >&2; exit 1; }
+
+T0=$(date +%s)
+RW="python3 $ROOT/tests/support/remote_write.py bench --series $SERIES --samples $SAMPLES --batch $BATCH --conns $CONNS
+  --t0-ms ${T0}000 --bodies $TMP/bodies.pickle"
+QUERIES=(
+  'bench_metric_3{instance="i42"}'
+  'sum(rate(bench_metric_1[1m]))'
+  'sum by (instance) (rate(bench_metric_2[1m]))'
+  'topk(5, max_over_time(bench_metric_4[1m]))'
+  'count({__name__=~"bench_metric_.*"})'
+  'range:sum(rate(bench_metric_5[30s]))'
+  'range:bench_metric_6{instance=~"i1.*"}'
+)
+
+start_skiff() { # name no_sync; sets URL and PID
+  local q a
+  q=$(free_port); a=$(free_port)
+  cat >"$TMP/$1.yaml" <<EOF2
+listen: 127.0.0.1:$(free_port)
+query_listen: 127.0.0.1:$q
+data_dir: $TMP/$1
+self_scrape: false
+no_sync: $2
+admin:
+  listen: 127.0.0.1:$a
+EOF2
+  "$BUILD/bin/skiff-telemetry" --config "$TMP/$1.yaml" >"$TMP/$1.log" 2>&1 &
+  PID=$!
+  PIDS+=($PID)
+  wait_until 30 curl -fsS "http://127.0.0.1:$a/readyz" || { echo "skiff-telemetry did not start" >&2; exit 1; }
+  URL="http://127.0.0.1:$q"
+}
+start_prom() { # sets URL and PID
+  local p
+  p=$(free_port)
+  printf 'global:\n  scrape_interval: 1m\nscrape_configs: []\n' >"$TMP/prom.yml"
+  prometheus --config.file="$TMP/prom.yml" --storage.tsdb.path="$TMP/prom" --web.listen-address="127.0.0.1:$p" \
+    --web.enable-remote-write-receiver >"$TMP/prom.log" 2>&1 &
+  PID=$!
+  PIDS+=($PID)
+  wait_until 60 curl -fsS "http://127.0.0.1:$p/-/ready" || { echo "prometheus did not start" >&2; exit 1; }
+  URL="http://127.0.0.1:$p"
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
+echo "ingest: $SERIES series x $SAMPLES samples, $BATCH samples/request, $CONNS connections"
+start_prom; PROM=$URL; PROM_PID=$PID
+start_skiff skiff false; SK=$URL; SK_PID=$PID
+start_skiff skiff-nosync true; SKN=$URL
+
+printf '%-28s ' "prometheus:"; $RW "$PROM/api/v1/write"
+printf '%-28s ' "skiff-telemetry (durable):"; $RW "$SK/api/v1/write"
+printf '%-28s ' "skiff-telemetry (no_sync):"; $RW "$SKN/api/v1/write"
+echo "RSS after ingest: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+
+T_END=$T0
+echo "query latency, $N runs each, same data:"
+echo "-- prometheus"
+python3 "$ROOT/bench/telemetry/query_latency.py" "$PROM" "$N" "$T_END" "${QUERIES[@]}"
+echo "-- skiff-telemetry"
+python3 "$ROOT/bench/telemetry/query_latency.py" "$SK" "$N" "$T_END" "${QUERIES[@]}"

@@ -1,0 +1,301 @@
+/* skiff-telemetry: RE2-syntax regular expressions on POSIX regcomp.
+ *
+ * PromQL matchers, label_replace and LogQL line filters are written in
+ * RE2 syntax (what Prometheus and Loki use); the store compiles them with
+ * glibc's POSIX extended regcomp. The two agree on most syntax, but not
+ * on these, which are translated so they mean what the user meant:
+ *
+ *   \d \D \s \S \w \W      -> [0-9] [^0-9] [[:space:]] ... (also inside [...])
+ *   \n \t \r \f \v         -> the character
+ *   \. \- \/ ... (escaped punctuation) -> that character, literally
+ *   (?:re)                 -> (re), not counted as a capture group
+ *   (?P<name>re) (?<name>re) -> (re), a capture group
+ *   *? +? ?? {n,m}?        -> greedy (whole-value matching is unaffected;
+ *                             label_replace captures may be longer)
+ *   a leading (?i)         -> case-insensitive
+ *
+ * Anything else RE2 has and POSIX lacks (other flag groups, \pL, \Q..\E,
+ * \x{..}, \A, \z, other letter escapes) is refused with a message instead
+ * of silently matching something else (POSIX reads "\d" as "d"). So are
+ * patterns that would make regcomp's memory explode (see below), for every
+ * caller: matchers, label_replace and LogQL filters. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "skiff/err.h"
+#include "skiff/mem.h"
+#include "tl_tsdb.h"
+
+/* glibc's regcomp can take exponential memory on stacked or large
+ * repetitions ("a++++", "(a{1000}){1000}"); refuse what RE2 would refuse
+ * too: a repetition right after another (one lazy '?' aside), and bounds
+ * adding up past 1000. NULL = fine, else the reason. */
+static const char *regex_too_complex(const char *re) {
+  if (strlen(re) > 4096) return "longer than 4096 bytes";
+  long bounds = 0;
+  int prev_rep = 0, lazy_ok = 0;
+  for (const char *p = re; *p; p++) {
+    int rep = 0;
+    if (*p == '\\') {
+      if (p[1]) p++;
+    } else if (*p == '[') {
+      p++;
+      if (*p == '^') p++;
+      if (*p == ']') p++;
+      while (*p && *p != ']') p++;
+      if (!*p) return NULL; /* regcomp reports it */
+    } else if (*p == '*' || *p == '+' || *p == '?') {
+      rep = 1;
+    } else if (*p == '{') {
+      char *end;
+      long a = strtol(p + 1, &end, 10), b = a;
+      if (end != p + 1) {
+        if (*end == ',') {
+          if (end[1] == '}') end++; /* {n,}: counted as n */
+          else b = strtol(end + 1, &end, 10);
+        }
+        if (a > 1000 || b > 1000) return "repetition count over 1000";
+        bounds += a > b ? a : b;
+        rep = 1;
+        if (*end == '}') p = end; /* past the bound: "x{2}{3}" is a stacked repetition */
+      }
+    }
+    if (rep && prev_rep) {
+      if (*p == '?' && lazy_ok) {
+        lazy_ok = 0;
+        continue;
+      }
+      return "bad repetition operator";
+    }
+    lazy_ok = rep;
+    prev_rep = rep;
+  }
+  return bounds > 1000 ? "repetition counts add up to more than 1000" : NULL;
+}
+
+/* Escaped punctuation outside a class: characters special to POSIX ERE
+ * keep their backslash; others become a one-character class (glibc gives
+ * \' \` \< \> meanings of its own). */
+static size_t put_literal(char *o, char e) {
+  if (strchr(".[]{}()*+?|^$\\", e)) {
+    o[0] = '\\';
+    o[1] = e;
+    return 2;
+  }
+  o[0] = '[';
+  o[1] = e;
+  o[2] = ']';
+  return 3;
+}
+
+static int ctl_escape(char e, char *out) {
+  switch (e) {
+  case 'n': *out = '\n'; return 1;
+  case 't': *out = '\t'; return 1;
+  case 'r': *out = '\r'; return 1;
+  case 'f': *out = '\f'; return 1;
+  case 'v': *out = '\v'; return 1;
+  default: return 0;
+  }
+}
+
+/* Translates one bracket expression starting after '[' into o + *j (o has
+ * room for 16 bytes per input byte); returns the position after its ']'
+ * or NULL (why set). The body is written 3 bytes further on, then moved
+ * behind "[^]" as needed (an escaped ']' must come first in POSIX). */
+static const char *bracket(const char *p, char *o, size_t *j, const char **why) {
+  char *body = o + *j + 3;
+  size_t k = 0;
+  int neg = 0, rbracket = 0, dash = 0, caret = 0;
+  if (*p == '^') {
+    neg = 1;
+    p++;
+  }
+  if (*p == ']') {
+    rbracket = 1;
+    p++;
+  }
+  while (*p && *p != ']') {
+    if (p[0] == '[' && p[1] == ':') {
+      const char *end = strstr(p + 2, ":]");
+      if (!end) {
+        *why = "unterminated [: :] class";
+        return NULL;
+      }
+      size_t n = (size_t)(end + 2 - p);
+      memcpy(body + k, p, n);
+      k += n;
+      p = end + 2;
+      continue;
+    }
+    if (*p == '\\') {
+      char e = p[1], ch;
+      const char *rep = NULL;
+      if (!e) {
+        *why = "trailing backslash";
+        return NULL;
+      }
+      if (e == 'd') rep = "0-9";
+      else if (e == 's') rep = "[:space:]";
+      else if (e == 'w') rep = "[:alnum:]_";
+      else if (e == ']') rbracket = 1;
+      else if (e == '-') dash = 1;
+      else if (e == '^') caret = 1;
+      else if (ctl_escape(e, &ch)) body[k++] = ch;
+      else if (isalnum((unsigned char)e)) {
+        *why = "unsupported escape in a character class (\\d, \\s, \\w and punctuation are supported)";
+        return NULL;
+      } else
+        body[k++] = e;
+      if (rep) {
+        memcpy(body + k, rep, strlen(rep));
+        k += strlen(rep);
+      }
+      p += 2;
+      continue;
+    }
+    if (*p == '^' && k == 0 && !rbracket) { /* would read as a negation once moved */
+      caret = 1;
+      p++;
+      continue;
+    }
+    body[k++] = *p++;
+  }
+  if (!*p) {
+    *why = "missing closing ]";
+    return NULL;
+  }
+  if (!neg && !rbracket && !dash && k == 0 && caret) { /* [\^] alone */
+    o[(*j)++] = '\\';
+    o[(*j)++] = '^';
+    return p + 1;
+  }
+  size_t at = *j;
+  o[at++] = '[';
+  if (neg) o[at++] = '^';
+  if (rbracket) o[at++] = ']';
+  memmove(o + at, body, k);
+  *j = at + k;
+  if (caret) o[(*j)++] = '^';
+  if (dash) o[(*j)++] = '-';
+  o[(*j)++] = ']';
+  return p + 1;
+}
+
+int tl_re_compile(regex_t *rx, const char *re, int flags, int *groups, size_t ngroups, char *err, size_t errlen) {
+  size_t len = strlen(re);
+  char *o = sk_xmalloc(16 * len + 16);
+  size_t j = 0;
+  int cflags = REG_EXTENDED | ((flags & TL_RE_NOSUB) ? REG_NOSUB : 0);
+  int posix = 0, capture = 0, rc = 0, depth = 0;
+  const char *p = re, *why = regex_too_complex(re);
+  if (groups)
+    for (size_t i = 0; i < ngroups; i++) groups[i] = -1;
+  if (!strncmp(p, "(?i)", 4)) {
+    cflags |= REG_ICASE;
+    p += 4;
+  }
+  if (flags & TL_RE_ANCHOR) {
+    o[j++] = '^';
+    o[j++] = '(';
+    posix = 1;
+  }
+  if (groups && ngroups) groups[0] = (flags & TL_RE_ANCHOR) ? 1 : 0; /* $0: the whole match */
+  while (!why && *p) {
+    char c = *p;
+    if (c == '\\') {
+      char e = p[1], ch;
+      const char *rep = NULL;
+      if (!e) {
+        why = "trailing backslash";
+        break;
+      }
+      switch (e) {
+      case 'd': rep = "[0-9]"; break;
+      case 'D': rep = "[^0-9]"; break;
+      case 's': rep = "[[:space:]]"; break;
+      case 'S': rep = "[^[:space:]]"; break;
+      case 'w': rep = "[[:alnum:]_]"; break;
+      case 'W': rep = "[^[:alnum:]_]"; break;
+      case 'b': rep = "\\b"; break;
+      case 'B': rep = "\\B"; break;
+      default:
+        if (ctl_escape(e, &ch)) o[j++] = ch;
+        else if (isalnum((unsigned char)e))
+          why = "unsupported escape (\\d \\D \\s \\S \\w \\W \\b \\B, \\n \\t \\r \\f \\v and escaped punctuation are supported)";
+        else
+          j += put_literal(o + j, e);
+      }
+      if (rep) {
+        memcpy(o + j, rep, strlen(rep));
+        j += strlen(rep);
+      }
+      p += 2;
+    } else if (c == '[') {
+      p = bracket(p + 1, o, &j, &why);
+    } else if (c == '(') {
+      if (p[1] == '?') {
+        if (p[2] == ':') {
+          p += 3;
+        } else if ((p[2] == 'P' && p[3] == '<') || (p[2] == '<' && p[3] != '=' && p[3] != '!')) {
+          const char *gt = strchr(p, '>');
+          if (!gt) {
+            why = "unterminated group name";
+            break;
+          }
+          p = gt + 1;
+          capture++;
+          if (groups && (size_t)capture < ngroups) groups[capture] = posix + 1;
+        } else {
+          why = "unsupported group (only (?:...), named groups and a leading (?i) are supported)";
+          break;
+        }
+      } else {
+        p++;
+        capture++;
+        if (groups && (size_t)capture < ngroups) groups[capture] = posix + 1;
+      }
+      posix++;
+      depth++;
+      o[j++] = '(';
+    } else if (c == ')') {
+      /* an unmatched ')' would close the anchoring group ("^(" ... ")$") */
+      if (depth == 0) {
+        why = "unmatched )";
+        break;
+      }
+      depth--;
+      o[j++] = c;
+      p++;
+    } else if ((c == '*' || c == '+' || c == '?' || c == '}') && p[1] == '?') {
+      o[j++] = c; /* lazy -> greedy */
+      p += 2;
+    } else {
+      o[j++] = c;
+      p++;
+    }
+  }
+  if (!why && depth) why = "missing )";
+  if (why) {
+    if (err) snprintf(err, errlen, "invalid regular expression \"%.100s\": %s", re, why);
+    rc = SK_EINVAL;
+    goto out;
+  }
+  if (flags & TL_RE_ANCHOR) {
+    o[j++] = ')';
+    o[j++] = '$';
+  }
+  o[j] = 0;
+  int r = regcomp(rx, o, cflags);
+  if (r != 0) {
+    char msg[128];
+    regerror(r, rx, msg, sizeof msg);
+    if (err) snprintf(err, errlen, "invalid regular expression \"%.100s\": %s", re, msg);
+    rc = SK_EINVAL;
+  }
+out:
+  free(o);
+  return rc;
+}
