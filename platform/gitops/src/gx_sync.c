@@ -1,0 +1,591 @@
+/* One Application's reconcile against skiff-control:
+ *
+ *   1. every desired document gets the tracking label and annotation;
+ *   2. the live objects of the app are listed (one request per kind, by
+ *      label) and compared with the desired ones (gx_doc_in_sync);
+ *   3. (apply) every changed document is sent with ?dryRun=All first, so
+ *      validation and the policies see the whole set before anything is
+ *      written: one refusal and nothing is applied;
+ *   4. (apply) the changed documents are written wave by wave (documents of
+ *      one wave in parallel), then what left Git is pruned when allowed;
+ *   5. health from the live objects, and the Application's status (sync,
+ *      health, resources, operationState, conditions, history) is written
+ *      through the status subresource when it changed. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gitops.h"
+#include "skiff/err.h"
+#include "skiff/json.h"
+
+typedef struct item {
+  gx_res_t *r;
+  const gx_kindinfo_t *ki;  /* as written in Git */
+  const gx_kindinfo_t *ski; /* storage kind */
+  json_t *live;             /* borrowed from the live map, in client form */
+  int exists;
+  int changed;
+  char where[256];
+  char health[16];
+  char result[16]; /* Synced, SyncFailed, "" untouched */
+  char message[512];
+} item_t;
+
+static void now_iso(char *out, size_t len) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const gx_kindinfo_t *kind_for(const gx_sync_env_t *env, const char *api_version, const char *kind) {
+  for (size_t i = 0; i < env->nkinds; i++)
+    if (!strcmp(env->kinds[i].kind, kind) && !strcmp(env->kinds[i].api_version, api_version)) return &env->kinds[i];
+  return NULL;
+}
+
+static const gx_kindinfo_t *storage_of(const gx_sync_env_t *env, const gx_kindinfo_t *k) {
+  for (size_t i = 0; i < env->nkinds; i++)
+    if (!strcmp(env->kinds[i].kind, k->stored_as) && !strcmp(env->kinds[i].stored_as, env->kinds[i].kind))
+      return &env->kinds[i];
+  return k;
+}
+
+static char *obj_path(const gx_kindinfo_t *k, const char *ns, const char *name, const char *query) {
+  sk_buf_t b;
+  sk_buf_init(&b);
+  sk_buf_printf(&b, "/api/v1/%s", k->plural);
+  if (k->namespaced && ns) sk_buf_printf(&b, "/%s", ns);
+  if (name) sk_buf_printf(&b, "/%s", name);
+  if (query) sk_buf_printf(&b, "?%s", query);
+  return sk_buf_cstr(&b);
+}
+
+static int label_value_ok(const char *s) {
+  size_t n = strlen(s);
+  if (!n || n > 63) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_' || s[i] == '.')) return 0;
+  return 1;
+}
+
+static void mark(json_t *doc, const char *app_name, const char *tracking) {
+  json_t *m = json_object_get(doc, "metadata");
+  json_t *l = json_object_get(m, "labels");
+  if (!json_is_object(l)) {
+    l = json_object();
+    json_object_set_new(m, "labels", l);
+  }
+  json_object_set_new(l, GX_LABEL_APP, json_string(app_name));
+  json_t *a = json_object_get(m, "annotations");
+  if (!json_is_object(a)) {
+    a = json_object();
+    json_object_set_new(m, "annotations", a);
+  }
+  json_object_set_new(a, GX_ANN_TRACKING, json_string(tracking));
+  json_object_del(m, "resourceVersion");
+  json_object_del(doc, "status");
+}
+
+static int prune_opted_out(const json_t *live) {
+  const char *p = gx_annotation(live, GX_ANN_PRUNE);
+  if (p && !strcmp(p, "false")) return 1;
+  const char *o = gx_annotation(live, GX_ANN_ARGO_OPTIONS);
+  return o && strstr(o, "Prune=false");
+}
+
+static json_t *status_resource(const item_t *it) {
+  json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "apiVersion", it->r->api_version, "kind", it->r->kind,
+                        "namespace", it->ski->namespaced ? it->r->ns : "", "name", it->r->name, "status",
+                        it->changed ? "OutOfSync" : "Synced", "health", it->health);
+  if (it->changed && it->where[0]) json_object_set_new(o, "diff", json_string(it->where));
+  if (it->message[0]) json_object_set_new(o, "message", json_string(it->message));
+  json_object_set_new(o, "source", json_string(it->r->src));
+  return o;
+}
+
+/* Writes status unless it equals the current one (reconciledAt aside). */
+static int put_status(gx_sync_env_t *env, const json_t *app, json_t *status) {
+  json_t *old = json_deep_copy(json_object_get(app, "status"));
+  json_t *cmp = json_deep_copy(status);
+  if (old) json_object_del(old, "reconciledAt");
+  json_object_del(cmp, "reconciledAt");
+  int same = old && json_equal(old, cmp);
+  json_decref(old);
+  json_decref(cmp);
+  if (same) return 0;
+  const char *ns = sk_json_get_str(app, "metadata.namespace", "default");
+  const char *name = sk_json_get_str(app, "metadata.name", "");
+  json_t *body = json_pack("{s:s, s:s, s:{s:s, s:s}, s:O}", "apiVersion", "skiff.dev/v1", "kind", "Application",
+                           "metadata", "name", name, "namespace", ns, "status", status);
+  char *s = json_dumps(body, JSON_COMPACT);
+  char path[600];
+  snprintf(path, sizeof path, "/api/v1/applications/%s/%s/status", ns, name);
+  gx_ctl_resp_t r;
+  int rc = gx_ctl_call(env->ctl, "PUT", path, "application/json", s, strlen(s), &r);
+  if (rc >= 0 && r.status != 200) rc = r.status == 404 ? SK_ENOTFOUND : SK_EHTTP;
+  gx_ctl_resp_done(&r);
+  free(s);
+  json_decref(body);
+  return rc;
+}
+
+static json_t *base_status(const json_t *app) {
+  const json_t *old = json_object_get(app, "status");
+  json_t *st = json_is_object(old) ? json_deep_copy(old) : json_object();
+  return st;
+}
+
+/* st still holds the previous status: an unchanged condition keeps its
+ * lastTransitionTime (so a standing error does not rewrite status). */
+static void set_condition(json_t *st, const char *type, const char *reason, const char *message) {
+  json_t *conds = json_array();
+  if (type) {
+    char ts[32];
+    now_iso(ts, sizeof ts);
+    const json_t *old = json_array_get(json_object_get(st, "conditions"), 0);
+    if (old && !strcmp(sk_json_get_str(old, "type", ""), type) && !strcmp(sk_json_get_str(old, "message", ""), message))
+      snprintf(ts, sizeof ts, "%s", sk_json_get_str(old, "lastTransitionTime", ts));
+    json_array_append_new(conds, json_pack("{s:s, s:s, s:s, s:s}", "type", type, "reason", reason ? reason : type,
+                                           "message", message, "lastTransitionTime", ts));
+  }
+  json_object_set_new(st, "conditions", conds);
+}
+
+/* The sync/rollback request annotations this status answers (skiff app
+ * sync --wait watches for them). */
+static void set_handled(json_t *st, const json_t *app) {
+  const char *r = gx_annotation(app, GX_ANN_REFRESH), *b = gx_annotation(app, GX_ANN_ROLLBACK);
+  json_object_set_new(st, "handledRequests", json_pack("{s:s, s:s}", "refresh", r ? r : "", "rollback", b ? b : ""));
+}
+
+int gx_sync_status_error(gx_sync_env_t *env, const json_t *app, const char *type, const char *reason,
+                         const char *message,
+                         const char *revision) {
+  json_t *st = base_status(app);
+  char ts[32];
+  now_iso(ts, sizeof ts);
+  json_t *sync = json_object_get(st, "sync");
+  if (!json_is_object(sync)) {
+    sync = json_object();
+    json_object_set_new(st, "sync", sync);
+  }
+  json_object_set_new(sync, "status", json_string("Unknown"));
+  if (revision && *revision) json_object_set_new(sync, "revision", json_string(revision));
+  if (!json_object_get(st, "health")) json_object_set_new(st, "health", json_pack("{s:s}", "status", "Unknown"));
+  set_condition(st, type, reason, message);
+  json_object_set_new(st, "reconciledAt", json_string(ts));
+  json_object_set_new(st, "observedGeneration", json_integer(sk_json_get_int(app, "metadata.generation", 0)));
+  set_handled(st, app);
+  int rc = put_status(env, app, st);
+  json_decref(st);
+  return rc;
+}
+
+static void add_history(json_t *st, const json_t *app, const char *revision, const char *author, const char *msg,
+                        const char *result, int changed, int pruned, const char *started, const char *finished) {
+  json_t *h = json_object_get(st, "history");
+  if (!json_is_array(h)) {
+    h = json_array();
+    json_object_set_new(st, "history", h);
+  }
+  int64_t id = 0;
+  size_t n = json_array_size(h);
+  if (n) id = sk_json_get_int(json_array_get(h, n - 1), "id", 0);
+  json_array_append_new(
+      h, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:{s:s, s:s, s:s}}", "id", (json_int_t)(id + 1),
+                   "revision", revision ? revision : "", "author", author ? author : "", "message", msg ? msg : "",
+                   "result", result, "deployStartedAt", started, "resourcesChanged", changed, "resourcesPruned",
+                   pruned, "deployedAt", finished, "source", "repoURL",
+                   sk_json_get_str(app, "spec.source.repoURL", ""), "path", sk_json_get_str(app, "spec.source.path", ""),
+                   "targetRevision", sk_json_get_str(app, "spec.source.targetRevision", "HEAD")));
+  int64_t limit = sk_json_get_int(app, "spec.revisionHistoryLimit", 10);
+  while ((int64_t)json_array_size(h) > limit) json_array_remove(h, 0);
+}
+
+static int item_cmp(const void *x, const void *y) {
+  const item_t *a = *(const item_t *const *)x, *b = *(const item_t *const *)y;
+  if (a->r->wave != b->r->wave) return a->r->wave < b->r->wave ? -1 : 1;
+  if (a->r->kind_rank != b->r->kind_rank) return a->r->kind_rank < b->r->kind_rank ? -1 : 1;
+  return a->r->index < b->r->index ? -1 : a->r->index > b->r->index;
+}
+
+/* Failure text for one resource from a control answer. */
+static void fail_text(const item_t *it, const gx_ctl_resp_t *resp, char *out, size_t len) {
+  char m[1024];
+  gx_ctl_message(resp, m, sizeof m);
+  snprintf(out, len, "%s: %s %s/%s: %s%s", it->r->src, it->r->kind, it->r->ns, it->r->name,
+           resp->status == 403 ? "denied: " : "", m);
+}
+
+int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, const char *revision,
+                const char *author, const char *commit_msg, gx_sync_mode_t mode, int prune, gx_sync_result_t *res) {
+  memset(res, 0, sizeof *res);
+  const char *app_ns = sk_json_get_str(app, "metadata.namespace", "default");
+  const char *app_name = sk_json_get_str(app, "metadata.name", "");
+  char tracking[400];
+  snprintf(tracking, sizeof tracking, "%s/%s", app_ns, app_name);
+  char started[32];
+  now_iso(started, sizeof started);
+  size_t n = desired->n;
+  item_t *items = sk_xcalloc(n + 1, sizeof *items);
+  json_t *live = json_object(); /* "Kind/ns/name" -> object (storage form) */
+  gx_ctl_req_t *reqs = NULL;
+  size_t nreq = 0;
+  json_t *st = NULL;
+  int rc = 0;
+
+  if (!label_value_ok(app_name)) {
+    snprintf(res->message, sizeof res->message,
+             "application name '%s' cannot be a label value (at most 63 of [A-Za-z0-9._-])", app_name);
+    rc = SK_EINVAL;
+    goto status;
+  }
+  /* 1. desired documents, marked */
+  for (size_t i = 0; i < n; i++) {
+    gx_res_t *r = &desired->v[i];
+    item_t *it = &items[i];
+    it->r = r;
+    it->ki = kind_for(env, r->api_version, r->kind);
+    if (!it->ki) {
+      snprintf(res->message, sizeof res->message, "%s: unknown apiVersion/kind %s/%s", r->src, r->api_version,
+               r->kind);
+      rc = SK_EINVAL;
+      goto status;
+    }
+    it->ski = storage_of(env, it->ki);
+    mark(r->doc, app_name, tracking);
+    snprintf(it->health, sizeof it->health, "Missing");
+  }
+  /* 2. live objects of this app, by label, one list per stored kind */
+  {
+    char q[200];
+    snprintf(q, sizeof q, "labelSelector=" GX_LABEL_APP "%%3D%s", app_name);
+    reqs = sk_xcalloc(env->nkinds + n + 1, sizeof *reqs);
+    for (size_t k = 0; k < env->nkinds; k++) {
+      const gx_kindinfo_t *ki = &env->kinds[k];
+      if (strcmp(ki->stored_as, ki->kind) || storage_of(env, ki) != ki) continue;
+      reqs[nreq].method = "GET";
+      reqs[nreq].path = obj_path(ki, NULL, NULL, q);
+      nreq++;
+    }
+    gx_ctl_batch(env->ctl, reqs, nreq);
+    for (size_t k = 0; k < nreq; k++) {
+      gx_ctl_resp_t *rp = &reqs[k].resp;
+      if (rp->err < 0 || rp->status != 200) {
+        char m[512];
+        gx_ctl_message(rp, m, sizeof m);
+        snprintf(res->message, sizeof res->message, "listing live objects (%s): %s", reqs[k].path, m);
+        rc = rp->err < 0 ? rp->err : SK_EHTTP;
+        goto status;
+      }
+      json_t *lst = json_loadb(rp->body.data, rp->body.len, 0, NULL);
+      size_t j;
+      json_t *o;
+      json_array_foreach(json_object_get(lst, "items"), j, o) {
+        const char *tr = gx_annotation(o, GX_ANN_TRACKING);
+        if (!tr) tr = "";
+        if (strcmp(tr, tracking)) continue; /* same label, another app's namespace */
+        char key[600];
+        snprintf(key, sizeof key, "%s/%s/%s", sk_json_get_str(o, "kind", ""),
+                 sk_json_get_str(o, "metadata.namespace", ""), sk_json_get_str(o, "metadata.name", ""));
+        json_object_set(live, key, o);
+      }
+      json_decref(lst);
+    }
+    gx_ctl_batch_done(reqs, nreq);
+    nreq = 0;
+  }
+  /* 3. compare; documents of a converted kind are read back in their own form */
+  {
+    json_t *matched = json_object();
+    size_t *conv = sk_xcalloc(n + 1, sizeof *conv);
+    size_t nconv = 0;
+    for (size_t i = 0; i < n; i++) {
+      item_t *it = &items[i];
+      char key[600];
+      snprintf(key, sizeof key, "%s/%s/%s", it->ski->kind, it->ski->namespaced ? it->r->ns : "", it->r->name);
+      json_t *o = json_object_get(live, key);
+      if (o) {
+        json_object_set_new(matched, key, json_true());
+        it->exists = 1;
+        if (it->ki != it->ski) {
+          reqs[nreq].method = "GET";
+          reqs[nreq].path = obj_path(it->ki, it->r->ns, it->r->name, NULL);
+          conv[nconv++] = i;
+          nreq++;
+        } else {
+          it->live = o;
+        }
+      }
+    }
+    json_t *convs = json_array();
+    if (nreq) {
+      gx_ctl_batch(env->ctl, reqs, nreq);
+      for (size_t k = 0; k < nreq; k++) {
+        item_t *it = &items[conv[k]];
+        if (reqs[k].resp.status != 200) {
+          it->exists = 0;
+          continue;
+        }
+        json_t *o = json_loadb(reqs[k].resp.body.data, reqs[k].resp.body.len, 0, NULL);
+        if (o) {
+          json_array_append_new(convs, o);
+          it->live = o;
+        }
+      }
+      gx_ctl_batch_done(reqs, nreq);
+      nreq = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+      item_t *it = &items[i];
+      it->changed = !gx_doc_in_sync(it->r->doc, it->live, it->where, sizeof it->where);
+      if (it->live) snprintf(it->health, sizeof it->health, "%s", gx_health_of(it->live));
+      if (it->changed) res->out_of_sync++;
+    }
+    /* objects of the app no longer in Git */
+    const char *key;
+    json_t *o;
+    json_t *gone = json_array();
+    json_object_foreach(live, key, o) {
+      if (!json_object_get(matched, key)) json_array_append(gone, o);
+    }
+    json_object_set_new(live, "\x01gone", gone);
+    json_object_set_new(live, "\x01conv", convs);
+    json_decref(matched);
+    free(conv);
+  }
+  json_t *gone = json_object_get(live, "\x01gone");
+  size_t ngone = json_array_size(gone);
+  res->out_of_sync += (int)ngone;
+
+  if (mode == GX_SYNC_APPLY) {
+    int allow_empty = sk_json_get_bool(app, "spec.syncPolicy.automated.allowEmpty", 0);
+    if (!n && ngone && prune && !allow_empty) {
+      snprintf(res->message, sizeof res->message,
+               "the revision has no resources: refusing to prune all %zu live objects "
+               "(set syncPolicy.automated.allowEmpty to allow it)",
+               ngone);
+      rc = SK_EINVAL;
+      goto status;
+    }
+    item_t **todo = sk_xcalloc(n + 1, sizeof *todo);
+    size_t ntodo = 0;
+    for (size_t i = 0; i < n; i++)
+      if (items[i].changed) todo[ntodo++] = &items[i];
+    qsort(todo, ntodo, sizeof *todo, item_cmp);
+    /* 3. dry run of every change */
+    for (size_t i = 0; i < ntodo; i++) {
+      item_t *it = todo[i];
+      reqs[i].method = it->exists ? "PUT" : "POST";
+      reqs[i].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, "dryRun=All");
+      reqs[i].body = json_dumps(it->r->doc, JSON_COMPACT);
+      reqs[i].ctype = "application/json";
+    }
+    nreq = ntodo;
+    if (ntodo && gx_ctl_batch(env->ctl, reqs, ntodo) < 0) {
+      snprintf(res->message, sizeof res->message, "control unreachable during the dry run");
+      rc = SK_EIO;
+    }
+    size_t nfail = 0;
+    sk_buf_t msg;
+    sk_buf_init(&msg);
+    for (size_t i = 0; rc == 0 && i < ntodo; i++) {
+      int s = reqs[i].resp.status;
+      if (s == 200 || s == 201) continue;
+      fail_text(todo[i], &reqs[i].resp, todo[i]->message, sizeof todo[i]->message);
+      snprintf(todo[i]->result, sizeof todo[i]->result, "SyncFailed");
+      if (nfail < 5) sk_buf_printf(&msg, "%s%s", nfail ? "; " : "", todo[i]->message);
+      nfail++;
+    }
+    if (nfail) {
+      snprintf(res->message, sizeof res->message, "dry run refused %zu of %zu changes, nothing applied: %s", nfail,
+               ntodo, msg.data ? msg.data : "");
+      rc = SK_EFORBID;
+    }
+    sk_buf_done(&msg);
+    gx_ctl_batch_done(reqs, nreq);
+    nreq = 0;
+    /* 4. apply, one wave at a time */
+    for (size_t w0 = 0; rc == 0 && w0 < ntodo;) {
+      size_t w1 = w0;
+      while (w1 < ntodo && todo[w1]->r->wave == todo[w0]->r->wave) w1++;
+      nreq = 0;
+      for (size_t i = w0; i < w1; i++) {
+        item_t *it = todo[i];
+        reqs[nreq].method = it->exists ? "PUT" : "POST";
+        reqs[nreq].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, NULL);
+        reqs[nreq].body = json_dumps(it->r->doc, JSON_COMPACT);
+        reqs[nreq].ctype = "application/json";
+        nreq++;
+      }
+      gx_ctl_batch(env->ctl, reqs, nreq);
+      /* a create that found the object (not labelled yet) becomes a replace */
+      size_t nretry = 0;
+      gx_ctl_req_t *retry = sk_xcalloc(nreq + 1, sizeof *retry);
+      size_t *ridx = sk_xcalloc(nreq + 1, sizeof *ridx);
+      for (size_t i = 0; i < nreq; i++)
+        if (reqs[i].resp.status == 409 && !todo[w0 + i]->exists) {
+          item_t *it = todo[w0 + i];
+          retry[nretry].method = "PUT";
+          retry[nretry].path = obj_path(it->ki, it->r->ns, it->r->name, NULL);
+          retry[nretry].body = json_dumps(it->r->doc, JSON_COMPACT);
+          retry[nretry].ctype = "application/json";
+          ridx[nretry++] = i;
+        }
+      if (nretry) gx_ctl_batch(env->ctl, retry, nretry);
+      for (size_t i = 0; i < nreq; i++) {
+        item_t *it = todo[w0 + i];
+        gx_ctl_resp_t *rp = &reqs[i].resp;
+        for (size_t k = 0; k < nretry; k++)
+          if (ridx[k] == i) rp = &retry[k].resp;
+        if (rp->err >= 0 && (rp->status == 200 || rp->status == 201)) {
+          snprintf(it->result, sizeof it->result, "Synced");
+          it->changed = 0;
+          it->where[0] = 0;
+          json_t *o = json_loadb(rp->body.data, rp->body.len, 0, NULL);
+          if (o) snprintf(it->health, sizeof it->health, "%s", gx_health_of(o));
+          json_decref(o);
+          /* "unchanged": control's mutating policies already made live what
+           * Git asks for once they ran; nothing was written */
+          if (strcmp(rp->result, "unchanged")) res->applied++;
+          res->out_of_sync--;
+        } else {
+          fail_text(it, rp, it->message, sizeof it->message);
+          snprintf(it->result, sizeof it->result, "SyncFailed");
+          if (rc == 0)
+            snprintf(res->message, sizeof res->message, "apply failed in wave %d: %s", it->r->wave, it->message);
+          rc = SK_EHTTP;
+        }
+      }
+      gx_ctl_batch_done(retry, nretry);
+      free(retry);
+      free(ridx);
+      gx_ctl_batch_done(reqs, nreq);
+      nreq = 0;
+      w0 = w1;
+    }
+    free(todo);
+    /* prune */
+    if (rc == 0 && prune && ngone) {
+      reqs = sk_xrealloc(reqs, (env->nkinds + n + ngone + 1) * sizeof *reqs);
+      memset(reqs, 0, (env->nkinds + n + ngone + 1) * sizeof *reqs);
+      size_t j;
+      json_t *o;
+      json_array_foreach(gone, j, o) {
+        if (prune_opted_out(o)) continue;
+        const char *kd = sk_json_get_str(o, "kind", "");
+        const gx_kindinfo_t *ki = kind_for(env, sk_json_get_str(o, "apiVersion", ""), kd);
+        if (!ki) continue;
+        reqs[nreq].method = "DELETE";
+        reqs[nreq].path = obj_path(ki, sk_json_get_str(o, "metadata.namespace", ""),
+                                   sk_json_get_str(o, "metadata.name", ""), NULL);
+        nreq++;
+      }
+      gx_ctl_batch(env->ctl, reqs, nreq);
+      for (size_t i = 0; i < nreq; i++) {
+        if (reqs[i].resp.status == 200 || reqs[i].resp.status == 404) {
+          res->pruned++;
+          res->out_of_sync--;
+        } else if (rc == 0) {
+          char m[512];
+          gx_ctl_message(&reqs[i].resp, m, sizeof m);
+          snprintf(res->message, sizeof res->message, "prune %s: %s", reqs[i].path, m);
+          rc = SK_EHTTP;
+        }
+      }
+      gx_ctl_batch_done(reqs, nreq);
+      nreq = 0;
+    }
+  }
+
+status:
+  st = base_status(app);
+  {
+    char ts[32];
+    now_iso(ts, sizeof ts);
+    json_t *resources = json_array();
+    int worst = 0;
+    for (size_t i = 0; i < n && items[i].ski; i++) {
+      json_array_append_new(resources, status_resource(&items[i]));
+      int hr = gx_health_rank(items[i].health);
+      if (hr > worst) worst = hr;
+    }
+    json_t *gone2 = json_object_get(live, "\x01gone");
+    size_t j;
+    json_t *o;
+    json_array_foreach(gone2, j, o) {
+      if (mode == GX_SYNC_APPLY && prune && rc == 0 && !prune_opted_out(o)) continue;
+      json_array_append_new(resources,
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "apiVersion",
+                                      sk_json_get_str(o, "apiVersion", ""), "kind", sk_json_get_str(o, "kind", ""),
+                                      "namespace", sk_json_get_str(o, "metadata.namespace", ""), "name",
+                                      sk_json_get_str(o, "metadata.name", ""), "status", "OutOfSync", "health",
+                                      gx_health_of(o), "message",
+                                      prune_opted_out(o) ? "not in Git; pruning disabled for this object"
+                                                         : "not in Git; requires pruning"));
+    }
+    static const char *const hnames[] = {"Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown"};
+    const char *sync_status = rc < 0 && !n ? "Unknown" : res->out_of_sync > 0 ? "OutOfSync" : "Synced";
+    if (rc < 0 && mode == GX_SYNC_COMPARE) sync_status = "Unknown";
+    json_object_set_new(st, "sync",
+                        json_pack("{s:s, s:s, s:{s:{s:s, s:s, s:s}}}", "status", sync_status, "revision",
+                                  revision ? revision : "", "comparedTo", "source", "repoURL",
+                                  sk_json_get_str(app, "spec.source.repoURL", ""), "path",
+                                  sk_json_get_str(app, "spec.source.path", ""), "targetRevision",
+                                  sk_json_get_str(app, "spec.source.targetRevision", "HEAD")));
+    json_object_set_new(st, "health", json_pack("{s:s}", "status", rc < 0 && !n ? "Unknown" : hnames[worst]));
+    json_object_set_new(st, "resources", resources);
+    json_object_set_new(st, "summary", json_pack("{s:i, s:i}", "resources", (int)n, "outOfSync",
+                                                 res->out_of_sync < 0 ? 0 : res->out_of_sync));
+    /* a sync that found nothing to do (self-heal rounds) keeps the last
+     * operation, so an idle app's status is not rewritten every resync */
+    const char *prev_phase = sk_json_get_str(st, "operationState.phase", "");
+    const char *prev_rev = sk_json_get_str(st, "operationState.syncResult.revision", "");
+    int noop = rc >= 0 && !res->applied && !res->pruned && !strcmp(prev_phase, "Succeeded") &&
+               !strcmp(prev_rev, revision ? revision : "");
+    if (mode == GX_SYNC_APPLY && !noop) {
+      json_t *sres = json_array();
+      for (size_t i = 0; i < n && items[i].ski; i++)
+        if (items[i].result[0])
+          json_array_append_new(sres, json_pack("{s:s, s:s, s:s, s:s, s:s}", "kind", items[i].r->kind, "namespace",
+                                                items[i].r->ns, "name", items[i].r->name, "status", items[i].result,
+                                                "message", items[i].message));
+      json_object_set_new(
+          st, "operationState",
+          json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:o, s:i}}", "phase", rc < 0 ? "Failed" : "Succeeded", "message",
+                    rc < 0 ? res->message : "successfully synced", "startedAt", started, "finishedAt", ts,
+                    "syncResult", "revision", revision ? revision : "", "resources", sres, "pruned", res->pruned));
+      const json_t *hist = json_object_get(st, "history");
+      size_t hn = json_array_size(hist);
+      const char *last_rev = hn ? sk_json_get_str(json_array_get(hist, hn - 1), "revision", "") : "";
+      const char *last_res = hn ? sk_json_get_str(json_array_get(hist, hn - 1), "result", "") : "";
+      if (rc < 0 || res->applied || res->pruned || strcmp(last_rev, revision ? revision : "") ||
+          strcmp(last_res, "Succeeded"))
+        add_history(st, app, revision, author, commit_msg, rc < 0 ? "Failed" : "Succeeded", res->applied, res->pruned,
+                    started, ts);
+    }
+    const char *reason = rc == SK_EFORBID ? "DryRunRefused" : rc == SK_EHTTP ? "ApplyFailed" : rc == SK_EINVAL ? "InvalidManifests" : "ControlError";
+    set_condition(st, rc < 0 ? (mode == GX_SYNC_APPLY ? "SyncError" : "ComparisonError") : NULL, reason, res->message);
+    json_object_set_new(st, "reconciledAt", json_string(ts));
+    json_object_set_new(st, "observedGeneration", json_integer(sk_json_get_int(app, "metadata.generation", 0)));
+    set_handled(st, app);
+  }
+  res->ok = rc >= 0;
+  {
+    int prc = put_status(env, app, st);
+    if (rc >= 0 && prc < 0) {
+      snprintf(res->message, sizeof res->message, "writing the application status failed: %s", sk_strerror(prc));
+      rc = prc;
+    }
+  }
+  json_decref(st);
+  gx_ctl_batch_done(reqs, nreq);
+  free(reqs);
+  json_decref(live);
+  free(items);
+  return rc;
+}
