@@ -9,8 +9,10 @@ pkgs=(
   libjansson-dev libyaml-dev libpq-dev librdkafka-dev libgit2-dev libsqlite3-dev
   libcmocka-dev zlib1g-dev libsnappy-dev
   curl nghttp2-client prometheus procps iproute2 python3 python3-jsonpatch jq
-  postgresql postgresql-client kcat git docker-registry skopeo
+  postgresql postgresql-client kcat git docker-registry skopeo apache2-utils
 )
+# Node.js + npm for tests/integration/otel_js.sh (a NodeSource nodejs already brings npm)
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,7 +53,7 @@ for p in $(grep -ohE '127\.0\.0\.1:[0-9]+' "$SRC"/examples/*.yaml | cut -d: -f2 
   done
   MAP[$p]=$q
 done
-sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g")
+sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g" -e "s#\[examples/policies\]#[$SRC/examples/policies]#")
 for p in "${!MAP[@]}"; do sed_args+=(-e "s/127\.0\.0\.1:$p\b/127.0.0.1:${MAP[$p]}/g"); done
 for f in "$SRC"/examples/*.yaml; do sed "${sed_args[@]}" "$f" >"$TMP/$(basename "$f")"; done
 PORT=${MAP[8081]:?examples/echo.yaml no longer listens on 8081}
@@ -90,9 +90,87 @@ if [ -n "${MAP[8080]:-}" ]; then
   grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "proxy did not reach skiff-echo"
   grep -qi '^x-request-id:' "$TMP/h" || has '"x-request-id"' "$TMP/b" || fail "proxy added no x-request-id"
 fi
+# the ingress's SERVER and CLIENT spans reach skiff-telemetry (tracing in examples/proxy-default.yaml)
+if [ -n "${MAP[8080]:-}" ] && [ -n "${MAP[9090]:-}" ] && grep -q '^tracing:' "$TMP/proxy-default.yaml"; then
+  TID=5b8aa5a2d2c872e8321cf37308d69df2
+  curl -fsS -m 10 -o /dev/null -H "traceparent: 00-$TID-051581bf3cb55c13-01" "http://127.0.0.1:${MAP[8080]}/" ||
+    fail "proxy ingress (traced)"
+  spans_in() { curl -fsS -m 5 "http://127.0.0.1:${MAP[9090]}/api/traces/$TID" |
+    jq -e '[.resourceSpans[].scopeSpans[].spans[]] | length >= 2' >/dev/null; }
+  wait_until 30 spans_in || fail "the proxy's spans did not reach skiff-telemetry"
+fi
 if [ -n "${MAP[9090]:-}" ]; then
   wait_until 60 sh -c "curl -fsS -m 5 'http://127.0.0.1:${MAP[9090]}/api/v1/query?query=up' | grep -q '\"job\"'" ||
     fail "skiff-telemetry has no up series"
+fi
+
+# mutual TLS between daemons (docs/control-security.md): control serves its
+# API only over TLS with a certificate from its own CA; skiff-policy got its
+# certificate from that CA with the join token skiff up minted for it
+if [ -n "${MAP[7400]:-}" ]; then
+  CTL=${MAP[7400]}
+  SD=$TMP/state-dirs
+  CA=$SD/control-state/ca/bundle.pem
+  [ -s "$CA" ] || fail "no CA bundle in control's state dir"
+  code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CTL/api/v1/services" 2>/dev/null) || true
+  [ "$code" = 000 ] || fail "control answered plain HTTP ($code)"
+  curl -sS -m 5 -o /dev/null "https://127.0.0.1:$CTL/api/v1/services" 2>/dev/null &&
+    fail "control's certificate verified without its CA"
+  echo | openssl s_client -connect "127.0.0.1:$CTL" -CAfile "$CA" -verify_return_error 2>/dev/null |
+    openssl x509 -noout -ext subjectAltName | has 'URI:spiffe://skiff.local/region/local/daemon/control' ||
+    fail "control's certificate is not its CA-issued identity"
+  code=$(curl -sS -m 10 --cacert "$CA" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$CTL/api/v1/services")
+  [ "$code" = 401 ] || fail "control without credentials: $code"
+  PID_DIR=$SD/policy-state/identity
+  [ -s "$PID_DIR/cert.pem" ] || fail "skiff-policy has no identity"
+  openssl x509 -in "$PID_DIR/cert.pem" -noout -ext subjectAltName |
+    has 'URI:spiffe://skiff.local/region/local/daemon/policy' || fail "policy's certificate has the wrong identity"
+  # a daemon's identity is a client certificate control accepts (mTLS)
+  code=$(curl -sS -m 10 --cacert "$CA" --cert "$PID_DIR/cert.pem" --key "$PID_DIR/key.pem" -o /dev/null \
+    -w '%{http_code}' "https://127.0.0.1:$CTL/api/v1/services")
+  [ "$code" = 200 ] || fail "control refused policy's client certificate ($code)"
+  # the CLI against the TLS API: --ca / SKIFF_CA and the admin token
+  SKIFF_CA=$CA SKIFF_TOKEN=$(cat "$SD/control-state/admin.token") \
+    "$SKIFF" get services --server "https://127.0.0.1:$CTL" >/dev/null || fail "skiff get over TLS"
+  "$SKIFF" get services --server "https://127.0.0.1:$CTL" --token x >/dev/null 2>&1 &&
+    fail "skiff get over TLS without a CA bundle"
+  # run where `make up` leaves .skiff/control-state, the CLI finds the bundle itself
+  mkdir -p "$TMP/cwd/.skiff" && ln -s "$SD/control-state" "$TMP/cwd/.skiff/control-state"
+  (cd "$TMP/cwd" && SKIFF_TOKEN=$(cat "$SD/control-state/admin.token") \
+    "$SKIFF" get services --server "https://127.0.0.1:$CTL" >/dev/null) || fail "skiff get with the local CA bundle"
+  # the join token was used up by policy's first certificate
+  [ -s "$ST/identity/skiff-policy.join" ] || fail "no join token minted for skiff-policy"
+  code=$(openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj /CN=p \
+    -addext subjectAltName=URI:spiffe://skiff.local/region/local/daemon/policy 2>/dev/null |
+    jq -Rs --arg t "$(head -1 "$ST/identity/skiff-policy.join")" '{csr: ., token: $t}' |
+    curl -sS -m 10 --cacert "$CA" -o /dev/null -w '%{http_code}' --data-binary @- \
+      "https://127.0.0.1:$CTL/api/v1/ca/csr")
+  [ "$code" = 401 ] || fail "join token replay: $code"
+  # skiff-proxy follows control over mTLS with its own proxy identity
+  XD=$SD/proxy-state/identity
+  if [ -n "${MAP[9901]:-}" ] && [ -s "$XD/cert.pem" ]; then
+    openssl x509 -in "$XD/cert.pem" -noout -ext subjectAltName |
+      has 'URI:spiffe://skiff.local/region/local/proxy/ingress' || fail "proxy's certificate has the wrong identity"
+    wait_until 30 sh -c "curl -fsS -m 5 http://127.0.0.1:${MAP[9901]}/metrics | grep -q '^skiff_proxy_control_connected 1'" ||
+      fail "proxy's config stream to control is not connected"
+  elif grep -q 'identity: proxy/ingress' "$TMP/skiff.yaml"; then
+    fail "skiff-proxy has no identity"
+  fi
+fi
+if [ -n "${MAP[8443]:-}" ]; then
+  POL=${MAP[8443]}
+  CA=$TMP/state-dirs/control-state/ca/bundle.pem
+  review='{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"e2e-1",'
+  review+='"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"default",'
+  review+='"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},'
+  review+='"spec":{"containers":[{"name":"c","image":"nginx:1.27"}]}}}}'
+  curl -fsS -m 10 --cacert "$CA" -H 'content-type: application/json' --data-binary "$review" \
+    "https://127.0.0.1:$POL/validate" >"$TMP/review.json" || fail "skiff-policy over TLS with control's CA"
+  jq -e '.kind == "AdmissionReview" and .response.uid == "e2e-1" and (.response.allowed | type) == "boolean"' \
+    "$TMP/review.json" >/dev/null || fail "AdmissionReview answer: $(cat "$TMP/review.json")"
+  echo | openssl s_client -connect "127.0.0.1:$POL" -servername localhost -CAfile "$CA" -verify_return_error \
+    2>/dev/null | openssl x509 -noout -ext subjectAltName | has 'URI:spiffe://skiff.local/region/local/daemon/policy' ||
+    fail "policy does not serve its CA-issued identity"
 fi
 
 # every daemon's /metrics passes promtool's exposition lint

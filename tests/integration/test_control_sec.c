@@ -3,7 +3,7 @@
  * driven by real clients: the trust bundle fetched with curl, a key and CSR
  * made by openssl req and posted with a join token, the issued certificate
  * accepted by an mTLS-REQUIRE listener trusting the fetched bundle,
- * renewal by the same identity (curl and the in-process client routine),
+ * renewal by the same identity (curl and the runtime identity module),
  * bearer tokens with roles, and refused calls found in the audit log. */
 #include "sk_test.h"
 
@@ -12,11 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "ctl_audit.h"
 #include "ctl_auth.h"
 #include "ctl_ca.h"
 #include "skiff/err.h"
 #include "skiff/http.h"
+#include "skiff/ident.h"
 #include "skiff/json.h"
 #include "skiff/store.h"
 #include "skiff/tls.h"
@@ -230,7 +235,8 @@ static void test_csr_flow_and_mtls(void **state) {
 }
 
 /* Renewal: the holder of a certificate gets a new one for the same identity. */
-static void ctl_done(int err, const char *msg, void *ud) {
+static void ident_event(sk_ident_t *id, int err, const char *msg, void *ud) {
+  (void)id;
   int *r = ud;
   if (err < 0) fprintf(stderr, "renew: %s (%s)\n", msg, sk_strerror(err));
   *r = err < 0 ? err : 1;
@@ -268,48 +274,72 @@ static void test_renewal(void **state) {
                        d, d, d, f->port), 0);
   assert_string_equal(f->job.out, OTHER_ID "\ttrue\n");
 
-  /* the daemon-side routine: renews files in place and reloads the context */
-  char cp[600], kp[600], bp[600];
-  snprintf(cp, sizeof cp, "%s/curl.pem", d);
-  snprintf(kp, sizeof kp, "%s/curl.key", d);
-  snprintf(bp, sizeof bp, "%s/fetched.pem", d);
+  /* the daemon side (runtime identity module): renews the files in place
+   * and reloads every context built from them */
+  char idir[600], url[100], err[512];
+  snprintf(idir, sizeof idir, "%s/ident-curl", d);
+  assert_int_equal(run("mkdir -p '%s' && cp '%s/curl.pem' '%s/cert.pem' && cp '%s/curl.key' '%s/key.pem' && "
+                       "cp '%s/fetched.pem' '%s/bundle.pem'", idir, d, idir, d, idir, d, idir), 0);
+  snprintf(url, sizeof url, "https://localhost:%d", f->port);
+  char cp[700], kp[700], bp[700];
+  snprintf(cp, sizeof cp, "%s/cert.pem", idir);
+  snprintf(kp, sizeof kp, "%s/key.pem", idir);
+  snprintf(bp, sizeof bp, "%s/bundle.pem", idir);
   sk_tls_opts_t to = {.cert_file = cp, .key_file = kp, .ca_file = bp, .alpn = "http/1.1"};
   sk_tls_ctx_t *cli = NULL;
-  char err[512];
   if (sk_tls_ctx_new(&to, &cli, err, sizeof err) < 0) fail_msg("client tls: %s", err);
-  ctl_ca_client_opts_t co = {.host = "localhost", .port = f->port, .tls = cli,
-                             .spiffe_id = CURL_ID, .cert_path = cp, .key_path = kp,
-                             .reload = &cli, .nreload = 1};
   volatile int result = 0;
-  assert_int_equal(ctl_ca_client_renew(&f->loop, &co, ctl_done, (void *)&result), 0);
+  sk_ident_opts_t io = {.url = url, .dir = idir, .spiffe_id = CURL_ID, .on_event = ident_event, .ud = (void *)&result};
+  sk_ident_t *id = NULL;
+  if (sk_ident_new(&f->loop, &io, &id, err, sizeof err) < 0) fail_msg("ident: %s", err);
+  assert_int_equal(sk_ident_start(id, NULL, NULL), 0);
+  char s0[80], s1[80];
+  assert_int_equal(sk_ident_current(id, s0, sizeof s0, NULL, NULL), 0); /* the copied one, still fresh */
+  assert_int_equal(sk_ident_renew_now(id), 0);
   uv_timer_start(&f->tick, tick, 10, 10);
   assert_int_equal(sk_test_run_until(&f->loop, &result, WAIT_MS), 0);
   uv_timer_stop(&f->tick);
   assert_int_equal(result, 1);
+  assert_int_equal(sk_ident_current(id, s1, sizeof s1, NULL, NULL), 0);
+  assert_string_not_equal(s0, s1);
+  assert_int_equal(sk_ident_renewals(id), 1);
+  sk_ident_free(id);
+  /* the context was reloaded by file name: its certificate is the new one */
+  SSL_CTX *sc = sk_tls_ctx_get_ssl_ctx(cli);
+  X509 *leaf = SSL_CTX_get0_certificate(sc);
+  char hex[80] = "";
+  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL);
+  char *h = BN_bn2hex(bn);
+  snprintf(hex, sizeof hex, "%s", h);
+  OPENSSL_free(h);
+  BN_free(bn);
+  SSL_CTX_free(sc);
+  assert_string_equal(hex, s1);
   sk_tls_ctx_unref(cli);
-  assert_int_equal(run("openssl x509 -in '%s/curl.pem' -noout -serial", d), 0);
+  assert_int_equal(run("openssl x509 -in '%s' -noout -serial", cp), 0);
   assert_string_not_equal(f->job.out, serial1);
-  assert_int_equal(run("stat -c %%a '%s/curl.key'", d), 0);
+  assert_int_equal(run("stat -c %%a '%s'", kp), 0);
   assert_string_equal(f->job.out, "600\n");
-  assert_int_equal(run("curl -sS -m 10 --cacert '%s/fetched.pem' --cert '%s/curl.pem' --key '%s/curl.key'"
-                       " https://localhost:%d/whoami", d, d, d, f->port_req), 0);
+  assert_int_equal(run("curl -sS -m 10 --cacert '%s/fetched.pem' --cert '%s' --key '%s'"
+                       " https://localhost:%d/whoami", d, cp, kp, f->port_req), 0);
   assert_string_equal(f->job.out, CURL_ID " operator mtls\n");
-  /* a renewal without any credential fails cleanly */
-  sk_tls_opts_t to2 = {.ca_file = bp, .alpn = "http/1.1"};
-  assert_int_equal(sk_tls_ctx_new(&to2, &cli, err, sizeof err), 0);
-  co.tls = cli;
-  co.reload = NULL;
-  co.nreload = 0;
-  snprintf(cp, sizeof cp, "%s/never.pem", d);
-  snprintf(kp, sizeof kp, "%s/never.key", d);
+  /* no certificate and a join token control does not know: refused
+   * cleanly, nothing written */
+  snprintf(idir, sizeof idir, "%s/ident-never", d);
+  char tokp[700];
+  snprintf(tokp, sizeof tokp, "%s/bogus.token", d);
+  assert_int_equal(run("printf 'skiffjoin_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\\n' > '%s'", tokp), 0);
+  sk_ident_opts_t io2 = {.url = url, .dir = idir, .spiffe_id = CURL_ID, .bundle = bp, .join_token_file = tokp,
+                         .on_event = ident_event, .ud = (void *)&result};
+  if (sk_ident_new(&f->loop, &io2, &id, err, sizeof err) < 0) fail_msg("ident: %s", err);
   result = 0;
-  assert_int_equal(ctl_ca_client_renew(&f->loop, &co, ctl_done, (void *)&result), 0);
+  assert_int_equal(sk_ident_start(id, NULL, NULL), 0);
   uv_timer_start(&f->tick, tick, 10, 10);
   assert_int_equal(sk_test_run_until(&f->loop, &result, WAIT_MS), 0);
   uv_timer_stop(&f->tick);
   assert_int_equal(result, SK_EUNAUTH);
-  assert_int_not_equal(run("test -e '%s/never.pem'", d), 0);
-  sk_tls_ctx_unref(cli);
+  sk_ident_free(id);
+  assert_int_not_equal(run("test -e '%s/cert.pem'", idir), 0);
 }
 
 /* Bearer tokens and roles over the API, refusals in the audit log. */

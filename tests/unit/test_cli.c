@@ -78,6 +78,36 @@ static void test_config_fields(void **state) {
   cli_config_free(c);
 }
 
+/* identity: the supervisor's join-token settings and per-daemon names */
+static void test_config_identity(void **state) {
+  (void)state;
+  cli_config_t *c = parse_ok("daemons:\n"
+                             "  - {name: a, identity: policy}\n"
+                             "  - {name: b, identity: proxy/ingress}\n"
+                             "  - {name: c}\n"
+                             "identity:\n"
+                             "  control: https://127.0.0.1:7400\n");
+  assert_string_equal(c->d[0].identity, "policy");
+  assert_string_equal(c->d[1].identity, "proxy/ingress");
+  assert_string_equal(c->d[2].identity, "");
+  assert_string_equal(c->ident.control, "https://127.0.0.1:7400");
+  assert_string_equal(c->ident.admin_token, ".skiff/control-state/admin.token");
+  assert_string_equal(c->ident.ca, ".skiff/control-state/ca/bundle.pem");
+  assert_int_equal(c->ident.token_ttl_ms, 600000);
+  cli_config_free(c);
+  char err[2048];
+  assert_int_not_equal(parse_err("daemons:\n  - {name: a, identity: admin/x}\n", err, sizeof err), 0);
+  assert_non_null(strstr(err, "t/skiff.yaml:2:"));
+  assert_non_null(strstr(err, "KIND/NAME"));
+  assert_int_not_equal(parse_err("daemons:\n  - {name: a, identity: 'a b'}\n", err, sizeof err), 0);
+  assert_non_null(strstr(err, "t/skiff.yaml:2:"));
+  assert_int_not_equal(parse_err("daemons:\n  - {name: a, identity: policy}\n", err, sizeof err), 0);
+  assert_non_null(strstr(err, "t/skiff.yaml:2:"));
+  assert_non_null(strstr(err, "identity needs the top-level identity.control"));
+  assert_int_not_equal(parse_err("identity: {color: red}\ndaemons: []\n", err, sizeof err), 0);
+  assert_non_null(strstr(err, "t/skiff.yaml:1:"));
+}
+
 static void test_order(void **state) {
   char names[256];
   /* declared out of order: web needs api needs db; cache is independent */
@@ -285,7 +315,7 @@ static void test_resolve(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_config_fields), cmocka_unit_test(test_order),
+      cmocka_unit_test(test_config_fields), cmocka_unit_test(test_order), cmocka_unit_test(test_config_identity),
       cmocka_unit_test(test_cycle),         cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_backoff),       cmocka_unit_test(test_durations),
       cmocka_unit_test(test_state_dir),     cmocka_unit_test(test_resolve),

@@ -19,6 +19,7 @@
 #include "ctl_auth.h"
 #include "ctl_ca.h"
 #include "skiff/err.h"
+#include "skiff/ident.h"
 #include "skiff/json.h"
 #include "skiff/mem.h"
 #include "skiff/store.h"
@@ -314,13 +315,13 @@ static void test_ca_issue_for_and_renew_due(void **state) {
   X509 *x = pem_cert(c.cert_pem);
   int64_t life = c.not_after - c.not_before;
   int64_t due = c.not_before + life * 2 / 3;
-  assert_int_equal(ctl_ca_client_renew_due(x, (time_t)(due - 1)), 0);
-  assert_int_equal(ctl_ca_client_renew_due(x, (time_t)due), 1);
-  assert_int_equal(ctl_ca_client_renew_due(x, (time_t)(c.not_after + 10)), 1);
+  assert_int_equal(sk_ident_renew_due(x, (time_t)(due - 1)), 0);
+  assert_int_equal(sk_ident_renew_due(x, (time_t)due), 1);
+  assert_int_equal(sk_ident_renew_due(x, (time_t)(c.not_after + 10)), 1);
   int64_t due_at = 0;
-  assert_int_equal(ctl_ca_client_renew_due_file(cp, time(NULL), &due_at), 0);
+  assert_int_equal(sk_ident_renew_due_file(cp, time(NULL), &due_at), 0);
   assert_int_equal(due_at, due);
-  assert_int_equal(ctl_ca_client_renew_due_file("/nonexistent/x.pem", time(NULL), NULL), SK_ENOENT);
+  assert_int_equal(sk_ident_renew_due_file("/nonexistent/x.pem", time(NULL), NULL), SK_ENOENT);
   X509_free(x);
   ctl_ca_cert_done(&c);
 

@@ -15,6 +15,7 @@
 
 #include "cli_int.h"
 #include "control.h"
+#include "gitops.h"
 #include "policy.h"
 #include "skiff/err.h"
 #include "skiff/mem.h"
@@ -38,10 +39,15 @@ static const char usage_text[] =
     "                                           print (or follow) a daemon's log\n"
     "  check  [-f FILE]                         validate FILE without starting anything\n"
     "  policy test POLICIES RESOURCES...        evaluate manifests against policies (docs/policy.md)\n"
+    "  sign   --key KEY IMAGE | --generate-key  sign an image, cosign's layout (docs/policy.md)\n"
+    "  verify --key PUB IMAGE                   check an image's signature with a public key\n"
     "  apply -f FILE|DIR | get KIND [NAME] | delete KIND NAME | diff -f FILE\n"
     "                                           resources on skiff-control (docs/control.md)\n"
     "  token create --role ROLE --name NAME [--ttl D] | token list | token revoke NAME|ID\n"
     "                                           API tokens on skiff-control (admin only)\n"
+    "  proxies [-o json|wide]                   proxies following skiff-control and their acked config versions\n"
+    "  app list|get|sync|diff|history|rollback|suspend|resume\n"
+    "                                           GitOps Applications (docs/gitops.md)\n"
     "  version                                  print the version\n"
     "  help   [COMMAND]                         this text\n"
     "\n"
@@ -518,6 +524,9 @@ int cli_main(int argc, char **argv) {
     return usage_error("policy", "unknown subcommand (try: skiff policy test POLICIES RESOURCES...)",
                        n >= 1 ? rest[0] : NULL);
   }
+  if (!strcmp(verb, "app")) return gx_cli_main(argc - 1, argv + 1); /* skiff-gitops (platform/gitops) */
+  if (!strcmp(verb, "sign")) return pol_cli_sign(n + 1, argv + 1);     /* image signatures (platform/policy) */
+  if (!strcmp(verb, "verify")) return pol_cli_verify(n + 1, argv + 1);
   /* apply/get/delete/diff/token: skiff-control (platform/control) */
   if (ctl_cli_is_verb(verb)) return ctl_cli_main(argc - 1, argv + 1);
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {

@@ -98,6 +98,30 @@ static int check_url(const void *field, char *msg, size_t msglen) {
   return 0;
 }
 
+static int check_ident_name(const void *field, char *msg, size_t msglen) {
+  const char *s = *(char *const *)field;
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0) return 0;
+  const char *slash = strchr(s, '/');
+  if (slash) { /* KIND/NAME */
+    size_t kl = (size_t)(slash - s);
+    if (!((kl == 6 && !strncmp(s, "daemon", 6)) || (kl == 5 && !strncmp(s, "proxy", 5)) ||
+          (kl == 8 && !strncmp(s, "workload", 8)))) {
+      snprintf(msg, msglen, "KIND/NAME: KIND is daemon, proxy or workload");
+      return SK_EINVAL;
+    }
+    s = slash + 1;
+    n = strlen(s);
+  }
+  int ok = n > 0 && n <= 128 && strcmp(s, ".") && strcmp(s, "..");
+  for (size_t i = 0; ok && i < n; i++) ok = isalnum((unsigned char)s[i]) || strchr("._-", s[i]);
+  if (!ok) {
+    snprintf(msg, msglen, "1..128 of [A-Za-z0-9._-]");
+    return SK_EINVAL;
+  }
+  return 0;
+}
+
 static const sk_config_entry_t daemon_entries[] = {
     {SK_CFG_E_("name", SK_CFG_STRING, NULL, cli_daemon_spec_t, name, "daemon name (logs/<name>.log)"),
      .validate = check_name, .flags = SK_CFG_REQUIRED},
@@ -125,15 +149,35 @@ static const sk_config_entry_t daemon_entries[] = {
                       "how long to wait for readiness"),
     SK_CFG_DURATION_E("stop_timeout", "10s", cli_daemon_spec_t, stop_timeout_ms,
                       "SIGTERM to SIGKILL grace period"),
+    {SK_CFG_E_("identity", SK_CFG_STRING, "", cli_daemon_spec_t, identity,
+               "NAME or KIND/NAME: before each start a one-use join token for "
+               "spiffe://<trust_domain>/region/<region>/<kind: daemon>/<name> is minted through control "
+               "(top-level identity:) and passed as $SKIFF_JOIN_TOKEN_FILE, with $SKIFF_CA"),
+     .validate = check_ident_name},
     SK_CFG_END_E};
 
 static const sk_config_schema_t daemon_schema = SK_CFG_SCHEMA("daemon", cli_daemon_spec_t, daemon_entries);
+
+static const sk_config_entry_t ident_entries[] = {
+    SK_CFG_STRING_E("control", "", cli_ident_cfg_t, control,
+                    "skiff-control's API (https://host:port) that mints join tokens"),
+    SK_CFG_STRING_E("admin_token", ".skiff/control-state/admin.token", cli_ident_cfg_t, admin_token,
+                    "file holding an admin bearer token (control writes one at first start)"),
+    SK_CFG_STRING_E("ca", ".skiff/control-state/ca/bundle.pem", cli_ident_cfg_t, ca,
+                    "control's trust bundle: verifies control, handed to daemons as $SKIFF_CA"),
+    SK_CFG_STRING_E("trust_domain", "skiff.local", cli_ident_cfg_t, trust_domain, "SPIFFE trust domain"),
+    SK_CFG_STRING_E("region", "local", cli_ident_cfg_t, region, "region part of the SPIFFE IDs"),
+    SK_CFG_DURATION_E("token_ttl", "10m", cli_ident_cfg_t, token_ttl_ms, "lifetime of a minted join token"),
+    SK_CFG_END_E};
+static const sk_config_schema_t ident_schema = SK_CFG_SCHEMA("identity", cli_ident_cfg_t, ident_entries);
 
 static const sk_config_entry_t top_entries[] = {
     SK_CFG_STRING_E("state_dir", NULL, cli_config_t, state_dir,
                     "state directory (default .skiff next to where skiff runs)"),
     SK_CFG_LIST_E("daemons", CLI_MAX_DAEMONS, &daemon_schema, cli_config_t, daemons,
                   "the supervised daemons"),
+    SK_CFG_SECTION_E("identity", &ident_schema, cli_config_t, ident,
+                     "join tokens from skiff-control for daemons with identity: (docs/control-security.md)"),
     SK_CFG_END_E};
 
 static const sk_config_schema_t top_schema = SK_CFG_SCHEMA("skiff", cli_config_t, top_entries);
@@ -307,7 +351,14 @@ int cli_config_parse(const char *path, const char *text, size_t len, cli_config_
     if (d->stop_timeout_ms > 3600 * 1000)
       sk_config_errors_add(&errs, path, d->pos.line, d->pos.col,
                            "daemon '%s': stop_timeout must be at most 1h", d->name);
+    if (d->identity && *d->identity && !(c->ident.control && *c->ident.control))
+      sk_config_errors_add(&errs, path, d->pos.line, d->pos.col,
+                           "daemon '%s': identity needs the top-level identity.control (skiff-control's URL)",
+                           d->name);
   }
+  if (c->ident.control && *c->ident.control && strncmp(c->ident.control, "https://", 8) != 0 &&
+      strncmp(c->ident.control, "http://", 7) != 0)
+    sk_config_errors_add(&errs, path, 1, 1, "identity.control '%s': must be https://host:port", c->ident.control);
   if (errs.n) {
     rc = SK_ECONFIG;
     goto out;

@@ -46,11 +46,23 @@ typedef struct cli_daemon_spec {
   uint64_t stop_timeout_ms;
   cli_pos_t pos;        /* of the entry */
   cli_pos_t *dep_pos;   /* deps.n positions, or NULL */
+  char *identity;       /* "" = none; else a join token is minted before each start */
 } cli_daemon_spec_t;
+
+/* identity: how `skiff up` asks skiff-control for join tokens (cli_ident.c) */
+typedef struct cli_ident_cfg {
+  char *control;        /* https://127.0.0.1:7400; "" = daemons get no join tokens */
+  char *admin_token;    /* file with an admin bearer token */
+  char *ca;             /* control's trust bundle */
+  char *trust_domain;
+  char *region;
+  uint64_t token_ttl_ms;
+} cli_ident_cfg_t;
 
 typedef struct cli_config {
   char *state_dir;      /* from the file ("" = not set) */
   sk_cfg_list_t daemons;
+  cli_ident_cfg_t ident;
   /* set after loading */
   char *path;           /* file it was read from */
   char *dir;            /* its directory (relative paths resolve here) */
@@ -133,6 +145,14 @@ typedef struct cli_up_opts {
 
 /* Runs the supervisor until SIGINT/SIGTERM; returns the exit status. */
 int cli_up(const cli_up_opts_t *o, const cli_config_t *cfg);
+
+/* ---- cli_ident.c ---- */
+/* Mints a one-use join token for spiffe://<td>/region/<r>/daemon/<name>
+ * (name "proxy/x": .../proxy/x)
+ * through cfg->ident.control with the admin token and writes it to out_path
+ * (0600). Blocks up to ~8 s (a private loop). */
+int cli_mint_join_token(const cli_config_t *cfg, const char *name, const char *out_path, char *err,
+                        size_t errlen);
 /* Resolves a daemon command to an executable path (malloc'd). */
 int cli_resolve_command(const char *command, const char *config_dir, const char *self_dir,
                         char **out);

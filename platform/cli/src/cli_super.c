@@ -400,10 +400,10 @@ static void proc_exit(uv_process_t *p, int64_t status, int sig) {
   write_status(s);
 }
 
-static char **build_env(const cli_daemon_spec_t *spec) {
+static char **build_env(const cli_daemon_spec_t *spec, char *const *extra, size_t nextra) {
   size_t n = 0;
   while (environ && environ[n]) n++;
-  char **env = sk_xcalloc(n + spec->env.n + 1, sizeof(char *));
+  char **env = sk_xcalloc(n + spec->env.n + nextra + 1, sizeof(char *));
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     const char *eq = strchr(environ[i], '=');
@@ -411,8 +411,11 @@ static char **build_env(const cli_daemon_spec_t *spec) {
     int overridden = 0;
     for (size_t j = 0; j < spec->env.n && !overridden; j++)
       if (!strncmp(spec->env.v[j], environ[i], nl) && spec->env.v[j][nl] == '=') overridden = 1;
+    for (size_t j = 0; j < nextra && !overridden; j++)
+      if (!strncmp(extra[j], environ[i], nl) && extra[j][nl] == '=') overridden = 1;
     if (!overridden) env[k++] = environ[i];
   }
+  for (size_t j = 0; j < nextra; j++) env[k++] = extra[j];
   for (size_t j = 0; j < spec->env.n; j++) env[k++] = spec->env.v[j];
   env[k] = NULL;
   return env;
@@ -470,7 +473,27 @@ static void daemon_spawn(sdaemon_t *d) {
   }
   for (size_t i = 0; i < spec->args.n && a < CLI_MAX_LIST + 3; i++) argv[a++] = spec->args.v[i];
   argv[a] = NULL;
-  env = build_env(spec);
+  /* identity: a fresh one-use join token from control for this start (a
+   * daemon that still holds a valid certificate renews with it instead) */
+  char jt_env[PATH_MAX + 32], ca_env[PATH_MAX + 16];
+  char *extra[2];
+  size_t nextra = 0;
+  if (spec->identity && *spec->identity && s->cfg->ident.control && *s->cfg->ident.control) {
+    char idir[PATH_MAX], jt[PATH_MAX], ierr[600];
+    if (cli_state_path(s->o->state_dir, "identity", idir, sizeof idir) == 0 &&
+        (mkdir(idir, 0700) == 0 || errno == EEXIST) &&
+        snprintf(jt, sizeof jt, "%s/%s.join", idir, spec->name) < (int)sizeof jt) {
+      if (cli_mint_join_token(s->cfg, spec->identity, jt, ierr, sizeof ierr) < 0) {
+        sup_say(s, "%s: no join token (%s); it starts with the certificate it has, if any", spec->name, ierr);
+        log_marker(s, fd, "no join token: %s", ierr);
+      }
+      snprintf(jt_env, sizeof jt_env, "SKIFF_JOIN_TOKEN_FILE=%s", jt);
+      extra[nextra++] = jt_env;
+    }
+    snprintf(ca_env, sizeof ca_env, "SKIFF_CA=%s", s->cfg->ident.ca);
+    extra[nextra++] = ca_env;
+  }
+  env = build_env(spec, extra, nextra);
 
   uv_stdio_container_t stdio[3];
   stdio[0].flags = UV_IGNORE;

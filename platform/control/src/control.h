@@ -7,7 +7,7 @@
  *   ctl_doc.c      request bodies (JSON or YAML) into checked documents,
  *                  JSON merge patch, Status error bodies, YAML output
  *   ctl_select.c   label selectors
- *   ctl_store.c    the resource store over a ctl_backend (sqlite today):
+ *   ctl_store.c    the resource store over a ctl_backend (sqlite, PostgreSQL):
  *                  global resourceVersion, generation, events, retention
  *   ctl_api.c      the REST API and watch on skiff-control's listener
  *   ctl_cli.c      skiff apply / get / delete / diff / token
@@ -146,7 +146,7 @@ int ctl_selector_match(const ctl_selector_t *sel, const json_t *labels);
 typedef struct ctl_store ctl_store_t;
 
 typedef struct ctl_store_opts {
-  const char *url;         /* "sqlite:PATH", "PATH" or ":memory:" */
+  const char *url;         /* "sqlite:PATH", "PATH", ":memory:" or postgres[ql]://... */
   int durable;             /* synchronous=FULL (default on through the config) */
   int64_t event_retention; /* events kept for watch resume; default 10000 */
 } ctl_store_opts_t;
@@ -155,16 +155,25 @@ int ctl_store_open(const ctl_store_opts_t *o, ctl_store_t **out, char *err, size
 void ctl_store_close(ctl_store_t *s); /* accepts NULL */
 ctl_backend_t *ctl_store_backend(ctl_store_t *s);
 /* The sqlite connection under the sqlite backend (auth, audit and the CA
- * keep their tables there), NULL for other backends. */
+ * keep their tables there), NULL for other backends (PostgreSQL has them
+ * behind the backend's audit/token/join ops: pass ctl_store_backend()). */
 struct sk_store *ctl_store_sqlite(ctl_store_t *s);
 int64_t ctl_store_rv(ctl_store_t *s);
 /* Events with rv <= this are gone: a watch must start at or after it. */
 int64_t ctl_store_compacted_rv(ctl_store_t *s);
 const char *ctl_store_errmsg(ctl_store_t *s);
 
-/* Called after every committed change (from the writing thread). */
+/* Called after every committed change (from the writing thread), in rv
+ * order, each change once. */
 typedef void (*ctl_store_event_cb)(int64_t rv, const char *type, const char *kind, const json_t *obj, void *ud);
 void ctl_store_on_event(ctl_store_t *s, ctl_store_event_cb cb, void *ud);
+/* PostgreSQL (several replicas on one database): the event callback also
+ * gets the changes other replicas commit, through a LISTEN session watched
+ * on loop (reconnected every second while down; the changes missed
+ * meanwhile are read from the events table). No-op for sqlite. A failure
+ * to listen now is returned but not final: the retry runs anyway. */
+struct uv_loop_s;
+int ctl_store_follow(ctl_store_t *s, struct uv_loop_s *loop);
 
 /* Runs inside the write's transaction after the object was written (audit
  * rows commit with it); negative rolls everything back. old/new may be

@@ -14,8 +14,12 @@
 #include "ctl_audit.h"
 #include "ctl_auth.h"
 #include "ctl_ca.h"
+#include "ctl_events.h"
+#include "ctl_ident.h"
 #include "ctl_int.h"
+#include "ctl_push.h"
 #include "policy.h"
+#include "skiff/bus.h"
 #include "skiff/err.h"
 #include "skiff/json.h"
 #include "skiff/store.h"
@@ -31,8 +35,12 @@ struct ctl_app {
   sk_tls_ctx_t *tls;
   ctl_auth_t *auth;
   ctl_audit_t *audit;
+  sk_bus_t *bus; /* the event bus: resource changes and audit records (ctl_events.c) */
+  sk_store_t *bus_store; /* the bus's own sqlite file when the store is not sqlite */
   ctl_ca_t *ca;
+  sk_ident_t *ident; /* tls.identity: the API certificate from ca */
   pol_set_t *pols;
+  ctl_push_t *push;     /* config push to proxies (ctl_push.h) */
   ctl_watch_t *watches; /* doubly linked */
   size_t nwatches;
   uv_timer_t heartbeat;
@@ -170,6 +178,8 @@ typedef struct rq {
   char msg[2048];
   ctl_errs_t errs;
   json_t *doc;   /* PUT body / PATCH patch */
+  int dry_run;   /* ?dryRun=All: validate and run the policies, write nothing */
+  json_t *dry_out; /* what an update would have written */
 } rq_t;
 
 static int audit_hook(int64_t rv, const json_t *old_obj, const json_t *new_obj, void *ud) {
@@ -249,6 +259,12 @@ static void do_create(rq_t *r) {
     if ((rc = ctl_doc_prepare(doc, r->k, r->ns, r->name, &stored, &dk, &r->errs)) < 0) goto invalid;
   }
   json_object_del(stored, "status");
+  if (r->dry_run) {
+    json_t *c = to_client(r->k, stored);
+    respond_obj(req, 201, c, "dry-run");
+    json_decref(c);
+    goto out;
+  }
   rc = ctl_store_create(r->app->store, r->sk->kind, stored, audit_hook, r, &out);
   if (rc == SK_EEXIST) {
     char *msg = sk_pool_printf(req->pool, "%s \"%s\" already exists", r->k->kind, r->name);
@@ -364,6 +380,16 @@ out:
   return rc;
 }
 
+/* dryRun: the update is computed (validation, policies) and then abandoned. */
+static int update_dry_fn(const json_t *cur, json_t **next, void *ud) {
+  rq_t *r = ud;
+  int rc = update_fn(cur, next, ud);
+  if (rc < 0) return rc;
+  r->dry_out = *next;
+  *next = NULL;
+  return SK_ECANCELED;
+}
+
 static void do_update(rq_t *r) {
   sk_http_req_t *req = r->req;
   char err[512];
@@ -387,9 +413,14 @@ static void do_update(rq_t *r) {
   r->msg[0] = 0;
   json_t *out = NULL;
   int changed = 0;
-  rc = ctl_store_update(r->app->store, r->sk->kind, r->ns, r->name, update_fn, r,
+  rc = ctl_store_update(r->app->store, r->sk->kind, r->ns, r->name, r->dry_run ? update_dry_fn : update_fn, r,
                         r->status_sub ? CTL_UPDATE_STATUS : 0, audit_hook, r, &out, &changed);
-  if (rc == SK_ENOTFOUND) {
+  if (r->dry_run && r->dry_out) {
+    json_t *c = to_client(r->k, r->dry_out);
+    json_decref(r->dry_out);
+    respond_obj(req, 200, c, "dry-run");
+    json_decref(c);
+  } else if (rc == SK_ENOTFOUND) {
     char *msg = sk_pool_printf(req->pool, "%s \"%s\" not found", r->k->plural, r->name);
     respond_status(req, 404, NULL, msg, r->k->kind, r->name, NULL);
   } else if (rc < 0 && r->code) {
@@ -539,6 +570,8 @@ static int watch_send(ctl_watch_t *w, int64_t rv, const char *type, const json_t
 static void on_store_event(int64_t rv, const char *type, const char *kind, const json_t *obj, void *ud) {
   ctl_app_t *a = ud;
   sk_gauge_set(a->g_rv, (double)rv);
+  ctl_events_publish_change(a->bus, a->log, rv, type, kind, obj);
+  if (!strcmp(kind, "Service") || !strcmp(kind, "Route")) ctl_push_changed(a->push);
   for (ctl_watch_t *w = a->watches; w; w = w->next) {
     if (rv <= w->sent_rv) continue;
     if (watch_wants(w, kind, obj)) watch_send(w, rv, type, obj);
@@ -730,6 +763,8 @@ static void handle(sk_http_req_t *req, void *ud) {
   if (a->ca && ctl_ca_http_route(a->ca, a->auth, a->audit, req)) return;
   if (a->auth && ctl_auth_http_route(a->auth, a->audit, req)) return;
   if (a->audit && a->auth && ctl_audit_http_route(a->audit, a->auth, req)) return;
+  if (a->bus && ctl_events_http_route(a->bus, a->auth, a->audit, a->cfg, req)) return;
+  if (ctl_push_http_route(a->push, a->auth, a->audit, req)) return;
   char segs[6][CTL_NAME_LEN + 1];
   size_t n = 0;
   if (split_path(req->path, segs, &n) < 0 || n < 2 || strcmp(segs[0], "api") || strcmp(segs[1], "v1")) {
@@ -808,6 +843,19 @@ static void handle(sk_http_req_t *req, void *ud) {
     r->p.role = CTL_ROLE_ADMIN;
   }
   count(a, ctl_verb_name(r->verb));
+  {
+    const char *dry = query_get(req, "dryRun");
+    if (dry && strcmp(dry, "All")) {
+      respond_status(req, 400, NULL, "dryRun must be All", r->k->kind, r->name, NULL);
+      return;
+    }
+    r->dry_run = dry != NULL;
+    if (r->dry_run && r->verb != CTL_VERB_CREATE && r->verb != CTL_VERB_UPDATE && r->verb != CTL_VERB_PATCH) {
+      respond_status(req, 400, NULL, "dryRun is supported on create, replace and patch only", r->k->kind, r->name,
+                     NULL);
+      return;
+    }
+  }
   switch (r->verb) {
   case CTL_VERB_CREATE: do_create(r); break;
   case CTL_VERB_UPDATE:
@@ -858,13 +906,19 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
   ctl_store_opts_t so = {.url = url, .durable = cfg->durable, .event_retention = (int64_t)cfg->event_retention};
   if ((rc = ctl_store_open(&so, &a->store, err, errlen)) < 0) goto fail;
   ctl_store_on_event(a->store, on_store_event, a);
+  (void)ctl_store_follow(a->store, loop); /* PostgreSQL: other replicas' changes */
+  if ((rc = ctl_events_open(loop, &cfg->events, a->store, o->state_dir, o->metrics, a->log, &a->bus,
+                            &a->bus_store, err, errlen)) < 0)
+    goto fail;
   if ((rc = ctl_app_reload_policies(a, cfg, err, errlen)) < 0) goto fail;
-  sk_store_t *db = ctl_store_sqlite(a->store);
+  sk_store_t *db = ctl_store_sqlite(a->store); /* NULL for PostgreSQL: the backend's ops */
   if (cfg->auth.enabled) {
-    ctl_auth_opts_t ao = {.store = db, .state_dir = o->state_dir, .trust_domain = cfg->auth.trust_domain};
+    ctl_auth_opts_t ao = {.store = db, .backend = ctl_store_backend(a->store), .state_dir = o->state_dir,
+                          .trust_domain = cfg->auth.trust_domain};
     if ((rc = ctl_auth_open(&ao, &a->auth, err, errlen)) < 0) goto fail;
-    ctl_audit_opts_t au = {.store = db};
+    ctl_audit_opts_t au = {.store = db, .backend = ctl_store_backend(a->store)};
     if ((rc = ctl_audit_open(&au, &a->audit, err, errlen)) < 0) goto fail;
+    ctl_audit_set_bus(a->audit, a->bus);
     if (o->state_dir) {
       char tp[1024];
       rc = ctl_auth_bootstrap(a->auth, tp, sizeof tp);
@@ -872,13 +926,28 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
     }
   }
   if (cfg->ca && o->state_dir) {
-    ctl_ca_opts_t co = {.state_dir = o->state_dir, .trust_domain = cfg->auth.trust_domain, .store = db};
+    ctl_ca_opts_t co = {.state_dir = o->state_dir, .trust_domain = cfg->auth.trust_domain, .store = db,
+                        .backend = ctl_store_backend(a->store),
+                        .leaf_ttl_s = (int64_t)(cfg->ca_leaf_ttl_ms / 1000)};
     if ((rc = ctl_ca_open(&co, &a->ca, err, errlen)) < 0) goto fail;
   }
-  if (cfg->tls.cert && *cfg->tls.cert) {
+  if (cfg->tls.identity) {
+    if (!a->ca) {
+      snprintf(err, errlen, "tls.identity needs the built-in CA (ca: true and a state_dir)");
+      rc = SK_ECONFIG;
+      goto fail;
+    }
+    if ((cfg->tls.cert && *cfg->tls.cert) || (cfg->tls.key && *cfg->tls.key)) {
+      snprintf(err, errlen, "tls.identity and tls.cert/tls.key exclude each other");
+      rc = SK_ECONFIG;
+      goto fail;
+    }
+    if ((rc = ctl_ident_open(loop, a->ca, o->state_dir, 0, a->log, &a->ident, err, errlen)) < 0) goto fail;
+  }
+  if ((cfg->tls.cert && *cfg->tls.cert) || a->ident) {
     sk_tls_opts_t to = {.is_server = 1,
-                        .cert_file = cfg->tls.cert,
-                        .key_file = cfg->tls.key,
+                        .cert_file = a->ident ? sk_ident_cert_path(a->ident) : cfg->tls.cert,
+                        .key_file = a->ident ? sk_ident_key_path(a->ident) : cfg->tls.key,
                         .ca_file = cfg->tls.ca && *cfg->tls.ca ? cfg->tls.ca
                                    : a->ca                     ? ctl_ca_bundle_path(a->ca)
                                                                : NULL,
@@ -906,6 +975,9 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
     snprintf(err, errlen, "cannot listen on %s: %s", addr, sk_strerror(rc));
     goto fail;
   }
+  ctl_push_opts_t po = {.store = a->store, .metrics = o->metrics, .log = a->log,
+                        .heartbeat_ms = cfg->watch_heartbeat_ms};
+  if ((rc = ctl_push_new(loop, &po, &a->push)) < 0) goto fail;
   uv_timer_init(loop, &a->heartbeat);
   a->heartbeat.data = a;
   a->heartbeat_on = 1;
@@ -943,6 +1015,8 @@ void ctl_app_drain(ctl_app_t *a, void (*cb)(void *ud), void *ud) {
   a->drain_cb = cb;
   a->drain_ud = ud;
   end_watches(a);
+  ctl_push_end_streams(a->push);
+  sk_bus_sse_end_all(a->bus);
   sk_http_server_drain(a->srv, drained, a);
 }
 
@@ -951,11 +1025,16 @@ static void free_after_close(uv_handle_t *h) { free(h->data); }
 void ctl_app_free(ctl_app_t *a) {
   if (!a) return;
   end_watches(a);
+  ctl_push_free(a->push);
+  sk_bus_sse_end_all(a->bus);
   sk_http_server_free(a->srv);
   sk_tls_ctx_unref(a->tls);
+  sk_ident_free(a->ident);
   ctl_ca_free(a->ca);
   ctl_audit_free(a->audit);
   ctl_auth_free(a->auth);
+  sk_bus_free(a->bus, 2000);
+  sk_store_close(a->bus_store);
   ctl_store_close(a->store);
   if (a->pols) {
     pol_set_done(a->pols);

@@ -15,11 +15,36 @@
 
 struct ctl_audit {
   sk_store_t *store;
+  ctl_backend_t *be; /* non-NULL: rows through the backend's audit ops */
   int64_t max_rows;
   int64_t max_age_s;
   size_t max_diff_bytes;
   unsigned since_prune;
+  sk_bus_t *bus; /* every recorded row is also an "audit" event */
 };
+
+void ctl_audit_set_bus(ctl_audit_t *au, sk_bus_t *bus) {
+  if (au) au->bus = bus;
+}
+
+/* The row as an "audit" event on the bus, keyed kind/namespace/name. In
+ * control's sqlite store the event commits with the row. */
+static int publish_row(ctl_audit_t *au, int64_t ts, const ctl_audit_entry_t *e, const char *diff) {
+  const ctl_principal_t *p = e->principal;
+  json_t *d = diff ? json_loads(diff, JSON_DECODE_ANY, NULL) : NULL;
+  if (diff && !d) d = json_string(diff);
+  json_t *ev = json_pack("{s:I, s:s?, s:s?, s:s?, s:s, s:s, s:s?, s:s?, s:I, s:i, s:o?, s:s?, s:s?}", "ts",
+                         (json_int_t)ts, "user", p ? p->name : NULL, "via", p ? ctl_via_name(p->via) : NULL, "role",
+                         p ? ctl_role_name(p->role) : NULL, "verb", e->verb, "kind", e->kind, "namespace", e->ns,
+                         "name", e->name, "resourceVersion", (json_int_t)e->resource_version, "code", e->code,
+                         "diff", d, "source", e->source, "message", e->message);
+  if (!ev) return SK_EINVAL;
+  char key[SK_BUS_KEY_MAX + 1];
+  snprintf(key, sizeof key, "%.128s/%.253s/%.253s", e->kind, e->ns ? e->ns : "", e->name ? e->name : "");
+  int64_t id = sk_bus_publish_json(au->bus, "audit", key, ev);
+  json_decref(ev);
+  return id < 0 ? (int)id : 0;
+}
 
 static const char *const schema[] = {
     "CREATE TABLE IF NOT EXISTS ctl_audit ("
@@ -44,18 +69,20 @@ static const char *const schema[] = {
 
 int ctl_audit_open(const ctl_audit_opts_t *o, ctl_audit_t **out, char *err, size_t errlen) {
   *out = NULL;
-  if (!o || !o->store) {
+  ctl_backend_t *be = o && o->backend && o->backend->ops->audit_add ? o->backend : NULL;
+  if (!o || (!o->store && !be)) {
     if (err && errlen) snprintf(err, errlen, "audit: a store is required");
     return SK_EINVAL;
   }
-  for (size_t i = 0; i < sizeof schema / sizeof *schema; i++) {
+  for (size_t i = 0; !be && i < sizeof schema / sizeof *schema; i++) {
     if (sk_store_exec(o->store, schema[i], NULL, 0) < 0) {
       if (err && errlen) snprintf(err, errlen, "audit: schema: %s", sk_store_errmsg(o->store));
       return SK_ESTORE;
     }
   }
   ctl_audit_t *au = sk_xcalloc(1, sizeof *au);
-  au->store = o->store;
+  au->store = be ? NULL : o->store;
+  au->be = be;
   au->max_rows = o->max_rows > 0 ? o->max_rows : 100000;
   au->max_age_s = o->max_age_s > 0 ? o->max_age_s : o->max_age_s < 0 ? 0 : 30LL * 86400;
   au->max_diff_bytes = o->max_diff_bytes ? o->max_diff_bytes : 65536;
@@ -83,7 +110,24 @@ int ctl_audit_record(ctl_audit_t *au, const ctl_audit_entry_t *e) {
     diff = trunc;
   }
   char t1[260], t2[260], t3[260], t4[1028];
-  int rc = sk_store_exec(
+  int rc;
+  if (au->be) {
+    ctl_audit_row_t r = {.ts_ms = ts,
+                         .user = p ? p->name : NULL,
+                         .via = p ? ctl_via_name(p->via) : NULL,
+                         .role = p ? ctl_role_name(p->role) : NULL,
+                         .verb = e->verb,
+                         .kind = bounded(e->kind, 128, t1, sizeof t1),
+                         .ns = bounded(e->ns, 253, t2, sizeof t2),
+                         .name = bounded(e->name, 253, t3, sizeof t3),
+                         .rv = e->resource_version,
+                         .code = e->code,
+                         .diff = diff,
+                         .source = e->source,
+                         .message = bounded(e->message, 1024, t4, sizeof t4)};
+    rc = au->be->ops->audit_add(au->be, &r);
+  } else
+  rc = sk_store_exec(
       au->store,
       "INSERT INTO ctl_audit(ts, user, via, role, verb, kind, ns, name, rv, code, diff, source,"
       " message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -97,6 +141,7 @@ int ctl_audit_record(ctl_audit_t *au, const ctl_audit_entry_t *e) {
                   SK_SQL_INT(e->code), SK_SQL_TEXT(diff), SK_SQL_TEXT(e->source),
                   SK_SQL_TEXT(bounded(e->message, 1024, t4, sizeof t4))));
   if (rc < 0) return rc;
+  if (au->bus && (rc = publish_row(au, ts, e, diff)) < 0) return rc;
   if (++au->since_prune >= PRUNE_EVERY) {
     au->since_prune = 0;
     rc = ctl_audit_prune(au, ts);
@@ -173,6 +218,8 @@ int ctl_audit_record_change(ctl_audit_t *au, const sk_http_req_t *req, const ctl
 /* ---------------- retention ---------------- */
 
 int ctl_audit_prune(ctl_audit_t *au, int64_t now_ms) {
+  if (au->be)
+    return au->be->ops->audit_prune(au->be, au->max_rows, au->max_age_s > 0 ? now_ms - au->max_age_s * 1000 : 0);
   int total = 0;
   int rc = sk_store_exec(au->store,
                          "DELETE FROM ctl_audit WHERE id <= (SELECT max(id) FROM ctl_audit) - ?1",
@@ -226,13 +273,51 @@ static int query_row(sk_stmt_t *st, void *ud) {
   return 0;
 }
 
+static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+/* A backend's row as the same JSON object as query_row makes. */
+static int query_be_row(const ctl_audit_row_t *r, void *ud) {
+  json_t *arr = ud;
+  char tbuf[40];
+  ctl__rfc3339(r->ts_ms / 1000, (int)(r->ts_ms % 1000), tbuf, sizeof tbuf);
+  json_t *diff = json_null();
+  if (r->diff) {
+    json_t *v = json_loads(r->diff, JSON_DECODE_ANY, NULL);
+    diff = v ? v : json_string(r->diff);
+  }
+  json_t *o = json_object();
+  json_object_set_new(o, "id", json_integer(r->id));
+  json_object_set_new(o, "time", json_string(tbuf));
+  json_object_set_new(o, "ts", json_integer(r->ts_ms));
+  json_object_set_new(o, "user", str_or_null(r->user));
+  json_object_set_new(o, "via", str_or_null(r->via));
+  json_object_set_new(o, "role", str_or_null(r->role));
+  json_object_set_new(o, "verb", str_or_null(r->verb));
+  json_object_set_new(o, "kind", str_or_null(r->kind));
+  json_object_set_new(o, "namespace", str_or_null(r->ns));
+  json_object_set_new(o, "name", str_or_null(r->name));
+  json_object_set_new(o, "resourceVersion", r->rv ? json_integer(r->rv) : json_null());
+  json_object_set_new(o, "code", json_integer(r->code));
+  json_object_set_new(o, "diff", diff);
+  json_object_set_new(o, "source", str_or_null(r->source));
+  json_object_set_new(o, "message", str_or_null(r->message));
+  json_array_append_new(arr, o);
+  return 0;
+}
+
 int ctl_audit_query(ctl_audit_t *au, const ctl_audit_filter_t *f, json_t **out) {
   if (!au || !out) return SK_EINVAL;
   ctl_audit_filter_t none = {0};
   if (!f) f = &none;
   int limit = f->limit <= 0 ? 100 : f->limit > 1000 ? 1000 : f->limit;
   json_t *arr = json_array();
-  int rc = sk_store_query(
+  int rc;
+  if (au->be) {
+    ctl_audit_where_t w = {.kind = f->kind, .name = f->name, .ns = f->ns, .user = f->user, .verb = f->verb,
+                           .since_ms = f->since_ms, .before_id = f->before_id, .limit = limit};
+    rc = au->be->ops->audit_query(au->be, &w, query_be_row, arr);
+  } else
+  rc = sk_store_query(
       au->store,
       "SELECT id, ts, user, via, role, verb, kind, ns, name, rv, code, diff, source, message"
       " FROM ctl_audit WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR name = ?2)"

@@ -14,6 +14,10 @@
  *   }
  *   sk_store_tx(store, apply, &ctx);
  *
+ * With the PostgreSQL store the table lives in PostgreSQL and the rows go
+ * through the backend's audit ops on the store's connection: the same
+ * guarantee, one database.
+ *
  * Retention: at most max_rows rows and max_age_s seconds; pruned every
  * 256 records and by ctl_audit_prune(). */
 #ifndef SKIFF_CTL_AUDIT_H
@@ -24,19 +28,26 @@
 #include <jansson.h>
 
 #include "ctl_auth.h"
+#include "ctl_backend.h"
+#include "skiff/bus.h"
 #include "skiff/http.h"
 #include "skiff/store.h"
 
 typedef struct ctl_audit ctl_audit_t;
 
 typedef struct ctl_audit_opts {
-  sk_store_t *store;   /* required; control's store */
+  sk_store_t *store;   /* control's sqlite store (required unless backend has audit ops) */
+  struct ctl_backend *backend; /* when its ops have audit_add (PostgreSQL), rows go there, in the
+                                  same transaction as the store's write; store is then unused */
   int64_t max_rows;    /* default 100000 */
   int64_t max_age_s;   /* default 30 days; 0 = keep by count only */
   size_t max_diff_bytes; /* a larger diff is stored as {"truncated":true,"bytes":N}; default 65536 */
 } ctl_audit_opts_t;
 
 int ctl_audit_open(const ctl_audit_opts_t *o, ctl_audit_t **out, char *err, size_t errlen);
+/* Also publishes every recorded row as an "audit" event on bus (NULL =
+ * off). A failed publish fails the record (and so the caller's change). */
+void ctl_audit_set_bus(ctl_audit_t *au, sk_bus_t *bus);
 void ctl_audit_free(ctl_audit_t *au); /* accepts NULL */
 
 typedef struct ctl_audit_entry {

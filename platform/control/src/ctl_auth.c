@@ -35,6 +35,7 @@ typedef struct rule {
 
 struct ctl_auth {
   sk_store_t *store;
+  ctl_backend_t *be; /* non-NULL: tokens through the backend's token ops */
   char *state_dir;
   rule_t rules[MAX_RULES];
   size_t nrules;
@@ -335,18 +336,20 @@ static int add_rule(ctl_auth_t *a, const char *pattern, ctl_role_t role) {
 
 int ctl_auth_open(const ctl_auth_opts_t *o, ctl_auth_t **out, char *err, size_t errlen) {
   *out = NULL;
-  if (!o || !o->store) {
+  ctl_backend_t *be = o && o->backend && o->backend->ops->token_add ? o->backend : NULL;
+  if (!o || (!o->store && !be)) {
     seterr(err, errlen, "auth: a store is required");
     return SK_EINVAL;
   }
-  for (size_t i = 0; i < sizeof schema / sizeof *schema; i++) {
+  for (size_t i = 0; !be && i < sizeof schema / sizeof *schema; i++) {
     if (sk_store_exec(o->store, schema[i], NULL, 0) < 0) {
       seterr(err, errlen, "auth: schema: %s", sk_store_errmsg(o->store));
       return SK_ESTORE;
     }
   }
   ctl_auth_t *a = sk_xcalloc(1, sizeof *a);
-  a->store = o->store;
+  a->store = be ? NULL : o->store;
+  a->be = be;
   a->state_dir = o->state_dir ? sk_xstrdup(o->state_dir) : NULL;
   a->max_tokens = o->max_tokens ? o->max_tokens : 10000;
   int rc = 0;
@@ -419,7 +422,8 @@ int ctl_auth_token_create(ctl_auth_t *a, const char *name, ctl_role_t role, int6
     return SK_EINVAL;
   int64_t live = 0;
   int64_t now = ctl__now_s();
-  int rc = sk_store_query_int64(a->store,
+  int rc = a->be ? a->be->ops->token_count_live(a->be, -1, now, &live)
+                 : sk_store_query_int64(a->store,
                                 "SELECT count(*) FROM ctl_tokens WHERE revoked = 0 AND"
                                 " (expires = 0 OR expires > ?1)",
                                 SK_SQL_ARGS(SK_SQL_INT(now)), &live);
@@ -436,7 +440,9 @@ int ctl_auth_token_create(ctl_auth_t *a, const char *name, ctl_role_t role, int6
   unsigned char h[32];
   ctl__sha256(secret, strlen(secret), h);
   int64_t expires = ttl_s ? now + ttl_s : 0;
-  rc = sk_store_exec(a->store,
+  ctl_token_row_t row = {.id = id, .name = name, .role = role, .hash = h, .created = now, .expires = expires};
+  rc = a->be ? a->be->ops->token_add(a->be, &row)
+             : sk_store_exec(a->store,
                      "INSERT INTO ctl_tokens(id, name, role, hash, created, expires, revoked)"
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
                      SK_SQL_ARGS(SK_SQL_TEXT(id), SK_SQL_TEXT(name), SK_SQL_INT(role),
@@ -460,7 +466,8 @@ int ctl_auth_token_create(ctl_auth_t *a, const char *name, ctl_role_t role, int6
 
 int ctl_auth_token_revoke(ctl_auth_t *a, const char *id_or_name) {
   if (!a || !id_or_name || !*id_or_name || strlen(id_or_name) > 128) return SK_EINVAL;
-  int rc = sk_store_exec(a->store,
+  int rc = a->be ? a->be->ops->token_revoke(a->be, id_or_name, ctl__now_s())
+                 : sk_store_exec(a->store,
                          "UPDATE ctl_tokens SET revoked = ?2 WHERE revoked = 0 AND"
                          " (id = ?1 OR name = ?1)",
                          SK_SQL_ARGS(SK_SQL_TEXT(id_or_name), SK_SQL_INT(ctl__now_s())));
@@ -486,9 +493,26 @@ static int list_row(sk_stmt_t *st, void *ud) {
   return 0;
 }
 
+/* A backend's token row as list_row makes it. */
+static int list_be_row(const ctl_token_row_t *t, void *ud) {
+  json_t *arr = ud;
+  char tc[40], te[40], tr[40];
+  ctl__rfc3339(t->created, -1, tc, sizeof tc);
+  ctl__rfc3339(t->expires, -1, te, sizeof te);
+  ctl__rfc3339(t->revoked, -1, tr, sizeof tr);
+  json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:b}", "id", t->id, "name", t->name, "role",
+                        ctl_role_name((ctl_role_t)t->role), "created", tc, "expires",
+                        t->expires ? json_string(te) : json_null(), "revoked",
+                        t->revoked ? json_string(tr) : json_null(), "expired",
+                        t->expires && t->expires <= ctl__now_s());
+  json_array_append_new(arr, o);
+  return 0;
+}
+
 int ctl_auth_token_list(ctl_auth_t *a, json_t **out) {
   json_t *arr = json_array();
-  int rc = sk_store_query(a->store,
+  int rc = a->be ? a->be->ops->token_list(a->be, list_be_row, arr)
+                 : sk_store_query(a->store,
                           "SELECT id, name, role, created, expires, revoked FROM ctl_tokens"
                           " ORDER BY created DESC, rowid DESC LIMIT 10000",
                           NULL, 0, list_row, arr);
@@ -523,6 +547,18 @@ static int check_row(sk_stmt_t *st, void *ud) {
   return 1;
 }
 
+static int check_be_row(const ctl_token_row_t *t, void *ud) {
+  check_ctx_t *c = ud;
+  if (CRYPTO_memcmp(t->hash, c->want, 32) != 0) return 0;
+  c->found = 1;
+  snprintf(c->id, sizeof c->id, "%s", t->id);
+  snprintf(c->name, sizeof c->name, "%s", t->name);
+  c->role = t->role;
+  c->expires = t->expires;
+  c->revoked = t->revoked;
+  return 1;
+}
+
 int ctl_auth_token_check(ctl_auth_t *a, const char *secret, int64_t now, ctl_principal_t *p,
                          char *reason, size_t reasonlen) {
   if (!ctl__token_shape_ok(secret, CTL_TOKEN_PREFIX, CTL_TOKEN_LEN)) {
@@ -533,7 +569,8 @@ int ctl_auth_token_check(ctl_auth_t *a, const char *secret, int64_t now, ctl_pri
   check_ctx_t c;
   memset(&c, 0, sizeof c);
   ctl__sha256(secret, CTL_TOKEN_LEN, c.want);
-  int rc = sk_store_query(a->store,
+  int rc = a->be ? a->be->ops->token_find(a->be, c.want, check_be_row, &c)
+                 : sk_store_query(a->store,
                           "SELECT id, name, role, hash, expires, revoked FROM ctl_tokens"
                           " WHERE hash = ?1",
                           SK_SQL_ARGS(SK_SQL_BLOB(c.want, 32)), check_row, &c);
@@ -570,7 +607,8 @@ int ctl_auth_token_check(ctl_auth_t *a, const char *secret, int64_t now, ctl_pri
 int ctl_auth_bootstrap(ctl_auth_t *a, char *path_out, size_t pathlen) {
   if (!a || !a->state_dir) return SK_EINVAL;
   int64_t n = 0;
-  int rc = sk_store_query_int64(a->store,
+  int rc = a->be ? a->be->ops->token_count_live(a->be, CTL_ROLE_ADMIN, ctl__now_s(), &n)
+                 : sk_store_query_int64(a->store,
                                 "SELECT count(*) FROM ctl_tokens WHERE role = ?1 AND revoked = 0"
                                 " AND (expires = 0 OR expires > ?2)",
                                 SK_SQL_ARGS(SK_SQL_INT(CTL_ROLE_ADMIN), SK_SQL_INT(ctl__now_s())),

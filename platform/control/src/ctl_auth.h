@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "skiff/http.h"
+#include "ctl_backend.h"
 #include "skiff/store.h"
 
 typedef struct ctl_auth ctl_auth_t;
@@ -80,7 +81,9 @@ typedef struct ctl_auth_mtls_rule {
 } ctl_auth_mtls_rule_t;
 
 typedef struct ctl_auth_opts {
-  sk_store_t *store;        /* required: holds ctl_tokens */
+  sk_store_t *store;        /* holds ctl_tokens (required unless backend has token ops) */
+  struct ctl_backend *backend; /* when its ops have token_add (PostgreSQL), tokens live there,
+                                  shared by the replicas; store is then unused */
   const char *state_dir;    /* for ctl_auth_bootstrap's admin.token; NULL = no bootstrap file */
   const char *trust_domain; /* for the default mTLS rules; default "skiff.local" */
   /* First match wins. NULL = defaults: .../region/ * /daemon/ * -> admin,

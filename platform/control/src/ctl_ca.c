@@ -1,7 +1,7 @@
 /* ctl_ca.c - skiff-control's CA: root + intermediate (ECDSA P-256) in the
  * state directory, SPIFFE identities, CSR checks, leaf issuance, join
- * tokens and the /api/v1/ca endpoints. The client side (renewal) is in
- * ctl_ca_client.c. */
+ * tokens and the /api/v1/ca endpoints. The client side (renewal) is the
+ * runtime's identity module (skiff/ident.h). */
 #include "ctl_ca.h"
 
 #include <ctype.h>
@@ -38,6 +38,7 @@ struct ctl_ca {
   char *bundle_path;
   char *bundle_pem;
   sk_store_t *store;
+  ctl_backend_t *be; /* non-NULL: join tokens through the backend's ops */
   X509 *root, *inter;
   EVP_PKEY *root_key, *inter_key;
   char *inter_pem;
@@ -484,7 +485,7 @@ int ctl_ca_open(const ctl_ca_opts_t *o, ctl_ca_t **out, char *err, size_t errlen
     seterr(err, errlen, "ca: at most %d DNS suffixes", MAX_DNS_SUFFIXES);
     return SK_EINVAL;
   }
-  if (o->store) {
+  if (o->store && !(o->backend && o->backend->ops->join_add)) {
     for (size_t i = 0; i < sizeof schema / sizeof *schema; i++) {
       if (sk_store_exec(o->store, schema[i], NULL, 0) < 0) {
         seterr(err, errlen, "ca: schema: %s", sk_store_errmsg(o->store));
@@ -509,7 +510,8 @@ int ctl_ca_open(const ctl_ca_opts_t *o, ctl_ca_t **out, char *err, size_t errlen
   (void)chmod(dir, 0700);
   ca->dir = sk_xstrdup(dir);
   ca->trust_domain = sk_xstrdup(td);
-  ca->store = o->store;
+  ca->be = o->backend && o->backend->ops->join_add ? o->backend : NULL;
+  ca->store = ca->be ? NULL : o->store;
   ca->leaf_ttl_s = o->leaf_ttl_s > 0 ? o->leaf_ttl_s : CTL_CA_DEFAULT_TTL_S;
   ca->max_leaf_ttl_s = o->max_leaf_ttl_s > 0 ? o->max_leaf_ttl_s : 7 * 86400;
   if (ca->leaf_ttl_s > ca->max_leaf_ttl_s) ca->max_leaf_ttl_s = ca->leaf_ttl_s;
@@ -873,7 +875,10 @@ static int sign_leaf(ctl_ca_t *ca, EVP_PKEY *pub, const sans_t *s, int64_t ttl_s
   if (ttl_s <= 0) ttl_s = ca->leaf_ttl_s;
   if (ttl_s > ca->max_leaf_ttl_s) ttl_s = ca->max_leaf_ttl_s;
   int64_t now = ctl__now_s();
-  int64_t nb = now - 60, na = now + ttl_s;
+  /* notBefore absorbs clock skew: a minute, but at most a tenth of a short
+   * lifetime so that two thirds of it still lie ahead (renewal timing) */
+  int64_t skew = ttl_s >= 600 ? 60 : ttl_s / 10;
+  int64_t nb = now - skew, na = now + ttl_s;
   int64_t inter_na = asn1_time_unix(X509_get0_notAfter(ca->inter));
   if (na > inter_na) na = inter_na;
   if (na <= now) {
@@ -1014,18 +1019,22 @@ int ctl_ca_cert_write(const ctl_ca_cert_t *c, const char *cert_path, const char 
 
 int ctl_ca_join_token_create(ctl_ca_t *ca, const char *spiffe_id, int64_t ttl_s, int uses,
                              char *secret_out, size_t secretlen, int64_t *expires) {
-  if (!ca || !ca->store || !secret_out || secretlen < CTL_JOIN_LEN + 1) return SK_EINVAL;
+  if (!ca || (!ca->store && !ca->be) || !secret_out || secretlen < CTL_JOIN_LEN + 1) return SK_EINVAL;
   if (ctl_spiffe_parse(spiffe_id, ca->trust_domain, NULL, NULL, 0) < 0) return SK_EINVAL;
   if (ttl_s < 0 || ttl_s > 30LL * 86400 || uses < 0 || uses > 1000) return SK_EINVAL;
   if (ttl_s == 0) ttl_s = 3600;
   if (uses == 0) uses = 1;
   int64_t now = ctl__now_s();
   /* forget tokens that can no longer be used */
-  int rc = sk_store_exec(ca->store, "DELETE FROM ctl_join_tokens WHERE expires <= ?1 OR uses_left <= 0",
-                         SK_SQL_ARGS(SK_SQL_INT(now)));
-  if (rc < 0) return rc;
   int64_t count = 0;
-  rc = sk_store_query_int64(ca->store, "SELECT count(*) FROM ctl_join_tokens", NULL, 0, &count);
+  int rc;
+  if (ca->be) {
+    rc = ca->be->ops->join_prune(ca->be, now, &count);
+  } else {
+    rc = sk_store_exec(ca->store, "DELETE FROM ctl_join_tokens WHERE expires <= ?1 OR uses_left <= 0",
+                       SK_SQL_ARGS(SK_SQL_INT(now)));
+    if (rc >= 0) rc = sk_store_query_int64(ca->store, "SELECT count(*) FROM ctl_join_tokens", NULL, 0, &count);
+  }
   if (rc < 0) return rc;
   if (count >= 10000) return SK_ELIMIT;
   char secret[CTL_JOIN_LEN + 8];
@@ -1035,7 +1044,9 @@ int ctl_ca_join_token_create(ctl_ca_t *ca, const char *spiffe_id, int64_t ttl_s,
   if (rc < 0) return rc;
   unsigned char h[32];
   ctl__sha256(secret, strlen(secret), h);
-  rc = sk_store_exec(ca->store,
+  ctl_join_row_t jr = {.hash = h, .spiffe_id = spiffe_id, .created = now, .expires = now + ttl_s, .uses_left = uses};
+  rc = ca->be ? ca->be->ops->join_add(ca->be, &jr)
+              : sk_store_exec(ca->store,
                      "INSERT INTO ctl_join_tokens(hash, spiffe_id, created, expires, uses_left)"
                      " VALUES (?1, ?2, ?3, ?4, ?5)",
                      SK_SQL_ARGS(SK_SQL_BLOB(h, 32), SK_SQL_TEXT(spiffe_id), SK_SQL_INT(now),
@@ -1068,9 +1079,19 @@ static int join_row_fn(sk_stmt_t *st, void *ud) {
   return 1;
 }
 
+static int join_be_row(const ctl_join_row_t *r, void *ud) {
+  join_row_t *j = ud;
+  if (CRYPTO_memcmp(r->hash, j->want, 32) != 0) return 0;
+  j->found = 1;
+  snprintf(j->id, sizeof j->id, "%s", r->spiffe_id);
+  j->expires = r->expires;
+  j->uses = r->uses_left;
+  return 1;
+}
+
 int ctl_ca_join_token_use(ctl_ca_t *ca, const char *secret, const char *spiffe_id, int64_t now,
                           char *err, size_t errlen) {
-  if (!ca->store) {
+  if (!ca->store && !ca->be) {
     seterr(err, errlen, "join tokens are not enabled");
     return SK_EUNAUTH;
   }
@@ -1082,7 +1103,8 @@ int ctl_ca_join_token_use(ctl_ca_t *ca, const char *secret, const char *spiffe_i
   join_row_t j;
   memset(&j, 0, sizeof j);
   ctl__sha256(secret, CTL_JOIN_LEN, j.want);
-  int rc = sk_store_query(ca->store,
+  int rc = ca->be ? ca->be->ops->join_find(ca->be, j.want, join_be_row, &j)
+                  : sk_store_query(ca->store,
                           "SELECT hash, spiffe_id, expires, uses_left FROM ctl_join_tokens"
                           " WHERE hash = ?1",
                           SK_SQL_ARGS(SK_SQL_BLOB(j.want, 32)), join_row_fn, &j);
@@ -1106,7 +1128,8 @@ int ctl_ca_join_token_use(ctl_ca_t *ca, const char *secret, const char *spiffe_i
     seterr(err, errlen, "join token is for %s, not %s", j.id, spiffe_id ? spiffe_id : "(none)");
     return SK_EFORBID;
   }
-  rc = sk_store_exec(ca->store,
+  rc = ca->be ? ca->be->ops->join_use(ca->be, j.want, now)
+              : sk_store_exec(ca->store,
                      "UPDATE ctl_join_tokens SET uses_left = uses_left - 1 WHERE hash = ?1 AND"
                      " uses_left > 0 AND expires > ?2",
                      SK_SQL_ARGS(SK_SQL_BLOB(j.want, 32), SK_SQL_INT(now)));

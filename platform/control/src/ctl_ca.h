@@ -29,6 +29,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "ctl_backend.h"
 #include "ctl_auth.h"
 #include "skiff/http.h"
 #include "skiff/store.h"
@@ -45,7 +46,8 @@ typedef struct ctl_ca ctl_ca_t;
 typedef struct ctl_ca_opts {
   const char *state_dir;    /* required; CA files go to <state_dir>/ca/ */
   const char *trust_domain; /* default "skiff.local"; [a-z0-9.-], 1..255 */
-  sk_store_t *store;        /* join tokens; NULL = join tokens disabled */
+  sk_store_t *store;        /* join tokens; NULL (and no backend) = join tokens disabled */
+  struct ctl_backend *backend; /* when its ops have join_add (PostgreSQL), join tokens live there */
   int64_t leaf_ttl_s;       /* default CTL_CA_DEFAULT_TTL_S */
   int64_t max_leaf_ttl_s;   /* cap for a requested ttl; default 7 days */
   int64_t root_ttl_s;       /* at creation; default 10 years */
@@ -150,36 +152,7 @@ int ctl_ca_csr_req_decode(const void *body, size_t len, sk_pool_t *pool, const c
                           size_t *csr_len, const char **token, int64_t *ttl_s, char *err,
                           size_t errlen);
 
-/* ---- client side (daemons) ---- */
-
-/* 1 when now has reached two thirds of cert's lifetime (or it expired). */
-int ctl_ca_client_renew_due(X509 *cert, time_t now);
-/* Same for a PEM file (first certificate); *due_at (may be NULL) gets the
- * renewal time. SK_ENOENT/SK_EPARSE when the file is unusable (then renew). */
-int ctl_ca_client_renew_due_file(const char *cert_path, time_t now, int64_t *due_at);
-
-typedef struct ctl_ca_client_opts {
-  const char *host;       /* control's API */
-  int port;
-  sk_tls_ctx_t *tls;      /* client context: ca_file = bundle; with the
-                             current cert/key for renewal by identity */
-  const char *spiffe_id;  /* identity to ask for */
-  const char *join_token; /* NULL for renewal with the current certificate */
-  const char *const *dns; /* DNS SANs to request (optional) */
-  size_t ndns;
-  const char *cert_path;  /* where the chain goes */
-  const char *key_path;   /* where the new key goes (0600) */
-  sk_tls_ctx_t **reload;  /* contexts to sk_tls_ctx_reload afterwards */
-  size_t nreload;
-  uint64_t timeout_ms;    /* default 10000 */
-} ctl_ca_client_opts_t;
-
-/* err 0 on success; msg describes a failure (valid during the call). */
-typedef void (*ctl_ca_client_cb)(int err, const char *msg, void *ud);
-/* Makes a new P-256 key and CSR, posts it to /api/v1/ca/csr, writes the
- * files atomically, reloads the contexts, then calls cb (from the loop).
- * Every option string is copied. */
-int ctl_ca_client_renew(uv_loop_t *loop, const ctl_ca_client_opts_t *o, ctl_ca_client_cb cb,
-                        void *ud);
+/* The daemon side (when to renew, CSR, atomic files, reload) lives in the
+ * runtime: skiff/ident.h. */
 
 #endif

@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -14,6 +15,7 @@
 #include "skiff/err.h"
 #include "skiff/http.h"
 #include "skiff/json.h"
+#include "skiff/tls.h"
 #include "skiff/yaml.h"
 
 #define CLI_MAX_FILE (16u << 20)
@@ -22,6 +24,7 @@
 typedef struct copts {
   const char *server;
   const char *token;
+  const char *ca; /* https: the CA bundle (--ca, $SKIFF_CA, else CTL_CLI_LOCAL_CA when present) */
   const char *file;
   const char *output; /* yaml, json, wide, or NULL */
   const char *ns;
@@ -57,10 +60,18 @@ static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-static int parse_server(const char *url, char *host, size_t hostlen, int *port) {
+/* What `skiff up` with examples/control.yaml leaves in the working directory:
+ * control's trust bundle. When it exists the default server is https. */
+#define CTL_CLI_LOCAL_CA ".skiff/control-state/ca/bundle.pem"
+
+static int parse_server(const char *url, char *host, size_t hostlen, int *port, int *https) {
   const char *p = url;
+  *https = 0;
   if (!strncasecmp(p, "http://", 7)) p += 7;
-  else if (!strncasecmp(p, "https://", 8)) return SK_ENOTSUP;
+  else if (!strncasecmp(p, "https://", 8)) {
+    p += 8;
+    *https = 1;
+  }
   const char *colon = strrchr(p, ':');
   const char *end = p + strcspn(p, "/");
   if (!colon || colon > end) {
@@ -82,17 +93,32 @@ static int call(const copts_t *o, const char *method, const char *path, const ch
   memset(r, 0, sizeof *r);
   sk_buf_init(&r->body);
   char host[256];
-  int port;
-  int rc = parse_server(o->server, host, sizeof host, &port);
+  int port, https;
+  int rc = parse_server(o->server, host, sizeof host, &port, &https);
   if (rc < 0) {
-    fprintf(stderr, "skiff: bad server address '%s'%s\n", o->server,
-            rc == SK_ENOTSUP ? " (https is not supported by the CLI yet)" : "");
+    fprintf(stderr, "skiff: bad server address '%s'\n", o->server);
     return rc;
   }
+  sk_tls_ctx_t *tls = NULL;
+  if (https) {
+    char terr[512];
+    sk_tls_opts_t to = {.ca_file = o->ca, .verify = SK_TLS_VERIFY_REQUIRE, .alpn = "http/1.1"};
+    if (!o->ca) {
+      fprintf(stderr, "skiff: %s is https: give the CA bundle with --ca FILE or $SKIFF_CA\n", o->server);
+      return SK_EINVAL;
+    }
+    if ((rc = sk_tls_ctx_new(&to, &tls, terr, sizeof terr)) < 0) {
+      fprintf(stderr, "skiff: --ca: %s\n", terr);
+      return rc;
+    }
+  }
   uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0) return SK_ENOMEM;
+  if (uv_loop_init(&loop) != 0) {
+    sk_tls_ctx_unref(tls);
+    return SK_ENOMEM;
+  }
   sk_http_client_t *cl = NULL;
-  sk_http_client_opts_t co = {.host = host, .port = port, .request_timeout_ms = 30000};
+  sk_http_client_opts_t co = {.host = host, .port = port, .tls = tls, .request_timeout_ms = 30000};
   if ((rc = sk_http_client_new(&loop, &co, &cl)) >= 0) {
     sk_http_header_t h[3];
     size_t n = 0;
@@ -115,6 +141,7 @@ static int call(const copts_t *o, const char *method, const char *path, const ch
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
+  sk_tls_ctx_unref(tls);
   if (rc >= 0 && r->err < 0) rc = r->err;
   if (rc < 0) fprintf(stderr, "skiff: cannot reach %s: %s\n", o->server, sk_strerror(rc));
   return rc;
@@ -722,6 +749,68 @@ static int cmd_token(const copts_t *o) {
   return 2;
 }
 
+/* ---- skiff proxies ---- */
+
+static int cmd_proxies(const copts_t *o) {
+  if (o->nargs != 0) {
+    fprintf(stderr, "skiff proxies: usage: skiff proxies [-o json|wide]\n");
+    return 2;
+  }
+  cresp_t r;
+  if (call(o, "GET", "/api/v1/proxies", NULL, NULL, 0, &r) < 0) return 1;
+  if (r.status != 200) {
+    print_failure("proxies", &r);
+    sk_buf_done(&r.body);
+    return 1;
+  }
+  json_t *v = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
+  sk_buf_done(&r.body);
+  json_t *items = json_object_get(v, "items");
+  if (!json_is_array(items)) {
+    fprintf(stderr, "skiff proxies: the server sent invalid JSON\n");
+    json_decref(v);
+    return 1;
+  }
+  long long cur = (long long)sk_json_get_int(v, "version", 0);
+  int wide = o->output && !strcmp(o->output, "wide");
+  if (o->output && !strcmp(o->output, "json")) {
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+  } else if (!json_array_size(items)) {
+    fprintf(stderr, "No proxies found (config version %lld).\n", cur);
+  } else {
+    if (wide)
+      printf("%-24s %-10s %-8s %-8s %-8s %-6s %-22s %-40s %s\n", "NODE", "STATUS", "SENT", "ACKED", "SYNCED", "AGE",
+             "ADDRESS", "IDENTITY", "LAST NACK");
+    else
+      printf("%-24s %-10s %-8s %-8s %-8s %-6s %s\n", "NODE", "STATUS", "SENT", "ACKED", "SYNCED", "AGE", "LAST NACK");
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+      long long sent = (long long)sk_json_get_int(it, "lastSentVersion", 0);
+      long long acked = (long long)sk_json_get_int(it, "ackedVersion", 0);
+      int conn = json_is_true(json_object_get(it, "connected"));
+      char ag[16], nack[200] = "-";
+      age(sk_json_get_str(it, "connectedSince", NULL), ag, sizeof ag);
+      json_t *nk = json_object_get(it, "lastNack");
+      if (json_is_object(nk))
+        snprintf(nack, sizeof nack, "v%lld: %.*s", (long long)sk_json_get_int(nk, "version", 0), wide ? 160 : 60,
+                 sk_json_get_str(nk, "error", ""));
+      const char *synced = acked == cur ? "yes" : "no";
+      if (wide)
+        printf("%-24s %-10s %-8lld %-8lld %-8s %-6s %-22s %-40s %s\n", sk_json_get_str(it, "node", "?"),
+               conn ? "connected" : "gone", sent, acked, synced, ag, sk_json_get_str(it, "address", "-"),
+               sk_json_get_str(it, "identity", "-"), nack);
+      else
+        printf("%-24s %-10s %-8lld %-8lld %-8s %-6s %s\n", sk_json_get_str(it, "node", "?"),
+               conn ? "connected" : "gone", sent, acked, synced, ag, nack);
+    }
+  }
+  json_decref(v);
+  return 0;
+}
+
 /* ---- argument parsing ---- */
 
 static const char usage_text[] =
@@ -734,12 +823,16 @@ static const char usage_text[] =
     "                                     prints the new secret once (admin only)\n"
     "  skiff token list [-o json]         tokens, without secrets\n"
     "  skiff token revoke NAME|ID\n"
-    "common: --server URL (or $SKIFF_SERVER, default http://127.0.0.1:7400),\n"
-    "        --token TOKEN (or $SKIFF_TOKEN)\n";
+    "  skiff proxies [-o json|wide]       proxies following control: sent and acknowledged\n"
+    "                                     config versions, the last NACK\n"
+    "common: --server URL (or $SKIFF_SERVER; default https://127.0.0.1:7400 when\n"
+    "        " CTL_CLI_LOCAL_CA " exists, else http://127.0.0.1:7400),\n"
+    "        --token TOKEN (or $SKIFF_TOKEN), --ca FILE (or $SKIFF_CA; CA bundle for https,\n"
+    "        default " CTL_CLI_LOCAL_CA ")\n";
 
 int ctl_cli_is_verb(const char *verb) {
   return verb && (!strcmp(verb, "apply") || !strcmp(verb, "get") || !strcmp(verb, "delete") || !strcmp(verb, "diff") ||
-                  !strcmp(verb, "token"));
+                  !strcmp(verb, "token") || !strcmp(verb, "proxies"));
 }
 
 int ctl_cli_main(int argc, char **argv) {
@@ -748,9 +841,13 @@ int ctl_cli_main(int argc, char **argv) {
     return 2;
   }
   copts_t o = {0};
+  int local_ca = access(CTL_CLI_LOCAL_CA, R_OK) == 0;
   o.server = getenv("SKIFF_SERVER");
-  if (!o.server || !*o.server) o.server = "http://127.0.0.1:7400";
+  if (!o.server || !*o.server) o.server = local_ca ? "https://127.0.0.1:7400" : "http://127.0.0.1:7400";
   o.token = getenv("SKIFF_TOKEN");
+  o.ca = getenv("SKIFF_CA");
+  if ((!o.ca || !*o.ca) && local_ca) o.ca = CTL_CLI_LOCAL_CA;
+  if (o.ca && !*o.ca) o.ca = NULL;
   int is_token = !strcmp(argv[0], "token");
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -761,6 +858,7 @@ int ctl_cli_main(int argc, char **argv) {
     else if (!strcmp(a, "-l") || !strcmp(a, "--selector")) slot = &o.selector;
     else if (!strcmp(a, "--server")) slot = &o.server;
     else if (!strcmp(a, "--token")) slot = &o.token;
+    else if (!strcmp(a, "--ca")) slot = &o.ca;
     else if (is_token && !strcmp(a, "--role")) slot = &o.role;
     else if (is_token && !strcmp(a, "--name")) slot = &o.name;
     else if (is_token && !strcmp(a, "--ttl")) slot = &o.ttl;
@@ -800,5 +898,12 @@ int ctl_cli_main(int argc, char **argv) {
   if (!strcmp(argv[0], "get")) return cmd_get(&o);
   if (!strcmp(argv[0], "delete")) return cmd_delete(&o);
   if (is_token) return cmd_token(&o);
+  if (!strcmp(argv[0], "proxies")) {
+    if (o.output && !strcmp(o.output, "yaml")) {
+      fprintf(stderr, "skiff proxies: -o must be json or wide\n");
+      return 2;
+    }
+    return cmd_proxies(&o);
+  }
   return cmd_diff(&o);
 }

@@ -232,7 +232,7 @@ int ctl_compile_proxy(ctl_store_t *s, json_t **out, int64_t *rv, ctl_errs_t *war
     json_array_append_new(clusters, cl);
   }
   json_array_foreach(routes, i, it) compile_route(&c, it);
-  qsort(c.v, c.n, sizeof *c.v, cmp_route);
+  if (c.n) qsort(c.v, c.n, sizeof *c.v, cmp_route); /* c.v is NULL without routes */
   json_t *rts = json_array();
   for (i = 0; i < c.n; i++) json_array_append_new(rts, c.v[i].route);
   free(c.v);

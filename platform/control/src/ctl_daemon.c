@@ -18,6 +18,9 @@ static const sk_config_entry_t tls_entries[] = {
     SK_CFG_STRING_E("ca", "", ctl_tls_cfg_t, ca, "client CA bundle; default: the built-in CA's bundle"),
     SK_CFG_ENUM_E("client_auth", "optional", client_auth_names, ctl_tls_cfg_t, client_auth,
                   "client certificates: none, optional (mTLS identities map to roles) or require"),
+    SK_CFG_BOOL_E("identity", "false", ctl_tls_cfg_t, identity,
+                  "serve with a certificate from the built-in CA (<state_dir>/identity), renewed at 2/3 of "
+                  "its lifetime; cert/key must then be empty"),
     SK_CFG_END_E};
 static const sk_config_schema_t tls_schema = SK_CFG_SCHEMA("tls", ctl_tls_cfg_t, tls_entries);
 
@@ -47,10 +50,41 @@ static int check_body(const void *field, char *msg, size_t msglen) {
   return 0;
 }
 
+static int check_leaf_ttl(const void *field, char *msg, size_t msglen) {
+  uint64_t v = *(const uint64_t *)field;
+  if (v < 10000 || v > 7ull * 86400 * 1000) {
+    snprintf(msg, msglen, "between 10s and 7d");
+    return SK_ERANGE;
+  }
+  return 0;
+}
+
+static const sk_config_entry_t events_kafka_entries[] = {
+    SK_CFG_STRING_E("brokers", "", ctl_events_kafka_cfg_t, brokers,
+                    "bootstrap servers host:port[,host:port...]; empty = the local log only"),
+    SK_CFG_STRING_E("topic_prefix", "skiff.", ctl_events_kafka_cfg_t, topic_prefix,
+                    "topic per event type: <topic_prefix><type> (skiff.resource, skiff.audit)"),
+    SK_CFG_STRLIST_E("properties", NULL, ctl_events_kafka_cfg_t, properties,
+                     "extra librdkafka properties, name=value (idempotence and acks=all stay on)"),
+    SK_CFG_END_E};
+static const sk_config_schema_t events_kafka_schema =
+    SK_CFG_SCHEMA("kafka", ctl_events_kafka_cfg_t, events_kafka_entries);
+
+static const sk_config_entry_t events_entries[] = {
+    {SK_CFG_E_("retention", SK_CFG_UINT64, "100000", ctl_events_cfg_t, retention,
+               "events kept in the local log (SSE resume); Kafka-unconfirmed ones are always kept"),
+     .validate = check_retention},
+    SK_CFG_DURATION_E("max_age", "168h", ctl_events_cfg_t, max_age_ms, "events older than this are pruned; 0 = by count only"),
+    SK_CFG_DURATION_E("heartbeat", "15s", ctl_events_cfg_t, heartbeat_ms, "keepalive comment interval on /api/v1/events"),
+    SK_CFG_SECTION_E("kafka", &events_kafka_schema, ctl_events_cfg_t, kafka, "also produce every event to Kafka"),
+    SK_CFG_END_E};
+static const sk_config_schema_t events_schema = SK_CFG_SCHEMA("events", ctl_events_cfg_t, events_entries);
+
 static const sk_config_entry_t ctl_entries[] = {
     SK_CFG_ADDR_E("listen", "127.0.0.1:7400", ctl_config_t, listen, "the resource API (HTTP/1.1, h2c; h2 with tls)"),
     SK_CFG_STRING_E("store", "", ctl_config_t, store,
-                    "sqlite:PATH or PATH; default <state_dir>/control.db (PostgreSQL: not yet)"),
+                    "sqlite:PATH or PATH (default <state_dir>/control.db), or "
+                    "postgres://user[:password]@host:port/db (also postgresql://; password or PGPASSFILE)"),
     SK_CFG_BOOL_E("durable", "true", ctl_config_t, durable,
                   "synchronous=FULL: an acknowledged write survives power loss"),
     {SK_CFG_E_("event_retention", SK_CFG_UINT64, "10000", ctl_config_t, event_retention,
@@ -66,6 +100,11 @@ static const sk_config_entry_t ctl_entries[] = {
     SK_CFG_SECTION_E("tls", &tls_schema, ctl_config_t, tls, "TLS for the API listener"),
     SK_CFG_SECTION_E("auth", &auth_schema, ctl_config_t, auth, "authentication"),
     SK_CFG_BOOL_E("ca", "true", ctl_config_t, ca, "run the built-in CA (needs state_dir)"),
+    {SK_CFG_E_("ca_leaf_ttl", SK_CFG_DURATION, "24h", ctl_config_t, ca_leaf_ttl_ms,
+               "default lifetime of the certificates the CA issues (10s..7d; short ones for tests)"),
+     .validate = check_leaf_ttl},
+    SK_CFG_SECTION_E("events", &events_schema, ctl_config_t, events,
+                     "the platform event bus: resource changes and audit records (GET /api/v1/events, Kafka)"),
     SK_CFG_END_E};
 
 const sk_config_schema_t ctl_config_schema = SK_CFG_SCHEMA("control", ctl_config_t, ctl_entries);

@@ -22,12 +22,26 @@
 typedef struct ctl_tls_cfg {
   char *cert, *key, *ca;
   int client_auth; /* 0 none, 1 optional, 2 require */
+  bool identity;   /* cert/key issued by the built-in CA and renewed (ctl_ident.h) */
 } ctl_tls_cfg_t;
 
 typedef struct ctl_auth_cfg {
   bool enabled;         /* false: no authentication (local development only) */
   char *trust_domain;
 } ctl_auth_cfg_t;
+
+typedef struct ctl_events_kafka_cfg {
+  char *brokers;             /* "" = no Kafka */
+  char *topic_prefix;
+  sk_cfg_strlist_t properties; /* extra librdkafka "name=value" */
+} ctl_events_kafka_cfg_t;
+
+typedef struct ctl_events_cfg {
+  uint64_t retention;        /* events kept in the local log */
+  uint64_t max_age_ms;
+  uint64_t heartbeat_ms;     /* SSE keepalive comments */
+  ctl_events_kafka_cfg_t kafka;
+} ctl_events_cfg_t;
 
 typedef struct ctl_config {
   sk_cfg_addr_t listen;
@@ -41,6 +55,8 @@ typedef struct ctl_config {
   ctl_tls_cfg_t tls;
   ctl_auth_cfg_t auth;
   bool ca;                  /* run the CA (needs state_dir) */
+  uint64_t ca_leaf_ttl_ms;  /* default lifetime of issued certificates */
+  ctl_events_cfg_t events;  /* the platform event bus (docs/control.md, Events) */
 } ctl_config_t;
 
 extern const sk_config_schema_t ctl_config_schema;

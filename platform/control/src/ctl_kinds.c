@@ -458,8 +458,9 @@ static const ctl_kind_t kind_httproute = {
     .validate = validate_httproute, .stored_as = "Route", .to_stored = ctl__httproute_to_route,
     .from_stored = ctl__route_to_httproute, .short_cols = "HOSTNAMES,RULES"};
 
-static const ctl_kind_t *kinds[CTL_MAX_KINDS] = {&kind_service, &kind_route, &kind_httproute};
-static size_t nkinds = 3;
+static const ctl_kind_t *kinds[CTL_MAX_KINDS] = {&kind_service, &kind_route, &kind_httproute,
+                                                  &ctl__kind_application, &ctl__kind_argo_application};
+static size_t nkinds = 5;
 
 int ctl_kind_register(const ctl_kind_t *k) {
   if (!k || !k->kind || !k->plural || !k->api_version) return SK_EINVAL;

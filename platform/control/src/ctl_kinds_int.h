@@ -36,4 +36,9 @@ int ctl__route_to_httproute(const json_t *stored, json_t **out);
 
 #define CTL_ANN_SOURCE_KIND "skiff.dev/source-kind"
 
+/* ctl_kind_app.c: Application (skiff.dev/v1) and Argo CD's Application
+ * (argoproj.io/v1alpha1, stored as the former). */
+extern const ctl_kind_t ctl__kind_application;
+extern const ctl_kind_t ctl__kind_argo_application;
+
 #endif

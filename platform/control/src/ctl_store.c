@@ -8,14 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
 #include "control.h"
 #include "skiff/err.h"
 #include "skiff/json.h"
 #include "skiff/mem.h"
 
+/* Following the commits of other replicas (ctl_store_follow). */
+typedef struct follow {
+  ctl_store_t *s;
+  uv_poll_t *poll; /* NULL while the listening session is down */
+  uv_timer_t timer; /* reconnects the listening session */
+} follow_t;
+
 struct ctl_store {
   ctl_backend_t *be;
+  follow_t *follow;
+  int64_t seen_rv; /* newest change handed to cb */
   int64_t retention;
   ctl_store_event_cb cb;
   void *cb_ud;
@@ -27,25 +37,41 @@ int ctl_store_open(const ctl_store_opts_t *o, ctl_store_t **out, char *err, size
   ctl_backend_t *be = NULL;
   int rc;
   if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
-    if (err) snprintf(err, errlen, "store %s: the PostgreSQL backend is not available yet (sqlite only)", url);
-    return SK_ENOTSUP;
+    /* objects, events, audit, tokens and join tokens all in PostgreSQL */
+    rc = ctl_backend_pg_open(url, o ? o->durable : 1, &be, err, errlen);
+    if (rc < 0) return rc;
+  } else {
+    if (!strncmp(url, "sqlite:", 7)) url += 7;
+    if (!*url) {
+      if (err) snprintf(err, errlen, "store: empty sqlite path");
+      return SK_EINVAL;
+    }
+    rc = ctl_backend_sqlite_open(url, o ? o->durable : 1, &be, err, errlen);
+    if (rc < 0) return rc;
   }
-  if (!strncmp(url, "sqlite:", 7)) url += 7;
-  if (!*url) {
-    if (err) snprintf(err, errlen, "store: empty sqlite path");
-    return SK_EINVAL;
-  }
-  rc = ctl_backend_sqlite_open(url, o ? o->durable : 1, &be, err, errlen);
-  if (rc < 0) return rc;
   ctl_store_t *s = sk_xcalloc(1, sizeof *s);
   s->be = be;
   s->retention = o && o->event_retention > 0 ? o->event_retention : 10000;
+  s->seen_rv = ctl_store_rv(s);
   *out = s;
   return 0;
 }
 
+static void free_handle(uv_handle_t *h) { free(h); }
+static void free_follow(uv_handle_t *h) { free(h->data); }
+
 void ctl_store_close(ctl_store_t *s) {
   if (!s) return;
+  if (s->follow) { /* stop polling before the backend closes the socket */
+    follow_t *f = s->follow;
+    if (f->poll) {
+      uv_poll_stop(f->poll);
+      uv_close((uv_handle_t *)f->poll, free_handle);
+    }
+    uv_timer_stop(&f->timer);
+    f->timer.data = f;
+    uv_close((uv_handle_t *)&f->timer, free_follow);
+  }
   if (s->be) s->be->ops->close(s->be);
   free(s);
 }
@@ -211,8 +237,74 @@ static int create_tx(ctl_backend_t *b, void *ud) {
   return 0;
 }
 
+static json_t *parse_body(const char *text);
+
+/* Hands the committed changes after seen_rv to cb, in rv order (changes of
+ * other replicas on a shared database). */
+static int catch_up_ev(const ctl_event_row_t *e, void *ud) {
+  ctl_store_t *s = ud;
+  if (e->rv <= s->seen_rv) return 0;
+  json_t *obj = parse_body(e->object);
+  if (obj && s->cb) s->cb(e->rv, e->type, e->kind, obj, s->cb_ud);
+  json_decref(obj);
+  s->seen_rv = e->rv;
+  return 0;
+}
+
+static int catch_up(ctl_store_t *s) { return s->be->ops->events_since(s->be, s->seen_rv, catch_up_ev, s); }
+
 static void notify(wctx_t *c, const json_t *obj) {
-  if (c->s->cb) c->s->cb(c->rv, c->type, c->kind, obj, c->s->cb_ud);
+  ctl_store_t *s = c->s;
+  /* Another replica committed in between: its changes go first. */
+  if (s->be->ops->notify_fd && c->rv > s->seen_rv + 1) (void)catch_up(s);
+  if (c->rv <= s->seen_rv) return;
+  if (s->cb) s->cb(c->rv, c->type, c->kind, obj, s->cb_ud);
+  s->seen_rv = c->rv;
+}
+
+static void follow_poll_cb(uv_poll_t *h, int status, int events) {
+  (void)events;
+  follow_t *f = h->data;
+  int n = status < 0 ? SK_ESTORE : f->s->be->ops->notify_poll(f->s->be);
+  if (n > 0) (void)catch_up(f->s);
+  if (n < 0) { /* the listening session broke: the timer reconnects */
+    uv_poll_stop(h);
+    uv_close((uv_handle_t *)h, free_handle);
+    f->poll = NULL;
+  }
+}
+
+static int follow_start_poll(follow_t *f) {
+  int fd = f->s->be->ops->notify_fd(f->s->be);
+  if (fd < 0) return fd;
+  uv_poll_t *p = sk_xcalloc(1, sizeof *p);
+  if (uv_poll_init(f->timer.loop, p, fd) != 0) {
+    free(p);
+    return SK_EIO;
+  }
+  p->data = f;
+  uv_poll_start(p, UV_READABLE, follow_poll_cb);
+  f->poll = p;
+  /* what was committed while nobody listened */
+  (void)catch_up(f->s);
+  return 0;
+}
+
+static void follow_timer_cb(uv_timer_t *t) {
+  follow_t *f = t->data;
+  if (!f->poll) (void)follow_start_poll(f);
+}
+
+int ctl_store_follow(ctl_store_t *s, struct uv_loop_s *loop) {
+  if (!s->be->ops->notify_fd || s->follow) return 0;
+  follow_t *f = sk_xcalloc(1, sizeof *f);
+  f->s = s;
+  uv_timer_init(loop, &f->timer);
+  f->timer.data = f;
+  s->follow = f;
+  int rc = follow_start_poll(f);
+  uv_timer_start(&f->timer, follow_timer_cb, 1000, 1000);
+  return rc;
 }
 
 int ctl_store_create(ctl_store_t *s, const char *kind, json_t *obj, ctl_store_hook_fn hook, void *hook_ud,

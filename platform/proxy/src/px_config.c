@@ -13,7 +13,7 @@
 const char *const px_log_field_names[] = {
     "ts",     "method",      "authority",  "path",       "protocol", "status",     "reason",
     "route",  "cluster",     "endpoint",   "duration_ms", "upstream_ms", "bytes",   "request_id",
-    "trace_id", "peer",      "peer_spiffe", "attempts",  "listener", NULL};
+    "trace_id", "peer",      "peer_spiffe", "attempts",  "listener", "span_id", NULL};
 
 typedef struct bctx {
   const json_t *where;
@@ -744,7 +744,8 @@ int px_config_build(const json_t *doc, const json_t *where, const char *file, ui
   static const int deflt[] = {PX_LF_TS,       PX_LF_METHOD,      PX_LF_AUTHORITY,  PX_LF_PATH,
                               PX_LF_PROTOCOL, PX_LF_STATUS,      PX_LF_REASON,     PX_LF_ROUTE,
                               PX_LF_CLUSTER,  PX_LF_ENDPOINT,    PX_LF_DURATION_MS, PX_LF_UPSTREAM_MS,
-                              PX_LF_BYTES,    PX_LF_REQUEST_ID,  PX_LF_TRACE_ID,   PX_LF_PEER_SPIFFE};
+                              PX_LF_BYTES,    PX_LF_REQUEST_ID,  PX_LF_TRACE_ID,   PX_LF_PEER_SPIFFE,
+                              PX_LF_SPAN_ID};
   memcpy(c->access_log.fields, deflt, sizeof deflt);
   c->access_log.nfields = sizeof deflt / sizeof deflt[0];
   if (!json_is_object(c->source)) {

@@ -191,6 +191,7 @@ enum {
   PX_LF_PEER_SPIFFE,
   PX_LF_ATTEMPTS,
   PX_LF_LISTENER,
+  PX_LF_SPAN_ID,
   PX_LF_NFIELDS
 };
 extern const char *const px_log_field_names[];

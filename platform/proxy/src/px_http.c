@@ -17,6 +17,7 @@ struct px_try {
   uint64_t start_ns;
   int stale;  /* the txn moved on (timeout, abort): ignore the answer */
   int retry;  /* counted as a retry in budget and breaker */
+  sk_span_t span; /* CLIENT span (px_trace.c) */
   px_try_t *next_free, *all_next;
 };
 
@@ -47,6 +48,7 @@ struct px_txn {
   const char *endpoint;
   int fault_abort; /* status to answer after a fault delay, 0 = none */
   uint64_t fault_delay_ms; /* injected delay, echoed in PX_HDR_FAULT_DELAY (resil) */
+  sk_span_t span; /* SERVER span (px_trace.c) */
   px_txn_t *next_free, *all_next;
 };
 
@@ -80,6 +82,7 @@ static void txn_maybe_free(px_txn_t *t) {
   if (!t->done || t->outstanding > 0 || t->freed) return;
   px_worker_t *w = t->w;
   t->freed = 1;
+  sk_span_discard(&t->span);
   uv_timer_stop(&t->deadline);
   uv_timer_stop(&t->t2);
   px_gen_unref(t->gen);
@@ -144,7 +147,8 @@ static void account(px_txn_t *t, int status, const char *reason, size_t bytes) {
   const char *cluster = t->wc ? t->wc->cfg->name : NULL;
   px_access_log(w, t->gen->cfg, t->req, t->listener, status, reason, t->rt ? t->rt->name : NULL, cluster,
                 t->endpoint, t->upstream_ns, bytes, t->request_id, t->trace.trace_id[0] ? t->trace.trace_id : NULL,
-                t->attempts);
+                t->trace.parent_id[0] ? t->trace.parent_id : NULL, t->attempts);
+  px_trace_server_end(&t->span, status, reason, cluster);
   px_obs_request(w, t->rt, cluster, status, uv_hrtime() - t->req->start_ns);
   sk_http_req_on_abort(t->req, NULL, NULL);
 }
@@ -170,6 +174,7 @@ static void fail(px_txn_t *t, int status, const char *reason) {
 static void on_abort(sk_http_req_t *req, void *ud) {
   px_txn_t *t = ud;
   (void)req;
+  px_trace_server_abort(&t->span);
   if (t->wr) px_budget_request_end(&t->wr->budget);
   t->wr = NULL;
   t->req = NULL;
@@ -259,6 +264,10 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
     if (err == SK_ECONNREFUSED) sent = 0;
     out = px_outcome_from_err(err, sent);
   }
+  if (y->span.recording) {
+    int est = 0;
+    px_trace_try_end(&y->span, status, err < 0 || timed_out ? error_reason(out, err, &est) : NULL);
+  }
   if (wc->outlier.ep && (err < 0 || timed_out || resp)) {
     px_outlier_event_t ev = px_outlier_on_result(&wc->outlier, y->ep_index, out, status, now);
     if (ev == PX_OUTLIER_EJECTED) {
@@ -347,6 +356,7 @@ static void on_upstream(int err, sk_http_resp_t *resp, void *ud) {
   w->in_upstream_cb++;
   t->outstanding++; /* keeps t off the free list while it answers */
   if (!y->stale) try_done(y, err, resp, 0);
+  px_trace_try_end(&y->span, resp ? resp->status : 0, "canceled"); /* stale: the txn moved on */
   t->outstanding--;
   w->in_upstream_cb--;
   try_put(w, y);
@@ -389,6 +399,8 @@ static void start_try(px_txn_t *t, int is_retry) {
   t->outstanding++;
   t->attempts++;
   t->cur = y;
+  px_trace_try_begin(w, &y->span, &t->span, t->req, t->rt, wc->cfg, wc->cfg->endpoints[i].addr, t->attempts, t->hdrs,
+                     t->nh);
   if (t->rt->retry.enabled && t->rt->retry.per_try_timeout_ms) {
     t->t2_mode = T2_PER_TRY;
     uv_timer_start(&t->t2, on_t2, t->rt->retry.per_try_timeout_ms, 0);
@@ -430,6 +442,7 @@ static void on_deadline(uv_timer_t *h) {
   if (t->cur) {
     px_try_t *y = t->cur;
     y->stale = 1;
+    px_trace_try_end(&y->span, 0, "upstream_timeout");
     t->upstream_ns += uv_hrtime() - y->start_ns;
     t->endpoint = t->wc->cfg->endpoints[y->ep_index].addr;
   }
@@ -501,6 +514,7 @@ void px_http_handle(sk_http_req_t *req, void *ud) {
   t->listener = l->name;
   /* trace context and request id, also for answers of our own */
   t->nh = px_upstream_headers(req, rt ? &rt->req_hdrs : NULL, &w->rng, req->pool, &t->hdrs, &t->request_id, &t->trace);
+  px_trace_server_begin(w, req, rt, &t->span, &t->trace, t->hdrs, t->nh);
   if (!rt) {
     fail(t, 404, "no_route");
     return;

@@ -21,6 +21,7 @@
 #include "skiff/log.h"
 #include "skiff/metrics.h"
 #include "skiff/net.h"
+#include "skiff/trace.h"
 
 #define PX_MAX_WORKERS 64
 
@@ -166,6 +167,7 @@ typedef struct px_opts {
   int workers;                /* default 1 */
   sk_metrics_t *metrics;      /* may be NULL */
   sk_logger_t *log;           /* may be NULL */
+  sk_tracer_t *tracer;        /* may be NULL (tracing off); owned by the caller, outlives the proxy */
 } px_opts_t;
 
 typedef struct px_port {
@@ -196,6 +198,7 @@ struct px_proxy {
   sk_mfamily_t *f_requests, *f_duration, *f_upstream, *f_retries, *f_ejections, *f_breaker;
   sk_gauge_t *g_active_conns, *g_active_reqs;
   sk_counter_t *c_reloads, *c_reload_errors;
+  sk_counter_t *c_spans_exported, *c_spans_dropped;
 };
 
 int px_proxy_new(uv_loop_t *main_loop, px_config_t *cfg, const px_opts_t *o, px_proxy_t **out);
@@ -227,14 +230,28 @@ const char *px_status_class(int status);
 void px_access_log(px_worker_t *w, const px_config_t *cfg, const sk_http_req_t *req, const char *listener,
                    int status, const char *reason, const char *route, const char *cluster, const char *endpoint,
                    uint64_t upstream_ns, size_t bytes, const char *request_id, const char *trace_id,
-                   uint32_t attempts);
+                   const char *span_id, uint32_t attempts);
 void px_obs_thread_done(void); /* frees the thread's access-log buffer */
 void px_obs_request(px_worker_t *w, const px_route_t *rt, const char *cluster, int status, uint64_t dur_ns);
+
+/* tracing (px_trace.c): the `tracing` section -> a tracer (NULL when off;
+ * out NULL = validate only); spans per request and per upstream try */
+int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_t *errs, sk_tracer_t **out);
+void px_trace_server_begin(px_worker_t *w, const sk_http_req_t *req, const px_route_t *rt, sk_span_t *s,
+                           px_trace_t *tr, sk_http_header_t *hdrs, size_t nh);
+void px_trace_server_end(sk_span_t *s, int status, const char *reason, const char *cluster);
+void px_trace_server_abort(sk_span_t *s);
+void px_trace_try_begin(px_worker_t *w, sk_span_t *s, const sk_span_t *srv, const sk_http_req_t *req,
+                        const px_route_t *rt, const px_cluster_t *c, const char *endpoint, uint32_t attempt,
+                        sk_http_header_t *hdrs, size_t nh);
+void px_trace_try_end(sk_span_t *s, int status, const char *reason);
 
 /* the daemon descriptor (px_daemon.c) */
 typedef struct px_daemon_cfg {
   int workers;
   sk_cfg_json_t listeners, routes, clusters, access_log;
+  sk_cfg_json_t tracing; /* px_trace.c */
+  sk_cfg_json_t control; /* px_push.c: follow skiff-control's snapshots */
 } px_daemon_cfg_t;
 extern const sk_config_schema_t px_daemon_schema;
 extern const sk_daemon_desc_t px_daemon_desc;

@@ -27,6 +27,12 @@ static void collect(sk_metrics_t *m, void *ud) {
   double conns = 0;
   for (int i = 0; i < p->nworkers; i++) conns += (double)__atomic_load_n(&p->workers[i].tcp_conns, __ATOMIC_RELAXED);
   sk_gauge_set(p->g_active_conns, conns);
+  if (p->o.tracer) {
+    sk_tracer_stats_t st;
+    sk_tracer_stats(p->o.tracer, &st);
+    sk_counter_set(p->c_spans_exported, (double)st.spans_exported);
+    sk_counter_set(p->c_spans_dropped, (double)st.spans_dropped);
+  }
 }
 
 int px_obs_init(px_proxy_t *p) {
@@ -60,6 +66,13 @@ int px_obs_init(px_proxy_t *p) {
   sk_metrics_gauge(m, "skiff_proxy_active_tcp_connections", "L4 connections being relayed.", &p->g_active_conns);
   sk_metrics_counter(m, "skiff_proxy_config_reloads_total", "Configs applied after the first.", &p->c_reloads);
   sk_metrics_counter(m, "skiff_proxy_config_reload_errors_total", "Configs refused on reload.", &p->c_reload_errors);
+  if (p->o.tracer) {
+    sk_metrics_counter(m, "skiff_proxy_spans_exported_total", "Spans accepted by the OTLP endpoint.",
+                       &p->c_spans_exported);
+    sk_metrics_counter(m, "skiff_proxy_spans_dropped_total",
+                       "Sampled spans not exported: queue full, endpoint refused or unreachable after retries.",
+                       &p->c_spans_dropped);
+  }
   sk_metrics_on_collect(m, collect, p);
   return 0;
 }
@@ -125,7 +138,7 @@ static void kv_num(sk_buf_t *b, int *first, const char *k, int decimals, double 
 void px_access_log(px_worker_t *w, const px_config_t *cfg, const sk_http_req_t *req, const char *listener,
                    int status, const char *reason, const char *route, const char *cluster, const char *endpoint,
                    uint64_t upstream_ns, size_t bytes, const char *request_id, const char *trace_id,
-                   uint32_t attempts) {
+                   const char *span_id, uint32_t attempts) {
   int fd = w->p->access_fd;
   if (fd < 0 || !cfg->access_log.path || !cfg->access_log.path[0]) return;
   sk_buf_t *bp = &log_buf, b = *bp; /* one line buffer per worker thread, reused */
@@ -163,6 +176,7 @@ void px_access_log(px_worker_t *w, const px_config_t *cfg, const sk_http_req_t *
     case PX_LF_BYTES: kv_num(&b, &first, "bytes", 0, (double)bytes); break;
     case PX_LF_REQUEST_ID: kv_str(&b, &first, "request_id", request_id); break;
     case PX_LF_TRACE_ID: kv_str(&b, &first, "trace_id", trace_id); break;
+    case PX_LF_SPAN_ID: kv_str(&b, &first, "span_id", span_id); break;
     case PX_LF_PEER: kv_str(&b, &first, "peer", req->peer_addr); break;
     case PX_LF_PEER_SPIFFE: kv_str(&b, &first, "peer_spiffe", req->peer_spiffe); break;
     case PX_LF_ATTEMPTS: kv_num(&b, &first, "attempts", 0, attempts); break;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "skiff/err.h"
+#include "skiff/ident.h"
 #include "skiff/mem.h"
 
 #define SK_DAEMON_MAX_DRAIN_MS (3600u * 1000u)
@@ -43,6 +44,8 @@ static const sk_config_entry_t common_entries[] = {
      .max = SK_DAEMON_MAX_DRAIN_MS},
     SK_CFG_STRING_E("pid_file", "", sk_daemon_common_t, pid_file, "write the process id here; empty = none"),
     SK_CFG_STRING_E("state_dir", "", sk_daemon_common_t, state_dir, "directory for the daemon's state; empty = none"),
+    SK_CFG_SECTION_E("identity", &sk_ident_schema, sk_daemon_common_t, identity,
+                     "certificate from skiff-control's CA, renewed at 2/3 of its lifetime (skiff/ident.h)"),
     SK_CFG_END_E};
 const sk_config_schema_t sk_daemon_common_schema = SK_CFG_SCHEMA("common", sk_daemon_common_t, common_entries);
 
@@ -63,6 +66,10 @@ struct sk_daemon {
   int ready, ever_ready, draining, finishing;
   int exit_code;
   int pid_written;
+  int init_called;
+  sk_ident_t *ident;
+  sk_gauge_t *g_ident_expiry;
+  sk_counter_t *c_ident_ok, *c_ident_err;
 };
 
 uv_loop_t *sk_daemon_loop(sk_daemon_t *d) { return &d->loop; }
@@ -80,6 +87,7 @@ const char *sk_daemon_state_dir(sk_daemon_t *d) {
 int sk_daemon_admin_port(sk_daemon_t *d) { return d->admin ? sk_admin_port(d->admin) : -1; }
 sk_metrics_t *sk_daemon_metrics(sk_daemon_t *d) { return d->metrics; }
 sk_admin_t *sk_daemon_admin(sk_daemon_t *d) { return d->admin; }
+sk_ident_t *sk_daemon_ident(sk_daemon_t *d) { return d->ident; }
 int sk_daemon_is_ready(sk_daemon_t *d) { return d->ready; }
 int sk_daemon_is_draining(sk_daemon_t *d) { return d->draining; }
 
@@ -127,7 +135,9 @@ static void finish_cb(uv_timer_t *t) {
   if (d->finishing) return;
   d->finishing = 1;
   uv_timer_stop(&d->drain_timer);
-  if (d->desc->fini) d->desc->fini(d);
+  if (d->desc->fini && d->init_called) d->desc->fini(d);
+  sk_ident_free(d->ident);
+  d->ident = NULL;
   sk_admin_free(d->admin);
   d->admin = NULL;
   close_handle((uv_handle_t *)&d->sig_term);
@@ -175,7 +185,7 @@ static void begin_drain(sk_daemon_t *d, const char *why) {
   sk_log_fields(d->log, SK_LOG_INFO, "draining",
                 (sk_log_field_t[]){SK_LF_S("reason", why), SK_LF_U("timeout_ms", d->common.drain_timeout_ms)}, 2);
   uv_timer_start(&d->drain_timer, drain_deadline_cb, d->common.drain_timeout_ms, 0);
-  if (d->desc->drain)
+  if (d->desc->drain && d->init_called)
     d->desc->drain(d);
   else
     sk_daemon_drained(d);
@@ -184,6 +194,77 @@ static void begin_drain(sk_daemon_t *d, const char *why) {
 void sk_daemon_stop(sk_daemon_t *d, int exit_code) {
   if (exit_code > d->exit_code) d->exit_code = exit_code;
   begin_drain(d, "stop requested");
+}
+
+static void run_init(sk_daemon_t *d) {
+  d->init_called = 1;
+  if (!d->desc->init) return;
+  int rc = d->desc->init(d, d->cfg);
+  if (rc < 0) {
+    sk_log_kv(d->log, SK_LOG_ERROR, "init failed", "error", sk_strerror(rc), NULL);
+    d->exit_code = 1;
+    d->draining = 1;
+    schedule_finish(d);
+  }
+}
+
+static void ident_event(sk_ident_t *id, int err, const char *msg, void *ud) {
+  sk_daemon_t *d = ud;
+  int64_t not_after = 0;
+  if (sk_ident_current(id, NULL, 0, &not_after, NULL) == 0) sk_gauge_set(d->g_ident_expiry, (double)not_after);
+  sk_counter_inc(err == 0 ? d->c_ident_ok : d->c_ident_err);
+  if (err == 0)
+    sk_log_kv(d->log, SK_LOG_INFO, "identity renewed", "detail", msg, NULL);
+  else
+    sk_log_kv(d->log, SK_LOG_WARN, "identity renewal failed", "error", msg, NULL);
+}
+
+static void ident_ready(sk_ident_t *id, void *ud) {
+  sk_daemon_t *d = ud;
+  char serial[80] = "";
+  sk_ident_current(id, serial, sizeof serial, NULL, NULL);
+  sk_log_kv(d->log, SK_LOG_INFO, "identity", "spiffe_id", sk_ident_spiffe_id(id), "cert", sk_ident_cert_path(id),
+            "serial", serial, NULL);
+  if (!d->draining && !d->init_called) run_init(d);
+}
+
+/* 1: no identity configured; 0: started (init runs once it is ready);
+ * negative: cannot. */
+static int start_identity(sk_daemon_t *d) {
+  sk_ident_cfg_t c = d->common.identity;
+  char dir[4096], id[SK_IDENT_ID_MAX], err[512] = "";
+  if (!c.control || !*c.control) return 1;
+  if ((!c.dir || !*c.dir) && sk_daemon_state_dir(d)) {
+    snprintf(dir, sizeof dir, "%s/identity", d->common.state_dir);
+    c.dir = dir;
+  }
+  const char *name = d->desc->name;
+  if (!strncmp(name, "skiff-", 6)) name += 6;
+  sk_ident_opts_t o;
+  int rc = sk_ident_opts_from_cfg(&c, name, &o, id, sizeof id, err, sizeof err);
+  if (rc == 0) {
+    static const char *const lbl[] = {"result"};
+    sk_mfamily_t *fam = NULL;
+    sk_metrics_gauge(d->metrics, "skiff_identity_not_after_seconds",
+                     "Expiry (unix time) of the daemon's certificate from control's CA.", &d->g_ident_expiry);
+    if (sk_metrics_counter_family(d->metrics, "skiff_identity_renewals_total",
+                                  "Certificate issuance attempts from control's CA by result.", lbl, 1, &fam) >= 0) {
+      sk_counter_with(fam, (const char *const[]){"ok"}, &d->c_ident_ok);
+      sk_counter_with(fam, (const char *const[]){"error"}, &d->c_ident_err);
+    }
+    o.on_event = ident_event;
+    o.ud = d;
+    rc = sk_ident_new(&d->loop, &o, &d->ident, err, sizeof err);
+  }
+  if (rc < 0) {
+    sk_log_kv(d->log, SK_LOG_ERROR, "cannot set up the identity", "error", err, NULL);
+    return rc;
+  }
+  sk_ident_start(d->ident, ident_ready, d);
+  if (!d->init_called)
+    sk_log_kv(d->log, SK_LOG_INFO, "waiting for an identity from control", "spiffe_id", id, "control", c.control,
+              NULL);
+  return 0;
 }
 
 static void log_config_errors(sk_daemon_t *d, const sk_config_errors_t *errs, const char *what) {
@@ -236,6 +317,11 @@ static void reload(sk_daemon_t *d) {
     log_config_errors(d, &errs, "config reload failed; keeping the running config");
     goto drop;
   }
+  if (!d->init_called) {
+    /* still waiting for the identity: the daemon reads its config at init */
+    sk_log(d->log, SK_LOG_WARN, "SIGHUP before the daemon started serving: restart it to apply config changes");
+    goto drop;
+  }
   if (d->desc->reload) {
     rc = d->desc->reload(d, ncfg);
     if (rc < 0) {
@@ -253,8 +339,10 @@ static void reload(sk_daemon_t *d) {
    * needs a restart */
   if (nc.admin.enabled != d->common.admin.enabled || nc.admin.listen.port != d->common.admin.listen.port ||
       strcmp(nc.admin.listen.host, d->common.admin.listen.host) != 0 || !same_str(nc.pid_file, d->common.pid_file) ||
-      !same_str(nc.state_dir, d->common.state_dir) || !same_str(nc.log.file, d->common.log.file))
-    sk_log(d->log, SK_LOG_WARN, "admin, log.file, pid_file and state_dir changes apply after a restart");
+      !same_str(nc.state_dir, d->common.state_dir) || !same_str(nc.log.file, d->common.log.file) ||
+      !same_str(nc.identity.control, d->common.identity.control) || !same_str(nc.identity.dir, d->common.identity.dir) ||
+      !same_str(nc.identity.name, d->common.identity.name))
+    sk_log(d->log, SK_LOG_WARN, "admin, log.file, pid_file, state_dir and identity changes apply after a restart");
   d->common.log.level = nc.log.level;
   d->common.log.format = nc.log.format;
   d->common.drain_timeout_ms = nc.drain_timeout_ms;
@@ -394,7 +482,7 @@ int sk_daemon_main(const sk_daemon_desc_t *desc, int argc, char **argv) {
   d->flag_level = level;
   d->flag_format = format;
   d->config_path = config ? sk_xstrdup(config) : NULL;
-  int rc, loop_ok = 0, init_called = 0;
+  int rc, loop_ok = 0;
   sk_config_errors_t errs;
   sk_config_errors_init(&errs);
   rc = load_config(desc, config, &d->common, &d->cfg, &errs);
@@ -477,15 +565,13 @@ int sk_daemon_main(const sk_daemon_desc_t *desc, int argc, char **argv) {
   uv_signal_start(&d->sig_int, on_signal, SIGINT);
   uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-  init_called = 1;
-  if (desc->init) {
-    rc = desc->init(d, d->cfg);
-    if (rc < 0) {
-      sk_log_kv(d->log, SK_LOG_ERROR, "init failed", "error", sk_strerror(rc), NULL);
-      d->exit_code = 1;
-      d->draining = 1;
-      schedule_finish(d);
-    }
+  rc = start_identity(d);
+  if (rc < 0) {
+    d->exit_code = 1;
+    d->draining = 1;
+    schedule_finish(d);
+  } else if (rc > 0) {
+    run_init(d);
   }
   uv_run(&d->loop, UV_RUN_DEFAULT);
 
@@ -493,7 +579,9 @@ out:
   if (loop_ok) {
     if (!d->finishing) {
       /* reached only on early errors: nothing of the daemon's runs yet */
-      if (init_called && desc->fini) desc->fini(d);
+      if (d->init_called && desc->fini) desc->fini(d);
+      sk_ident_free(d->ident);
+      d->ident = NULL;
       sk_admin_free(d->admin);
       d->admin = NULL;
       uv_walk(&d->loop, close_walk_cb, NULL);

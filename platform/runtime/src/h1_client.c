@@ -1,7 +1,8 @@
 /* HTTP/1.1 client connection: one exchange at a time on a keep-alive
  * connection owned by the pool in http_client.c. Responses framed by
  * content-length, chunked or connection close; 1xx interim responses are
- * skipped; bodies are buffered up to the client's max_body_bytes. */
+ * skipped; bodies are buffered up to the client's max_body_bytes, or, for
+ * a streaming request, handed to it piece by piece as read. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -91,6 +92,11 @@ static void h1c_finish(sk__h1_client_t *h) {
 }
 
 static int h1c_body_add(sk__h1_client_t *h, const void *d, size_t n) {
+  sk__http_creq_t *r = h->cur;
+  if (sk__http_creq_streaming(r)) { /* handed over, not kept */
+    sk__http_creq_data(r, d, n);
+    return h->cur == r && h->state == C_BODY ? 0 : -1;
+  }
   if (h->body.len + n > h->max_body) {
     h1c_fail(h, SK_E2BIG);
     return -1;
@@ -136,12 +142,18 @@ static void h1c_process(sk__h1_client_t *h) {
       h->keep_alive = hd.keep_alive;
       sk_buf_reset(&h->body);
       sk_buf_consume(&h->in, hd.head_len);
-      if (hd.body == SK__H1_BODY_LENGTH && hd.content_length > h->max_body) {
+      if (hd.body == SK__H1_BODY_LENGTH && hd.content_length > h->max_body &&
+          !sk__http_creq_streaming(h->cur)) {
         h1c_fail(h, SK_E2BIG);
         return;
       }
       if (hd.body == SK__H1_BODY_CHUNKED) sk__h1_chunked_init(&h->ch);
       h->state = C_BODY;
+      if (sk__http_creq_streaming(h->cur)) {
+        sk__http_creq_t *sr = h->cur;
+        sk__http_creq_head(sr, resp);
+        if (h->cur != sr || h->state != C_BODY) return; /* canceled */
+      }
       if (hd.body == SK__H1_BODY_NONE) {
         h1c_finish(h);
         return;

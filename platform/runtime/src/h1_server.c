@@ -21,6 +21,11 @@
 #define H1_WRITE_HIGH (1024 * 1024)  /* stop reading above this many queued bytes */
 #define H1_PIPELINE_SLACK (64 * 1024) /* buffered input beyond one head while busy */
 #define H1_MAX_FIELDS_CAP 4096
+/* Up to this many header fields are parsed into an array on h1_process's
+ * stack instead of one kept per connection (100 fields are 3.2 KB, most of
+ * an idle keep-alive connection's memory); the fields are copied into the
+ * request's pool before the handler runs, so nothing refers to them later. */
+#define H1_STACK_FIELDS 128
 
 enum { S_HEAD = 0, S_BODY, S_HANDLER, S_CLOSING };
 enum { T_NONE = 0, T_IDLE, T_HEADER, T_BODY };
@@ -34,7 +39,7 @@ typedef struct h1s {
   int state;
   sk_buf_t in;                 /* received, not yet consumed */
   sk__h1_parser_t parser;
-  sk__h1_field_t *fields;
+  sk__h1_field_t *fields;      /* only when max_headers > H1_STACK_FIELDS */
   int in_process;              /* h1_process() is on the stack */
   int paused_in, paused_out;   /* reading stopped for buffering / write backpressure */
   int draining;
@@ -270,6 +275,10 @@ static int h1_end(sk_http_req_t *r) {
   }
   s->state = S_HEAD;
   sk__h1_parser_reset(&s->parser);
+  /* an idle keep-alive connection keeps no buffers (a large upload's body
+   * buffer would otherwise stay with the connection) */
+  sk_buf_done(&s->body);
+  if (s->in.len == 0) sk_buf_done(&s->in);
   h1_set_timer(s, s->in.len ? T_HEADER : T_IDLE);
   h1_update_reading(s);
   if (!s->in_process) h1_process(s);
@@ -372,6 +381,7 @@ static void h1_read_body(h1s_t *s) {
 }
 
 static void h1_process(h1s_t *s) {
+  sk__h1_field_t stack_fields[H1_STACK_FIELDS];
   s->in_process = 1;
   for (;;) {
     if (s->state == S_HEAD) {
@@ -384,6 +394,7 @@ static void h1_process(h1s_t *s) {
         break;
       }
       sk__h1_head_t hd;
+      s->parser.fields = s->fields ? s->fields : stack_fields;
       int r = sk__h1_parse_request(&s->parser, s->in.data, s->in.len, &hd);
       if (r == 0) {
         if (s->peer_eof) h1_close(s); /* a head that can never complete */
@@ -406,6 +417,7 @@ static void h1_process(h1s_t *s) {
     }
   }
   s->in_process = 0;
+  s->parser.fields = s->fields; /* never left pointing at this stack frame */
   h1_update_reading(s);
 }
 
@@ -496,7 +508,7 @@ void sk__h1_server_attach(sk__http_conn_t *hc) {
   size_t nf = s->o->max_headers;
   if (nf > H1_MAX_FIELDS_CAP) nf = H1_MAX_FIELDS_CAP;
   if (nf == 0) nf = 1;
-  s->fields = sk_xcalloc(nf, sizeof *s->fields);
+  s->fields = nf > H1_STACK_FIELDS ? sk_xcalloc(nf, sizeof *s->fields) : NULL;
   sk__h1_parser_init(&s->parser, s->o->max_header_bytes, nf, s->fields);
   sk_buf_init(&s->in);
   sk_buf_init(&s->body);

@@ -5,7 +5,10 @@
  * a data provider over the request body (copied in the request's pool by
  * the core); the response head and body are collected into an
  * sk_http_resp_t allocated from the same pool, and the exchange ends in
- * nghttp2's on_stream_close with sk__http_creq_complete.
+ * nghttp2's on_stream_close with sk__http_creq_complete. A streaming
+ * request gets its head when the response HEADERS frame is complete and
+ * each DATA chunk as nghttp2 hands it over (the window is given back as it
+ * is consumed, so nothing piles up here).
  *
  * Frames are produced synchronously after each call into the session,
  * except while nghttp2 is running one of our callbacks (a user callback
@@ -40,6 +43,7 @@ struct sk__h2c_stream {
   size_t hdr_bytes;
   int end_stream;        /* END_STREAM received */
   int failed;            /* error decided locally (limit) */
+  int head_sent;         /* streaming: the final head went to the request */
   sk__h2c_stream_t *prev, *next;
 };
 
@@ -247,6 +251,10 @@ static int h2c_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t st
                              const uint8_t *data, size_t len, void *ud) {
   sk__h2c_stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
   if (!st || !st->creq || st->failed) return 0;
+  if (sk__http_creq_streaming(st->creq)) { /* handed over, not kept */
+    if (st->head_sent) sk__http_creq_data(st->creq, data, len);
+    return 0;
+  }
   if (st->body.len + len > st->s->max_body) {
     h2c_stream_fail(st, SK_E2BIG);
     return 0;
@@ -261,6 +269,17 @@ static int h2c_on_frame_recv(nghttp2_session *session, const nghttp2_frame *fram
     s->goaway = 1;
     s->goaway_last_id = frame->goaway.last_stream_id;
     return 0;
+  }
+  if (frame->hd.type == NGHTTP2_HEADERS) {
+    sk__h2c_stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (st && st->creq && !st->failed && !st->head_sent && st->resp &&
+        st->resp->status >= 200 && sk__http_creq_streaming(st->creq)) {
+      st->head_sent = 1;
+      sk__http_creq_head(st->creq, st->resp); /* may cancel: st->creq is then NULL */
+      st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+      if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) st->end_stream = 1;
+      return 0;
+    }
   }
   if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
       (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {

@@ -119,7 +119,11 @@ void sk__http_creq_complete(sk__http_creq_t *r, int err, sk_http_resp_t *resp) {
   r->cancel = NULL;
   r->proto = NULL;
   cl->refs++; /* the callback may free the client */
-  if (r->cb) r->cb(err, err < 0 ? NULL : resp, r->ud);
+  if (r->scbs) {
+    if (r->scbs->on_end) r->scbs->on_end(r, err, r->sud);
+  } else if (r->cb) {
+    r->cb(err, err < 0 ? NULL : resp, r->ud);
+  }
   sk_pool_free(r->pool);
   if (!cl->freeing) cl_pump(cl);
   cl_unref(cl);
@@ -129,6 +133,21 @@ static void creq_timeout(uv_timer_t *t) {
   sk__http_creq_t *r = t->data;
   if (r->cancel) r->cancel(r); /* the protocol lets go of it */
   sk__http_creq_complete(r, SK_ETIMEDOUT, NULL);
+}
+
+/* A stream showed life: its idle deadline starts again. */
+static void creq_touch(sk__http_creq_t *r) {
+  if (r->timer) uv_timer_start(r->timer, creq_timeout, r->cl->o.stream_idle_timeout_ms, 0);
+}
+
+void sk__http_creq_head(sk__http_creq_t *r, sk_http_resp_t *head) {
+  creq_touch(r);
+  if (r->scbs && r->scbs->on_head) r->scbs->on_head(r, head, r->sud);
+}
+
+void sk__http_creq_data(sk__http_creq_t *r, const uint8_t *d, size_t n) {
+  creq_touch(r);
+  if (n && r->scbs && r->scbs->on_data) r->scbs->on_data(r, d, n, r->sud);
 }
 
 /* ---------------- HTTP/1.1 pool ---------------- */
@@ -291,6 +310,7 @@ int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_
   if (!cl->o.connect_timeout_ms) cl->o.connect_timeout_ms = 5000;
   if (!cl->o.request_timeout_ms) cl->o.request_timeout_ms = 30000;
   if (!cl->o.idle_timeout_ms) cl->o.idle_timeout_ms = 30000;
+  if (!cl->o.stream_idle_timeout_ms) cl->o.stream_idle_timeout_ms = 60000;
   int tls_default = cl->o.tls ? 443 : 80;
   if (strchr(o->host, ':')) /* IPv6 literal */
     cl->authority = o->port == tls_default ? sk_xstrdup(o->host) : NULL;
@@ -305,9 +325,10 @@ int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_
   return 0;
 }
 
-int sk_http_client_request(sk_http_client_t *cl, const char *method, const char *path,
-                           const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
-                           size_t len, sk_http_client_cb cb, void *ud) {
+static int creq_start(sk_http_client_t *cl, const char *method, const char *path,
+                      const sk_http_header_t *hdrs, size_t nhdrs, const void *body, size_t len,
+                      sk_http_client_cb cb, void *ud, const sk_http_stream_cbs_t *scbs,
+                      sk__http_creq_t **out) {
   if (!cl || !method || !*method || !path || !*path || (nhdrs && !hdrs) || (len && !body))
     return SK_EINVAL;
   if (cl->freeing) return SK_ECANCELED;
@@ -333,13 +354,40 @@ int sk_http_client_request(sk_http_client_t *cl, const char *method, const char 
   r->body_len = len;
   r->cb = cb;
   r->ud = ud;
+  r->scbs = scbs;
+  r->sud = scbs ? ud : NULL;
   r->timer = sk_xmalloc(sizeof *r->timer);
   uv_timer_init(cl->loop, r->timer);
   r->timer->data = r;
-  uv_timer_start(r->timer, creq_timeout, cl->o.request_timeout_ms, 0);
+  uv_timer_start(r->timer, creq_timeout,
+                 scbs ? cl->o.stream_idle_timeout_ms : cl->o.request_timeout_ms, 0);
+  if (out) *out = r;
   q_push(cl, r);
-  cl_pump(cl);
+  cl_pump(cl); /* may complete r (connect failed at once): *out is set first */
   return 0;
+}
+
+int sk_http_client_request(sk_http_client_t *cl, const char *method, const char *path,
+                           const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
+                           size_t len, sk_http_client_cb cb, void *ud) {
+  return creq_start(cl, method, path, hdrs, nhdrs, body, len, cb, ud, NULL, NULL);
+}
+
+int sk_http_client_stream(sk_http_client_t *cl, const char *method, const char *path,
+                          const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
+                          size_t len, const sk_http_stream_cbs_t *cbs, void *ud,
+                          sk_http_stream_t **out) {
+  static const sk_http_stream_cbs_t none = {0};
+  if (out) *out = NULL;
+  return creq_start(cl, method, path, hdrs, nhdrs, body, len, NULL, ud, cbs ? cbs : &none, out);
+}
+
+void sk_http_stream_cancel(sk_http_stream_t *r) {
+  static const sk_http_stream_cbs_t silent = {0};
+  if (!r) return;
+  if (r->cancel) r->cancel(r); /* the protocol lets go of it */
+  r->scbs = &silent;
+  sk__http_creq_complete(r, SK_ECANCELED, NULL);
 }
 
 void sk_http_client_free(sk_http_client_t *cl) {

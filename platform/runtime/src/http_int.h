@@ -113,7 +113,19 @@ struct sk__http_creq {
   void (*cancel)(sk__http_creq_t *r);
   void *proto;
   sk__http_creq_t *next;
+  /* streaming (sk_http_client_stream): the protocol hands the head and
+   * each piece of body over as they arrive instead of collecting them */
+  const sk_http_stream_cbs_t *scbs;
+  void *sud;
 };
+
+/* Streaming requests: the protocol reports the final head and body bytes.
+ * The user's callback may cancel the request (or free the client), which
+ * detaches it from the protocol through r->cancel: after either call the
+ * protocol must check that r is still its request before touching it. */
+void sk__http_creq_head(sk__http_creq_t *r, sk_http_resp_t *head);
+void sk__http_creq_data(sk__http_creq_t *r, const uint8_t *d, size_t n);
+static inline int sk__http_creq_streaming(const sk__http_creq_t *r) { return r && r->scbs; }
 
 /* The protocol finished the exchange: resp (allocated from r->pool, or NULL
  * when err < 0) goes to the user's callback, then everything is freed. */

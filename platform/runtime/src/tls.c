@@ -10,6 +10,7 @@
 #include "skiff/tls.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,13 @@ struct sk_tls_ctx {
   sk__tls_alpn_t alpn;
   pthread_mutex_t mu; /* guards ssl_ctx: reloads may race with other loops */
   SSL_CTX *ssl_ctx;
+  struct sk_tls_ctx *reg_prev, *reg_next; /* live contexts, for sk_tls_ctx_reload_files */
 };
+
+/* Every live context, so that a renewed identity reaches all the contexts
+ * built from its files (skiff/ident.h) without each daemon listing them. */
+static pthread_mutex_t sk__tls_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static sk_tls_ctx_t *sk__tls_reg;
 
 static pthread_once_t sk__tls_once = PTHREAD_ONCE_INIT;
 static int sk__ctx_alpn_idx = -1; /* SSL_CTX ex_data: owned sk__tls_alpn_t copy */
@@ -253,6 +260,13 @@ fail:
 
 static void sk__tls_ctx_destroy(sk_tls_ctx_t *c) {
   if (!c) return;
+  pthread_mutex_lock(&sk__tls_reg_mu);
+  if (c->reg_prev || sk__tls_reg == c) {
+    if (c->reg_prev) c->reg_prev->reg_next = c->reg_next;
+    else sk__tls_reg = c->reg_next;
+    if (c->reg_next) c->reg_next->reg_prev = c->reg_prev;
+  }
+  pthread_mutex_unlock(&sk__tls_reg_mu);
   SSL_CTX_free(c->ssl_ctx);
   free(c->cert_file);
   free(c->key_file);
@@ -299,6 +313,11 @@ int sk_tls_ctx_new(const sk_tls_opts_t *o, sk_tls_ctx_t **out, char *err, size_t
   c->alpn.len = (size_t)rc;
   c->ssl_ctx = sk__tls_build(c, err, errlen, &rc);
   if (!c->ssl_ctx) goto out;
+  pthread_mutex_lock(&sk__tls_reg_mu);
+  c->reg_next = sk__tls_reg;
+  if (sk__tls_reg) sk__tls_reg->reg_prev = c;
+  sk__tls_reg = c;
+  pthread_mutex_unlock(&sk__tls_reg_mu);
   *out = c;
   c = NULL;
   rc = 0;
@@ -319,6 +338,47 @@ int sk_tls_ctx_reload(sk_tls_ctx_t *c, char *err, size_t errlen) {
   pthread_mutex_unlock(&c->mu);
   SSL_CTX_free(old); /* live connections keep their own references */
   return 0;
+}
+
+static int sk__same_file(const char *a, const char *real_b) {
+  char ra[PATH_MAX];
+  return a && realpath(a, ra) && !strcmp(ra, real_b);
+}
+
+int sk_tls_ctx_reload_files(const char *const *paths, size_t n, char *err, size_t errlen) {
+  char real[8][PATH_MAX];
+  size_t nr = 0;
+  if (err && errlen) err[0] = 0;
+  for (size_t i = 0; i < n && nr < 8; i++)
+    if (paths[i] && realpath(paths[i], real[nr])) nr++;
+  /* take references under the lock (skipping contexts being destroyed),
+   * reload outside it */
+  size_t cap = 16, nc = 0;
+  sk_tls_ctx_t **hit = sk_xcalloc(cap, sizeof *hit);
+  pthread_mutex_lock(&sk__tls_reg_mu);
+  for (sk_tls_ctx_t *c = sk__tls_reg; c; c = c->reg_next) {
+    int match = 0;
+    for (size_t i = 0; i < nr && !match; i++)
+      match = sk__same_file(c->cert_file, real[i]) || sk__same_file(c->key_file, real[i]) ||
+              sk__same_file(c->ca_file, real[i]);
+    if (!match) continue;
+    int r = __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE);
+    while (r > 0 && !__atomic_compare_exchange_n(&c->refs, &r, r + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+    if (r <= 0) continue;
+    if (nc == cap) hit = sk_xrealloc(hit, (cap *= 2) * sizeof *hit);
+    hit[nc++] = c;
+  }
+  pthread_mutex_unlock(&sk__tls_reg_mu);
+  int rc = 0, done = 0;
+  for (size_t i = 0; i < nc; i++) {
+    int r = sk_tls_ctx_reload(hit[i], rc < 0 ? NULL : err, rc < 0 ? 0 : errlen);
+    if (r < 0 && rc == 0) rc = r;
+    if (r >= 0) done++;
+    sk_tls_ctx_unref(hit[i]);
+  }
+  free(hit);
+  return rc < 0 ? rc : done;
 }
 
 sk_tls_ctx_t *sk_tls_ctx_ref(sk_tls_ctx_t *c) {

@@ -42,6 +42,7 @@
 
 #include "skiff/admin.h"
 #include "skiff/config.h"
+#include "skiff/ident.h"
 #include "skiff/log.h"
 #include "skiff/metrics.h"
 
@@ -52,7 +53,12 @@ typedef struct sk_daemon sk_daemon_t;
  *   log:           {level: info, format: text, file: ""}
  *   drain_timeout: 10s
  *   pid_file:      ""   (none)
- *   state_dir:     ""   (none; created 0750 when set) */
+ *   state_dir:     ""   (none; created 0750 when set)
+ *   identity:      {control: ""}  (off; with control set, the daemon first
+ *                  obtains a certificate from skiff-control's CA into
+ *                  identity.dir (default <state_dir>/identity), then calls
+ *                  init; the certificate renews at 2/3 of its lifetime and
+ *                  every TLS context built from its files reloads) */
 typedef struct sk_daemon_admin_cfg {
   bool enabled;
   sk_cfg_addr_t listen;
@@ -70,6 +76,7 @@ typedef struct sk_daemon_common {
   uint64_t drain_timeout_ms;
   char *pid_file;
   char *state_dir;
+  sk_ident_cfg_t identity; /* identity: {control: https://..., ...}; see skiff/ident.h */
 } sk_daemon_common_t;
 
 extern const sk_config_schema_t sk_daemon_common_schema;
@@ -139,5 +146,8 @@ sk_metrics_t *sk_daemon_metrics(sk_daemon_t *d);
 /* The admin listener, for sk_admin_add_route(); NULL when admin.enabled is
  * false. */
 sk_admin_t *sk_daemon_admin(sk_daemon_t *d);
+/* The daemon's identity (identity.control set), or NULL. Valid from init
+ * until fini returns: cert/key/bundle paths for the daemon's TLS contexts. */
+sk_ident_t *sk_daemon_ident(sk_daemon_t *d);
 
 #endif

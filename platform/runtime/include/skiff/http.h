@@ -147,6 +147,7 @@ typedef struct sk_http_client_opts {
   uint64_t connect_timeout_ms; /* default 5000 */
   uint64_t request_timeout_ms; /* whole exchange, default 30000 */
   uint64_t idle_timeout_ms;   /* pooled idle connection lifetime, default 30000 */
+  uint64_t stream_idle_timeout_ms; /* sk_http_client_stream: longest silence, default 60000 */
 } sk_http_client_opts_t;
 
 int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_client_t **out);
@@ -155,6 +156,38 @@ int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_
 int sk_http_client_request(sk_http_client_t *cl, const char *method, const char *path,
                            const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
                            size_t len, sk_http_client_cb cb, void *ud);
+/* Streaming responses (long polls, watch streams, large downloads).
+ *
+ * sk_http_client_stream() sends a request like sk_http_client_request()
+ * but delivers the response as it arrives: on_head once with the final
+ * status and headers (head->body is NULL), on_data for each piece of body
+ * as read (HTTP/1.1 content-length, chunked or close-delimited; HTTP/2
+ * DATA frames), then on_end exactly once: err 0 after the whole body, else
+ * the failure (SK_ETIMEDOUT when nothing arrived for
+ * stream_idle_timeout_ms, SK_ECANCELED when the client is freed, ...).
+ * There is no whole-response timeout and no max_body_bytes limit; the
+ * client holds no more than one read of body at a time (bytes handed to
+ * on_data are not kept), so a consumer that must buffer bounds its own
+ * buffer. on_head and on_data may be NULL.
+ *
+ * on_end may run before the call returns (a connect that fails at once).
+ * *out (may be NULL) is a handle valid until on_end runs or until
+ * sk_http_stream_cancel() returns; cancel is allowed from inside on_head
+ * and on_data, and no callback runs after it. An HTTP/1.1 connection
+ * carrying a stream that did not end cleanly is closed, never reused. */
+typedef struct sk__http_creq sk_http_stream_t;
+typedef struct sk_http_stream_cbs {
+  void (*on_head)(sk_http_stream_t *st, const sk_http_resp_t *head, void *ud);
+  void (*on_data)(sk_http_stream_t *st, const uint8_t *data, size_t len, void *ud);
+  void (*on_end)(sk_http_stream_t *st, int err, void *ud);
+} sk_http_stream_cbs_t;
+
+int sk_http_client_stream(sk_http_client_t *cl, const char *method, const char *path,
+                          const sk_http_header_t *hdrs, size_t nhdrs, const void *body,
+                          size_t len, const sk_http_stream_cbs_t *cbs, void *ud,
+                          sk_http_stream_t **out);
+void sk_http_stream_cancel(sk_http_stream_t *st);
+
 /* Fails pending requests with SK_ECANCELED and closes every connection. */
 void sk_http_client_free(sk_http_client_t *cl);
 

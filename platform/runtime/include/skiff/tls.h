@@ -36,6 +36,10 @@ int sk_tls_ctx_new(const sk_tls_opts_t *o, sk_tls_ctx_t **out, char *err, size_t
 /* Re-reads cert_file, key_file and ca_file. New handshakes use them; on
  * failure the old certificates stay in use and the error is returned. */
 int sk_tls_ctx_reload(sk_tls_ctx_t *c, char *err, size_t errlen);
+/* Reloads every live context whose cert_file, key_file or ca_file is one of
+ * paths (compared after realpath; at most 8 paths). Returns how many were
+ * reloaded, or the first error (the others are still reloaded). */
+int sk_tls_ctx_reload_files(const char *const *paths, size_t n, char *err, size_t errlen);
 sk_tls_ctx_t *sk_tls_ctx_ref(sk_tls_ctx_t *c);
 void sk_tls_ctx_unref(sk_tls_ctx_t *c); /* accepts NULL */
 /* The current SSL_CTX with a reference the caller must SSL_CTX_free(). */
