@@ -7,6 +7,7 @@
 
 #include "h1_int.h"
 #include "skiff/err.h"
+#include "skiff/http.h"
 
 static sk__h1_field_t g_fields[16];
 static sk__h1_parser_t g_p;
@@ -422,9 +423,35 @@ static void test_list_and_validity(void **state) {
   assert_false(sk__h1_valid_value("a\r\nSet-Cookie: x"));
 }
 
+/* sk_http_url_parse: the URL form every client of the runtime shares. */
+static void test_url_parse(void **state) {
+  (void)state;
+  sk_http_url_t u;
+  assert_int_equal(sk_http_url_parse("http://a:1/x?y", &u), 0);
+  assert_int_equal(u.tls, 0);
+  assert_string_equal(u.host, "a");
+  assert_int_equal(u.port, 1);
+  assert_string_equal(u.path, "/x?y");
+  assert_int_equal(sk_http_url_parse("HTTPS://h", &u), 0);
+  assert_int_equal(u.tls, 1);
+  assert_int_equal(u.port, 0); /* none given: the caller's default */
+  assert_string_equal(u.path, "/");
+  assert_int_equal(sk_http_url_parse("http://[::1]:9/", &u), 0);
+  assert_string_equal(u.host, "::1");
+  assert_int_equal(u.port, 9);
+  assert_int_equal(sk_http_url_parse("http://[::1]/p", &u), 0);
+  assert_int_equal(u.port, 0);
+  assert_int_equal(sk_http_url_parse("ftp://x", &u), SK_EINVAL);
+  assert_int_equal(sk_http_url_parse("http://h:0", &u), SK_EINVAL);
+  assert_int_equal(sk_http_url_parse("http://h:99999/", &u), SK_EINVAL);
+  assert_int_equal(sk_http_url_parse("http:///p", &u), SK_EINVAL);
+  assert_int_equal(sk_http_url_parse("http://[::1/", &u), SK_EINVAL);
+  assert_int_equal(sk_http_url_parse("http://h:8x/", &u), SK_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_simple_get),     cmocka_unit_test(test_incomplete),
+      cmocka_unit_test(test_simple_get), cmocka_unit_test(test_url_parse),     cmocka_unit_test(test_incomplete),
       cmocka_unit_test(test_versions_keepalive), cmocka_unit_test(test_request_line),
       cmocka_unit_test(test_bare_cr_lf_nul), cmocka_unit_test(test_field_syntax),
       cmocka_unit_test(test_host),           cmocka_unit_test(test_content_length),

@@ -64,27 +64,19 @@ static void close_walk(uv_handle_t *h, void *arg) {
  * control's trust bundle. When it exists the default server is https. */
 #define CTL_CLI_LOCAL_CA ".skiff/control-state/ca/bundle.pem"
 
+/* A server URL; no port means control's 7400. */
 static int parse_server(const char *url, char *host, size_t hostlen, int *port, int *https) {
-  const char *p = url;
-  *https = 0;
-  if (!strncasecmp(p, "http://", 7)) p += 7;
-  else if (!strncasecmp(p, "https://", 8)) {
-    p += 8;
-    *https = 1;
+  char buf[512];
+  if (!strstr(url, "://")) { /* "host:port" alone means plain http */
+    if (snprintf(buf, sizeof buf, "http://%s", url) >= (int)sizeof buf) return SK_EINVAL;
+    url = buf;
   }
-  const char *colon = strrchr(p, ':');
-  const char *end = p + strcspn(p, "/");
-  if (!colon || colon > end) {
-    *port = 7400;
-    colon = end;
-  } else {
-    *port = atoi(colon + 1);
-    if (*port <= 0 || *port > 65535) return SK_EINVAL;
-  }
-  size_t hl = (size_t)(colon - p);
-  if (!hl || hl >= hostlen) return SK_EINVAL;
-  memcpy(host, p, hl);
-  host[hl] = 0;
+  sk_http_url_t u;
+  int rc = sk_http_url_parse(url, &u);
+  if (rc < 0 || strlen(u.host) >= hostlen) return SK_EINVAL;
+  memcpy(host, u.host, strlen(u.host) + 1);
+  *port = u.port ? u.port : 7400;
+  *https = u.tls;
   return 0;
 }
 

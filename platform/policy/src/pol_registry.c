@@ -227,19 +227,7 @@ static void call_cb(int err, sk_http_resp_t *resp, void *ud) {
   st->done = 1;
   st->err = err;
   if (err < 0 || !resp) return;
-  sk_pool_t *p = sk_pool_new();
-  sk_http_resp_t *c = sk_pool_calloc(p, sizeof *c);
-  c->pool = p;
-  c->status = resp->status;
-  c->version = resp->version;
-  for (size_t i = 0; i < resp->headers.n; i++)
-    sk_http_headers_add(&c->headers, p, resp->headers.v[i].name, resp->headers.v[i].value);
-  uint8_t *b = sk_pool_alloc(p, resp->body_len + 1);
-  if (resp->body_len) memcpy(b, resp->body, resp->body_len);
-  b[resp->body_len] = 0;
-  c->body = b;
-  c->body_len = resp->body_len;
-  st->resp = c;
+  st->resp = sk_http_resp_dup(resp);
 }
 
 static void close_walk(uv_handle_t *h, void *arg) {

@@ -411,12 +411,8 @@ typedef struct fetch_state {
   sk_http_resp_t *resp;
 } fetch_state_t;
 
-static void fetch_cb(int err, sk_http_resp_t *resp, void *ud) {
-  fetch_state_t *st = ud;
-  st->done = 1;
-  st->err = err;
-  if (err < 0 || !resp) return;
-  /* the response's pool goes after this callback: copy into our own */
+sk_http_resp_t *sk_http_resp_dup(const sk_http_resp_t *resp) {
+  if (!resp) return NULL;
   sk_pool_t *p = sk_pool_new();
   sk_http_resp_t *c = sk_pool_calloc(p, sizeof *c);
   c->pool = p;
@@ -429,7 +425,16 @@ static void fetch_cb(int err, sk_http_resp_t *resp, void *ud) {
   b[resp->body_len] = 0;
   c->body = b;
   c->body_len = resp->body_len;
-  st->resp = c;
+  return c;
+}
+
+static void fetch_cb(int err, sk_http_resp_t *resp, void *ud) {
+  fetch_state_t *st = ud;
+  st->done = 1;
+  st->err = err;
+  if (err < 0 || !resp) return;
+  /* the response's pool goes after this callback: copy into our own */
+  st->resp = sk_http_resp_dup(resp);
 }
 
 /* http[s]://host[:port][/path] -> parts; host may be [v6]. */
@@ -469,6 +474,21 @@ static int parse_url(const char *url, int *tls, char *host, size_t hostlen, int 
   }
   if (*p && *p != '/' && *p != '?') return SK_EINVAL;
   *path = *p ? p : "/";
+  return 0;
+}
+
+int sk_http_url_parse(const char *url, sk_http_url_t *out) {
+  if (!url || !out) return SK_EINVAL;
+  memset(out, 0, sizeof *out);
+  int rc = parse_url(url, &out->tls, out->host, sizeof out->host, &out->port, &out->path);
+  if (rc < 0) return rc;
+  /* parse_url fills in the scheme's port: report "none given" as 0 */
+  const char *a = url + (out->tls ? 8 : 7);
+  const char *e = a + strcspn(a, "/?");
+  const char *colon = NULL;
+  for (const char *q = a; q < e; q++)
+    if (*q == ':') colon = q;
+  if (!colon || (*a == '[' && colon < (const char *)memchr(a, ']', (size_t)(e - a)))) out->port = 0;
   return 0;
 }
 

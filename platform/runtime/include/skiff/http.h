@@ -197,5 +197,20 @@ void sk_http_client_free(sk_http_client_t *cl);
 int sk_http_fetch(const char *method, const char *url, sk_tls_ctx_t *tls, const void *body,
                   size_t len, uint64_t timeout_ms, sk_http_resp_t **resp);
 void sk_http_resp_free(sk_http_resp_t *resp);
+/* A copy of resp in its own pool (body NUL-terminated), for client
+ * callbacks whose response must outlive the call; free with
+ * sk_http_resp_free. */
+sk_http_resp_t *sk_http_resp_dup(const sk_http_resp_t *resp);
+
+/* http[s]://host[:port][/path]; host may be [v6]. port is 0 when the URL
+ * has none (the caller picks its default); path is "/" when absent and
+ * points into url otherwise. SK_EINVAL for anything else. */
+typedef struct sk_http_url {
+  int tls;
+  char host[256];
+  int port;
+  const char *path;
+} sk_http_url_t;
+int sk_http_url_parse(const char *url, sk_http_url_t *out);
 
 #endif
