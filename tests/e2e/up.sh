@@ -104,6 +104,13 @@ if [ -n "${MAP[9090]:-}" ]; then
     fail "skiff-telemetry has no up series"
 fi
 
+# admin listeners with admin_tls: true in skiff.yaml are HTTPS (admin.tls:
+# {identity: true}, docs/runtime/metrics-admin-store.md); /metrics there needs a client
+# certificate from control's CA - policy's identity serves as one
+tls_admins=$(awk '$1 == "admin:" { a = $2 } $1 == "admin_tls:" && $2 == "true" { print a }' "$TMP/skiff.yaml")
+ADM_CERT="--cacert $TMP/state-dirs/control-state/ca/bundle.pem --cert $TMP/state-dirs/policy-state/identity/cert.pem --key $TMP/state-dirs/policy-state/identity/key.pem"
+admin_url() { if grep -qxF "$1" <<<"$tls_admins"; then echo "https://$1"; else echo "http://$1"; fi; }
+
 # mutual TLS between daemons (docs/control-security.md): control serves its
 # API only over TLS with a certificate from its own CA; skiff-policy got its
 # certificate from that CA with the join token skiff up minted for it
@@ -151,7 +158,7 @@ if [ -n "${MAP[7400]:-}" ]; then
   if [ -n "${MAP[9901]:-}" ] && [ -s "$XD/cert.pem" ]; then
     openssl x509 -in "$XD/cert.pem" -noout -ext subjectAltName |
       has 'URI:spiffe://skiff.local/region/local/proxy/ingress' || fail "proxy's certificate has the wrong identity"
-    wait_until 30 sh -c "curl -fsS -m 5 http://127.0.0.1:${MAP[9901]}/metrics | grep -q '^skiff_proxy_control_connected 1'" ||
+    wait_until 30 sh -c "curl -fsS -m 5 $(admin_url "127.0.0.1:${MAP[9901]}")/metrics $ADM_CERT | grep -q '^skiff_proxy_control_connected 1'" ||
       fail "proxy's config stream to control is not connected"
   elif grep -q 'identity: proxy/ingress' "$TMP/skiff.yaml"; then
     fail "skiff-proxy has no identity"
@@ -175,11 +182,29 @@ fi
 
 # every daemon's /metrics passes promtool's exposition lint
 for a in $(grep -oE '^    admin: 127\.0\.0\.1:[0-9]+' "$TMP/skiff.yaml" | awk '{print $2}'); do
-  curl -fsS -m 10 "http://$a/metrics" >"$TMP/metrics.txt" || fail "no /metrics on $a"
+  # shellcheck disable=SC2086 # ADM_CERT is a list of curl options
+  curl -fsS -m 10 $ADM_CERT "$(admin_url "$a")/metrics" >"$TMP/metrics.txt" || fail "no /metrics on $a"
   grep -q '^skiff_build_info{' "$TMP/metrics.txt" || fail "no skiff_build_info on $a"
   out=$(promtool check metrics <"$TMP/metrics.txt" 2>&1) || fail "promtool check metrics on $a: $out"
   [ -z "$out" ] || fail "promtool check metrics on $a: $out"
 done
+# the HTTPS admin listeners: plain HTTP gets no answer, /readyz needs only
+# control's bundle, /metrics without a client certificate is 403, and
+# skiff-telemetry still scrapes them (up == 1) over mutual TLS
+ADM_CA=$TMP/state-dirs/control-state/ca/bundle.pem
+for a in $tls_admins; do
+  code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$a/metrics" 2>/dev/null) || true
+  [ "$code" = 000 ] || fail "admin $a answered plain HTTP ($code)"
+  curl -fsS -m 5 --cacert "$ADM_CA" "https://$a/readyz" | has ready || fail "admin $a: /readyz over https"
+  code=$(curl -sS -m 5 --cacert "$ADM_CA" -o /dev/null -w '%{http_code}' "https://$a/metrics")
+  [ "$code" = 403 ] || fail "admin $a: /metrics without a client certificate answered $code"
+done
+if [ -n "${MAP[9090]:-}" ] && [ -n "$tls_admins" ]; then
+  for job in $(awk '$1 == "-" && $2 == "name:" { n = $3 } $1 == "admin_tls:" && $2 == "true" { print n }' "$TMP/skiff.yaml"); do
+    wait_until 60 sh -c "curl -fsS -m 5 -G --data-urlencode 'query=up{job=\"$job\"}' 'http://127.0.0.1:${MAP[9090]}/api/v1/query' | jq -e '.data.result[0].value[1] == \"1\"' >/dev/null" ||
+      fail "skiff-telemetry does not scrape $job over mTLS (up != 1)"
+  done
+fi
 
 # SIGHUP to the echo: a new version label, live, same pid
 pid=$(echo_field pid)

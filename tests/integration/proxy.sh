@@ -148,9 +148,9 @@ echo "mirror ok"
 
 # ---- answers of the proxy's own carry a reason
 R=$(curl -s -i "$U/nowhere")
-echo "$R" | head -1 | has 404 && echo "$R" | has -i '^x-skiff-reason: no_route' || fail "no_route: $R"
+head -1 <<<"$R" | has 404 && echo "$R" | has -i '^x-skiff-reason: no_route' || fail "no_route: $R"
 R=$(curl -s -i "$U/dead")
-echo "$R" | head -1 | has 503 && echo "$R" | has -i '^x-skiff-reason: upstream_connect_failure' || fail "dead: $R"
+head -1 <<<"$R" | has 503 && echo "$R" | has -i '^x-skiff-reason: upstream_connect_failure' || fail "dead: $R"
 echo "$R" | tail -1 | has upstream_connect_failure || fail "reason body"
 grep -q '"reason":"upstream_connect_failure"' "$TMP/access.log" || fail "access log reason"
 grep -q '"route":"split","cluster":"v1"' "$TMP/access.log" || fail "access log route/cluster"

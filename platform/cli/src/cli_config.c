@@ -91,8 +91,8 @@ static int check_list(const void *field, char *msg, size_t msglen) {
 static int check_url(const void *field, char *msg, size_t msglen) {
   const char *s = *(char *const *)field;
   if (!s || !*s) return 0;
-  if (strncmp(s, "http://", 7) != 0 || strlen(s) > 400) {
-    snprintf(msg, msglen, "must be an http:// URL (at most 400 characters)");
+  if ((strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) || strlen(s) > 400) {
+    snprintf(msg, msglen, "must be an http:// or https:// URL (at most 400 characters)");
     return SK_EINVAL;
   }
   return 0;
@@ -135,6 +135,8 @@ static const sk_config_entry_t daemon_entries[] = {
      .validate = check_env},
     SK_CFG_ADDR_E("admin", NULL, cli_daemon_spec_t, admin,
                   "the daemon's admin listener; ready_url defaults to http://<admin>/readyz"),
+    SK_CFG_BOOL_E("admin_tls", "false", cli_daemon_spec_t, admin_tls,
+                  "the admin listener is HTTPS: readiness over https, verified with identity.ca"),
     {SK_CFG_E_("ready_url", SK_CFG_STRING, NULL, cli_daemon_spec_t, ready_url,
                "URL that answers 200 once the daemon serves"),
      .validate = check_url},
@@ -197,7 +199,7 @@ void cli_daemon_ready_url(const cli_daemon_spec_t *d, char *out, size_t outlen) 
     if (!adm.host[0] || !strcmp(adm.host, "0.0.0.0")) snprintf(adm.host, sizeof adm.host, "127.0.0.1");
     if (!strcmp(adm.host, "::")) snprintf(adm.host, sizeof adm.host, "::1");
     sk_config_format_addr(&adm, a, sizeof a);
-    snprintf(out, outlen, "http://%s/readyz", a);
+    snprintf(out, outlen, "%s://%s/readyz", d->admin_tls ? "https" : "http", a);
   } else if (outlen) {
     out[0] = 0;
   }

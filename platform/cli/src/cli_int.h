@@ -47,6 +47,8 @@ typedef struct cli_daemon_spec {
   cli_pos_t pos;        /* of the entry */
   cli_pos_t *dep_pos;   /* deps.n positions, or NULL */
   char *identity;       /* "" = none; else a join token is minted before each start */
+  bool admin_tls;       /* the admin listener speaks HTTPS (admin.tls in the daemon's
+                           config): ready_url defaults to https://<admin>/readyz */
 } cli_daemon_spec_t;
 
 /* identity: how `skiff up` asks skiff-control for join tokens (cli_ident.c) */

@@ -64,6 +64,8 @@ typedef struct sdaemon {
   uv_timer_t timer;   /* restart backoff / kill deadline */
   uv_timer_t probe;
   sk_http_client_t *client;
+  int https;          /* ready_url is https://: verified with identity.ca */
+  sk_tls_ctx_t *tls;
   int probe_inflight;
   unsigned probe_gen;  /* bumps on every spawn: stale probe answers are ignored */
   int probe_fails;
@@ -212,8 +214,9 @@ static void write_status(sup_t *s) {
 
 static int parse_url(sdaemon_t *d) {
   const char *u = d->url;
-  if (strncmp(u, "http://", 7) != 0) return SK_EINVAL;
-  u += 7;
+  d->https = strncmp(u, "https://", 8) == 0;
+  if (!d->https && strncmp(u, "http://", 7) != 0) return SK_EINVAL;
+  u += d->https ? 8 : 7;
   const char *slash = strchr(u, '/');
   size_t hp = slash ? (size_t)(slash - u) : strlen(u);
   snprintf(d->path, sizeof d->path, "%s", slash ? slash : "/");
@@ -228,7 +231,7 @@ static int parse_url(sdaemon_t *d) {
     if (strchr(hostport, ':')) return SK_EINVAL;
     if (strlen(hostport) >= sizeof d->host) return SK_EINVAL;
     memcpy(d->host, hostport, strlen(hostport) + 1);
-    d->port = 80;
+    d->port = d->https ? 443 : 80;
     return 0;
   }
   snprintf(d->host, sizeof d->host, "%s", a.host);
@@ -277,8 +280,18 @@ static void probe_tick(uv_timer_t *t) {
     return;
   }
   if (d->probe_inflight) return;
+  if (d->https && !d->tls) {
+    /* control's bundle (identity.ca) may appear only once control runs:
+     * retried on every tick until it can be read */
+    char terr[256];
+    sk_tls_opts_t to = {.ca_file = s->cfg->ident.ca, .verify = SK_TLS_VERIFY_REQUIRE, .alpn = "http/1.1"};
+    if (!s->cfg->ident.ca || !*s->cfg->ident.ca || sk_tls_ctx_new(&to, &d->tls, terr, sizeof terr) < 0) {
+      d->tls = NULL;
+      return;
+    }
+  }
   if (!d->client) {
-    sk_http_client_opts_t co = {.host = d->host, .port = d->port, .max_conns = 1,
+    sk_http_client_opts_t co = {.host = d->host, .port = d->port, .tls = d->tls, .max_conns = 1,
                                 .connect_timeout_ms = 1000, .request_timeout_ms = 2000,
                                 .max_body_bytes = 64 * 1024, .idle_timeout_ms = 10000};
     if (sk_http_client_new(s->loop, &co, &d->client) < 0) {
@@ -307,6 +320,8 @@ static void probe_stop(sdaemon_t *d) {
     sk_http_client_free(d->client);
     d->client = NULL;
   }
+  sk_tls_ctx_unref(d->tls); /* identity.ca is read again on the next start */
+  d->tls = NULL;
 }
 
 static void announce_all_ready(sup_t *s) {

@@ -15,11 +15,13 @@ struct sk_admin_route {
   sk_http_handler_fn fn;
   void *ud;
   int builtin;
+  int open; /* answers clients without a verified certificate under TLS */
 };
 
 struct sk_admin {
   uv_loop_t *loop;
   sk_http_server_t *srv;
+  sk_tls_ctx_t *tls;
   sk_metrics_t *reg;
   char *daemon;
   int ready;
@@ -80,6 +82,18 @@ static void dispatch(sk_http_req_t *req, void *ud) {
   const char *path = req->path ? req->path : "";
   const char *method = req->method ? req->method : "";
   int path_known = 0;
+  if (a->tls && !req->peer_spiffe) {
+    /* without a verified client certificate only the open paths (health,
+     * readiness) are served; nothing else, not even 404s, is revealed */
+    int open = 0;
+    for (size_t i = 0; i < a->nroutes && !open; i++)
+      open = a->routes[i].open && !strcmp(a->routes[i].path, path) && method_matches(a->routes[i].method, method);
+    if (!open) {
+      sk_http_respond_text(req, 403, TEXT_PLAIN,
+                           "forbidden: this admin route needs a client certificate from the CA (SPIFFE ID)\n");
+      return;
+    }
+  }
   for (size_t i = 0; i < a->nroutes; i++) {
     struct sk_admin_route *r = &a->routes[i];
     if (strcmp(r->path, path) != 0) continue;
@@ -128,6 +142,7 @@ static int route_add(sk_admin_t *a, const char *method, const char *path, sk_htt
     r->fn = fn; /* a daemon overrides a built-in */
     r->ud = ud;
     r->builtin = builtin;
+    if (!builtin) r->open = 0;
     return 0;
   }
   if (a->nroutes >= SK_ADMIN_MAX_ROUTES) return SK_ELIMIT;
@@ -137,6 +152,7 @@ static int route_add(sk_admin_t *a, const char *method, const char *path, sk_htt
   r->fn = fn;
   r->ud = ud;
   r->builtin = builtin;
+  r->open = builtin && (!strcmp(path, "/healthz") || !strcmp(path, "/readyz"));
   return 0;
 }
 
@@ -151,18 +167,27 @@ static void admin_release(sk_admin_t *a) {
     free(a->routes[i].path);
   }
   free(a->daemon);
+  sk_tls_ctx_unref(a->tls);
   free(a);
 }
 
 int sk_admin_new(uv_loop_t *loop, const char *host, int port, sk_metrics_t *reg,
                  const char *daemon_name, sk_admin_t **out) {
+  sk_admin_opts_t o = {.host = host, .port = port, .reg = reg, .daemon_name = daemon_name};
+  return sk_admin_new_opts(loop, &o, out);
+}
+
+int sk_admin_new_opts(uv_loop_t *loop, const sk_admin_opts_t *ao, sk_admin_t **out) {
   if (!out) return SK_EINVAL;
   *out = NULL;
-  if (!loop || port < 0 || port > 65535) return SK_EINVAL;
+  if (!loop || !ao || ao->port < 0 || ao->port > 65535) return SK_EINVAL;
+  if (ao->tls && !sk_tls_ctx_is_server(ao->tls)) return SK_EINVAL;
+  const char *host = ao->host;
   sk_admin_t *a = sk_xcalloc(1, sizeof *a);
   a->loop = loop;
-  a->reg = reg ? reg : sk_metrics_default();
-  a->daemon = sk_xstrdup(daemon_name && *daemon_name ? daemon_name : "unknown");
+  a->reg = ao->reg ? ao->reg : sk_metrics_default();
+  a->daemon = sk_xstrdup(ao->daemon_name && *ao->daemon_name ? ao->daemon_name : "unknown");
+  a->tls = ao->tls ? sk_tls_ctx_ref(ao->tls) : NULL;
   int rc;
   if ((rc = sk_metrics_add_process(a->reg, a->daemon)) < 0) goto fail;
   if ((rc = route_add(a, "GET", "/healthz", h_healthz, a, 1)) < 0 ||
@@ -172,8 +197,9 @@ int sk_admin_new(uv_loop_t *loop, const char *host, int port, sk_metrics_t *reg,
   sk_http_server_opts_t o;
   memset(&o, 0, sizeof o);
   o.host = host && *host ? host : "127.0.0.1";
-  o.port = port;
+  o.port = ao->port;
   o.max_body_bytes = 64 * 1024;
+  o.tls = a->tls;
   if ((rc = sk_http_server_new(loop, &o, dispatch, a, &a->srv)) < 0) goto fail;
   *out = a;
   return 0;
@@ -184,6 +210,7 @@ fail:
 
 int sk_admin_port(const sk_admin_t *a) { return a && a->srv ? sk_http_server_port(a->srv) : -1; }
 sk_metrics_t *sk_admin_metrics(const sk_admin_t *a) { return a ? a->reg : NULL; }
+int sk_admin_is_tls(const sk_admin_t *a) { return a && a->tls; }
 
 void sk_admin_set_ready(sk_admin_t *a, int ready) {
   if (a) a->ready = ready ? 1 : 0;

@@ -178,6 +178,7 @@ struct sk__bus_sse {
 };
 
 static int sse_send(sk__bus_sse_t *s, const sk_bus_event_t *ev);
+static void sse_end(sk__bus_sse_t *s);
 
 static void sweep_subs(sk_bus_t *b) {
   sk_bus_sub_t **pp = &b->subs;
@@ -199,7 +200,10 @@ static int fanout_row(const sk_bus_event_t *ev, void *ud) {
     if (!s->dead) (void)s->fn(ev, s->ud);
   for (sk__bus_sse_t *s = b->sse, *n; s; s = n) {
     n = s->next;
-    if (ev->id > s->sent_id) sse_send(s, ev);
+    if (ev->id > s->sent_id && sse_send(s, ev) == SK_ELIMIT) {
+      sk_counter_inc(b->m_sse_slow);
+      sse_end(s);
+    }
   }
   b->dispatched = ev->id;
   return 0;
@@ -339,6 +343,11 @@ static int sse_write(sk__bus_sse_t *s, const char *data, size_t len) {
   return sk_http_resp_write(s->req, data, len);
 }
 
+/* The reader stopped taking what we write: more would only queue. */
+static int sse_slow(const sk__bus_sse_t *s) {
+  return s->bus->sse_max_queued && sk_http_resp_queued(s->req) >= s->bus->sse_max_queued;
+}
+
 static int sse_send(sk__bus_sse_t *s, const sk_bus_event_t *ev) {
   s->sent_id = ev->id;
   if (s->filter && !s->filter(ev, s->filter_ud)) return 0;
@@ -358,6 +367,7 @@ static int sse_send(sk__bus_sse_t *s, const sk_bus_event_t *ev) {
   sk_buf_puts(&b, "\n");
   int rc = sse_write(s, b.data, b.len);
   sk_buf_done(&b);
+  if (rc >= 0 && sse_slow(s)) rc = SK_ELIMIT;
   return rc;
 }
 
@@ -390,8 +400,7 @@ static void sse_end(sk__bus_sse_t *s) {
 }
 
 static int replay_row(const sk_bus_event_t *ev, void *ud) {
-  sse_send(ud, ev);
-  return 0;
+  return sse_send(ud, ev) == SK_ELIMIT ? SK_ELIMIT : 0;
 }
 
 /* The raw value of query parameter key, or NULL. */
@@ -471,6 +480,12 @@ int sk_bus_sse_serve(sk_bus_t *b, sk_http_req_t *req, const sk_bus_sse_opts_t *o
     s->sent_id = after;
     int rc;
     while ((rc = sk__bus_read_range(b, s->sent_id, b->dispatched, 256, replay_row, s)) == 256) {}
+    if (rc == SK_ELIMIT) { /* the replay alone filled the bound: end, the reader resumes */
+      sk_counter_inc(b->m_sse_slow);
+      sk_http_resp_end(req);
+      sse_free(s);
+      return 200;
+    }
   }
   s->sent_id = b->dispatched > s->sent_id ? b->dispatched : s->sent_id;
   s->next = b->sse;
@@ -526,10 +541,13 @@ int sk_bus_new(uv_loop_t *loop, const sk_bus_opts_t *o, sk_bus_t **out, char *er
   b->max_events = o->max_events > 0 ? o->max_events : 100000;
   b->max_age_ms = o->max_age_ms > 0 ? o->max_age_ms : o->max_age_ms < 0 ? 0 : 7LL * 86400 * 1000;
   b->tick_ms = o->tick_ms ? o->tick_ms : 1000;
+  b->sse_max_queued = o->sse_max_queued ? o->sse_max_queued : 1024 * 1024;
   b->dispatched = sk_bus_last_id(b);
   if (o->metrics) {
     sk_metrics_counter(o->metrics, "skiff_bus_published_total", "Events published on the bus.", &b->m_published);
     sk_metrics_gauge(o->metrics, "skiff_bus_sse_streams", "Open server-sent-event streams.", &b->m_sse);
+    sk_metrics_counter(o->metrics, "skiff_bus_sse_slow_closed_total",
+                       "Event streams ended because the reader stopped reading.", &b->m_sse_slow);
     if (o->kafka.brokers && *o->kafka.brokers) {
       sk_metrics_counter(o->metrics, "skiff_bus_kafka_delivered_total",
                          "Events the Kafka brokers confirmed (delivery reports without error).", &b->m_delivered);

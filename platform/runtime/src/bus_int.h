@@ -37,6 +37,8 @@ struct sk_bus {
   int64_t published;
   sk_counter_t *m_published;
   sk_gauge_t *m_sse;
+  size_t sse_max_queued;   /* close a stream holding this many unsent bytes */
+  sk_counter_t *m_sse_slow; /* streams closed for it */
   sk_counter_t *m_delivered, *m_failed;
   sk_gauge_t *m_pending;
 };

@@ -18,10 +18,25 @@
 
 #define SK_DAEMON_MAX_DRAIN_MS (3600u * 1000u)
 
+static const char *const admin_client_auth_names[] = {"optional", "require", NULL};
+static const sk_config_entry_t admin_tls_entries[] = {
+    SK_CFG_BOOL_E("identity", "false", sk_daemon_admin_tls_cfg_t, identity,
+                  "serve HTTPS with the daemon's identity (needs identity.control)"),
+    SK_CFG_STRING_E("cert", "", sk_daemon_admin_tls_cfg_t, cert, "PEM certificate chain; set = HTTPS"),
+    SK_CFG_STRING_E("key", "", sk_daemon_admin_tls_cfg_t, key, "PEM private key"),
+    SK_CFG_STRING_E("ca", "", sk_daemon_admin_tls_cfg_t, ca, "PEM bundle that verifies client certificates"),
+    SK_CFG_ENUM_E("client_auth", "optional", admin_client_auth_names, sk_daemon_admin_tls_cfg_t, client_auth,
+                  "optional: /healthz, /readyz open, other routes need a client certificate; require: all"),
+    SK_CFG_END_E};
+static const sk_config_schema_t admin_tls_schema =
+    SK_CFG_SCHEMA("tls", sk_daemon_admin_tls_cfg_t, admin_tls_entries);
+
 static const sk_config_entry_t admin_entries[] = {
     SK_CFG_BOOL_E("enabled", "true", sk_daemon_admin_cfg_t, enabled, "run the admin listener"),
     SK_CFG_ADDR_E("listen", "127.0.0.1:9901", sk_daemon_admin_cfg_t, listen,
                   "admin listener address (/healthz, /readyz, /metrics); port 0 picks one"),
+    SK_CFG_SECTION_E("tls", &admin_tls_schema, sk_daemon_admin_cfg_t, tls,
+                     "HTTPS for the admin listener (docs/runtime/metrics-admin-store.md)"),
     SK_CFG_END_E};
 static const sk_config_schema_t admin_schema = SK_CFG_SCHEMA("admin", sk_daemon_admin_cfg_t, admin_entries);
 
@@ -208,6 +223,51 @@ static void run_init(sk_daemon_t *d) {
   }
 }
 
+/* Starts the admin listener (HTTPS when admin.tls asks for it). */
+static int start_admin(sk_daemon_t *d) {
+  const sk_daemon_admin_cfg_t *ac = &d->common.admin;
+  char addr[SK_CFG_HOST_MAX + 16], err[512] = "";
+  sk_tls_ctx_t *tls = NULL;
+  int rc = 0;
+  sk_config_format_addr(&ac->listen, addr, sizeof addr);
+  if (ac->tls.identity || (ac->tls.cert && *ac->tls.cert)) {
+    sk_tls_opts_t to = {.is_server = 1,
+                        .cert_file = ac->tls.cert,
+                        .key_file = ac->tls.key,
+                        .ca_file = ac->tls.ca,
+                        .verify = ac->tls.client_auth == 1 ? SK_TLS_VERIFY_REQUIRE : SK_TLS_VERIFY_OPTIONAL};
+    if (ac->tls.identity) {
+      to.cert_file = sk_ident_cert_path(d->ident);
+      to.key_file = sk_ident_key_path(d->ident);
+      to.ca_file = sk_ident_bundle_path(d->ident);
+    }
+    if (!to.ca_file || !*to.ca_file) {
+      snprintf(err, sizeof err, "admin.tls.ca is required to verify client certificates");
+      rc = SK_ECONFIG;
+    } else {
+      rc = sk_tls_ctx_new(&to, &tls, err, sizeof err);
+    }
+    if (rc < 0) {
+      sk_log_kv(d->log, SK_LOG_ERROR, "cannot set up the admin listener's TLS", "addr", addr, "error", err, NULL);
+      return rc;
+    }
+  }
+  sk_admin_opts_t o = {.host = ac->listen.host, .port = ac->listen.port, .reg = d->metrics,
+                       .daemon_name = d->desc->name, .tls = tls};
+  rc = sk_admin_new_opts(&d->loop, &o, &d->admin);
+  sk_tls_ctx_unref(tls);
+  if (rc < 0) {
+    sk_log_kv(d->log, SK_LOG_ERROR, "cannot start the admin listener", "addr", addr, "error", sk_strerror(rc), NULL);
+    return rc;
+  }
+  sk_cfg_addr_t bound = ac->listen;
+  bound.port = sk_admin_port(d->admin);
+  sk_config_format_addr(&bound, addr, sizeof addr);
+  sk_log_kv(d->log, SK_LOG_INFO, "admin listening", "addr", addr, "scheme", tls ? "https" : "http", NULL);
+  if (d->ready) sk_admin_set_ready(d->admin, d->ready);
+  return 0;
+}
+
 static void ident_event(sk_ident_t *id, int err, const char *msg, void *ud) {
   sk_daemon_t *d = ud;
   int64_t not_after = 0;
@@ -225,6 +285,12 @@ static void ident_ready(sk_ident_t *id, void *ud) {
   sk_ident_current(id, serial, sizeof serial, NULL, NULL);
   sk_log_kv(d->log, SK_LOG_INFO, "identity", "spiffe_id", sk_ident_spiffe_id(id), "cert", sk_ident_cert_path(id),
             "serial", serial, NULL);
+  if (!d->admin && !d->draining && d->common.admin.enabled && start_admin(d) < 0) {
+    d->exit_code = 1;
+    d->draining = 1;
+    schedule_finish(d);
+    return;
+  }
   if (!d->draining && !d->init_called) run_init(d);
 }
 
@@ -339,6 +405,9 @@ static void reload(sk_daemon_t *d) {
    * needs a restart */
   if (nc.admin.enabled != d->common.admin.enabled || nc.admin.listen.port != d->common.admin.listen.port ||
       strcmp(nc.admin.listen.host, d->common.admin.listen.host) != 0 || !same_str(nc.pid_file, d->common.pid_file) ||
+      nc.admin.tls.identity != d->common.admin.tls.identity || nc.admin.tls.client_auth != d->common.admin.tls.client_auth ||
+      !same_str(nc.admin.tls.cert, d->common.admin.tls.cert) || !same_str(nc.admin.tls.key, d->common.admin.tls.key) ||
+      !same_str(nc.admin.tls.ca, d->common.admin.tls.ca) ||
       !same_str(nc.state_dir, d->common.state_dir) || !same_str(nc.log.file, d->common.log.file) ||
       !same_str(nc.identity.control, d->common.identity.control) || !same_str(nc.identity.dir, d->common.identity.dir) ||
       !same_str(nc.identity.name, d->common.identity.name))
@@ -538,20 +607,17 @@ int sk_daemon_main(const sk_daemon_desc_t *desc, int argc, char **argv) {
     d->exit_code = 1;
     goto out;
   }
-  if (d->common.admin.enabled) {
-    char addr[SK_CFG_HOST_MAX + 16];
-    sk_config_format_addr(&d->common.admin.listen, addr, sizeof addr);
-    rc = sk_admin_new(&d->loop, d->common.admin.listen.host, d->common.admin.listen.port, d->metrics, desc->name,
-                      &d->admin);
-    if (rc < 0) {
-      sk_log_kv(d->log, SK_LOG_ERROR, "cannot start the admin listener", "addr", addr, "error", sk_strerror(rc), NULL);
-      d->exit_code = 1;
-      goto out;
-    }
-    sk_cfg_addr_t bound = d->common.admin.listen;
-    bound.port = sk_admin_port(d->admin);
-    sk_config_format_addr(&bound, addr, sizeof addr);
-    sk_log_kv(d->log, SK_LOG_INFO, "admin listening", "addr", addr, NULL);
+  if (d->common.admin.enabled && d->common.admin.tls.identity &&
+      (!d->common.identity.control || !*d->common.identity.control)) {
+    sk_log(d->log, SK_LOG_ERROR, "admin.tls.identity needs identity.control (the daemon has no identity)");
+    d->exit_code = 1;
+    goto out;
+  }
+  /* with admin.tls.identity the listener starts once the identity is in
+   * place (ident_ready) */
+  if (d->common.admin.enabled && !d->common.admin.tls.identity && start_admin(d) < 0) {
+    d->exit_code = 1;
+    goto out;
   }
 
   uv_signal_init(&d->loop, &d->sig_term);

@@ -285,10 +285,18 @@ static int h1_end(sk_http_req_t *r) {
   return rc;
 }
 
+/* One response at a time per connection: everything queued is this one's. */
+static size_t h1_queued(const sk_http_req_t *r) {
+  const h1s_t *s = r->_int->proto;
+  if (s->state == S_CLOSING) return 0;
+  return sk_conn_write_queued(s->conn);
+}
+
 static const struct sk__http_req_ops h1_ops = {
     .start = h1_start,
     .write = h1_resp_write,
     .end = h1_end,
+    .queued = h1_queued,
 };
 
 /* ---------------- reading requests ---------------- */

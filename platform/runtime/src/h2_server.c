@@ -423,10 +423,20 @@ static int h2s_op_end(sk_http_req_t *r) {
   return rv;
 }
 
+/* The stream's data not yet framed: what flow control or a full
+ * transport holds back. The connection's own write queue is shared by
+ * every stream and bounded by SK__H2S_WRITE_HWM, so it is not counted. */
+static size_t h2s_op_queued(const sk_http_req_t *r) {
+  const sk__h2s_stream_t *st = r->_int->proto;
+  if (!st || !st->req) return 0;
+  return st->out.len - st->out_off;
+}
+
 static const struct sk__http_req_ops sk__h2s_req_ops = {
     .start = h2s_op_start,
     .write = h2s_op_write,
     .end = h2s_op_end,
+    .queued = h2s_op_queued,
 };
 
 /* ---------------- request timeouts ---------------- */

@@ -60,6 +60,8 @@ struct sk__http_req_ops {
   int (*start)(sk_http_req_t *r, int status, const sk_http_header_t *h, size_t n);
   int (*write)(sk_http_req_t *r, const void *d, size_t n);
   int (*end)(sk_http_req_t *r);
+  /* unsent response bytes (sk_http_resp_queued) */
+  size_t (*queued)(const sk_http_req_t *r);
 };
 
 enum sk__http_req_state {

@@ -242,7 +242,15 @@ int sk_http_resp_start(sk_http_req_t *req, int status, const sk_http_header_t *h
 int sk_http_resp_write(sk_http_req_t *req, const void *data, size_t len) {
   if (!req || req->_int->state != SK__REQ_STARTED || (len && !data)) return SK_EINVAL;
   if (len == 0) return 0;
+  size_t lim = req->server ? req->server->opts.max_resp_queued_bytes : 0;
+  if (lim && sk_http_resp_queued(req) >= lim) return SK_EAGAIN;
   return req->_int->ops->write(req, data, len);
+}
+
+size_t sk_http_resp_queued(const sk_http_req_t *req) {
+  if (!req || !req->_int || !req->_int->ops || !req->_int->ops->queued) return 0;
+  if (req->_int->state != SK__REQ_STARTED) return 0;
+  return req->_int->ops->queued(req);
 }
 
 int sk_http_resp_end(sk_http_req_t *req) {
@@ -270,8 +278,8 @@ int sk_http_respond(sk_http_req_t *req, int status, const sk_http_header_t *hdrs
   }
   int rc = sk_http_resp_start(req, status, h, n);
   if (rc < 0) return rc;
-  if (len && with_cl) {
-    rc = sk_http_resp_write(req, body, len);
+  if (len && with_cl) { /* a whole body: not subject to max_resp_queued_bytes */
+    rc = req->_int->ops->write(req, body, len);
     if (rc < 0) return rc;
   }
   return sk_http_resp_end(req);

@@ -9,7 +9,15 @@
  *                 method gets 405 with an Allow header.
  * HEAD is accepted wherever GET is. Daemons add their own routes
  * (/config_dump, ...) with sk_admin_add_route(). Single-threaded: every
- * call happens on the loop's thread. */
+ * call happens on the loop's thread.
+ *
+ * TLS (sk_admin_new_opts): with a server context the listener speaks only
+ * HTTPS. Client certificates are then checked per route: /healthz and
+ * /readyz answer anyone (a prober needs only the CA bundle), every other
+ * path - /metrics, the daemon's own routes, unknown paths - answers 403
+ * (before any 404/405) unless the client presented a certificate the
+ * context's CA verified and that carries a SPIFFE ID (req->peer_spiffe). A context built with SK_TLS_VERIFY_REQUIRE
+ * refuses certificate-less clients already in the handshake. */
 #ifndef SKIFF_ADMIN_H
 #define SKIFF_ADMIN_H
 
@@ -28,6 +36,21 @@ typedef struct sk_admin sk_admin_t;
  * in reg. */
 int sk_admin_new(uv_loop_t *loop, const char *host, int port, sk_metrics_t *reg,
                  const char *daemon_name, sk_admin_t **out);
+
+typedef struct sk_admin_opts {
+  const char *host;        /* NULL = "127.0.0.1" */
+  int port;                /* 0 = ephemeral */
+  sk_metrics_t *reg;       /* NULL = sk_metrics_default() */
+  const char *daemon_name;
+  sk_tls_ctx_t *tls;       /* NULL = plain HTTP; else a server context (the
+                              admin takes its own reference); its verify mode
+                              should be OPTIONAL or REQUIRE with a ca_file */
+} sk_admin_opts_t;
+
+/* sk_admin_new with TLS: see the header comment for the route policy. */
+int sk_admin_new_opts(uv_loop_t *loop, const sk_admin_opts_t *o, sk_admin_t **out);
+/* 1 when the listener speaks HTTPS. */
+int sk_admin_is_tls(const sk_admin_t *a);
 int sk_admin_port(const sk_admin_t *a);
 sk_metrics_t *sk_admin_metrics(const sk_admin_t *a);
 void sk_admin_set_ready(sk_admin_t *a, int ready);

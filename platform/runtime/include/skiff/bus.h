@@ -74,6 +74,10 @@ typedef struct sk_bus_opts {
   sk_bus_kafka_opts_t kafka;
   sk_metrics_t *metrics;   /* may be NULL: skiff_bus_* families */
   uint64_t tick_ms;        /* housekeeping (cursor save, retention, SSE heartbeats); default 1000 */
+  /* An SSE stream whose response holds this many bytes its reader has not
+   * taken (sk_http_resp_queued) is ended instead of growing without
+   * bound; the reader resumes with Last-Event-ID. Default 1 MiB. */
+  size_t sse_max_queued;
 } sk_bus_opts_t;
 
 /* Opens the local log (creating the tables) and, with kafka.brokers set,

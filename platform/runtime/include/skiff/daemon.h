@@ -49,7 +49,9 @@
 typedef struct sk_daemon sk_daemon_t;
 
 /* Keys every daemon accepts at the top level of its config, next to its own:
- *   admin:         {listen: "127.0.0.1:9901", enabled: true}
+ *   admin:         {listen: "127.0.0.1:9901", enabled: true,
+ *                   tls: {identity: false, cert: "", key: "", ca: "",
+ *                         client_auth: optional}}
  *   log:           {level: info, format: text, file: ""}
  *   drain_timeout: 10s
  *   pid_file:      ""   (none)
@@ -59,9 +61,22 @@ typedef struct sk_daemon sk_daemon_t;
  *                  identity.dir (default <state_dir>/identity), then calls
  *                  init; the certificate renews at 2/3 of its lifetime and
  *                  every TLS context built from its files reloads) */
+/* admin.tls (docs/runtime/metrics-admin-store.md): identity: true serves HTTPS with the
+ * daemon's identity files (cert.pem, key.pem, bundle.pem; reloaded on
+ * renewal) - the listener then starts once the identity is in place; or
+ * cert/key/ca name the files. client_auth: optional (default: /healthz and
+ * /readyz open, other routes need a verified client certificate) or
+ * require (the handshake refuses clients without one). */
+typedef struct sk_daemon_admin_tls_cfg {
+  bool identity;
+  char *cert, *key, *ca;
+  int client_auth; /* 0 optional, 1 require */
+} sk_daemon_admin_tls_cfg_t;
+
 typedef struct sk_daemon_admin_cfg {
   bool enabled;
   sk_cfg_addr_t listen;
+  sk_daemon_admin_tls_cfg_t tls;
 } sk_daemon_admin_cfg_t;
 
 typedef struct sk_daemon_log_cfg {

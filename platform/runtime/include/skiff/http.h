@@ -78,6 +78,11 @@ typedef struct sk_http_server_opts {
   uint32_t h2_max_concurrent_streams; /* default 100 */
   uint32_t h2_initial_window;  /* default 65535 */
   const char *server_name;     /* "server" response header; default none */
+  /* Bound on a response's unsent bytes (sk_http_resp_queued): while a
+   * response holds this many or more, sk_http_resp_write fails with
+   * SK_EAGAIN and queues nothing (sk_http_respond's whole body is never
+   * refused). 0 = no bound (the default). */
+  size_t max_resp_queued_bytes;
 } sk_http_server_opts_t;
 
 int sk_http_server_new(uv_loop_t *loop, const sk_http_server_opts_t *o, sk_http_handler_fn fn,
@@ -108,6 +113,14 @@ int sk_http_respond_text(sk_http_req_t *req, int status, const char *content_typ
 int sk_http_resp_start(sk_http_req_t *req, int status, const sk_http_header_t *hdrs, size_t nhdrs);
 int sk_http_resp_write(sk_http_req_t *req, const void *data, size_t len);
 int sk_http_resp_end(sk_http_req_t *req);
+/* Bytes of this response accepted by sk_http_resp_write but not yet
+ * handed to the socket: on HTTP/1 the connection's write queue (which
+ * only this response uses), on HTTP/2 the stream's data not yet framed
+ * (held back by flow control or a full transport). A long-lived stream whose reader stopped
+ * reading shows up as a value that only grows; producers compare it with
+ * their own bound and close such a consumer. 0 for a NULL or finished
+ * response. */
+size_t sk_http_resp_queued(const sk_http_req_t *req);
 void sk_http_req_on_abort(sk_http_req_t *req, sk_http_abort_fn fn, void *ud);
 
 /* ---- client ---- */
