@@ -108,5 +108,14 @@ echo "canary split over 200 requests: v1=$n1 v2=$n2"
 
 "$SKIFF" proxies >"$TMP/proxies.out" || fail "skiff proxies"
 has -E '^ingress +connected' <"$TMP/proxies.out" || fail "skiff proxies: $(cat "$TMP/proxies.out")"
-curl -fsS "http://127.0.0.1:$PADMIN/metrics" | has '^skiff_proxy_control_connected 1' || fail "proxy metric"
+# the proxy's admin is HTTPS when proxy-default.yaml says tls: {identity: true}
+# (docs/runtime/metrics-admin-store.md): /metrics needs a client certificate from control's
+# CA - the proxy's own identity is one
+PID_D=$TMP/state-dirs/proxy-state/identity
+if grep -q 'tls: {identity: true}' "$TMP/proxy-default.yaml"; then
+  curl -fsS --cacert "$PID_D/bundle.pem" --cert "$PID_D/cert.pem" --key "$PID_D/key.pem" \
+    "https://127.0.0.1:$PADMIN/metrics" | has '^skiff_proxy_control_connected 1' || fail "proxy metric"
+else
+  curl -fsS "http://127.0.0.1:$PADMIN/metrics" | has '^skiff_proxy_control_connected 1' || fail "proxy metric"
+fi
 echo "canary: ok"

@@ -197,6 +197,9 @@ get applications.argoproj.io/argocd/demo | has '"apiVersion":"argoproj.io/v1alph
 rv() { get "$1" | j .metadata.resourceVersion; }
 [ "$(rv routes/shop/web)" -lt "$(rv services/shop/echo)" ] || fail "wave -1 route after a wave 0 service"
 [ "$(rv services/shop/echo)" -lt "$(rv services/shop/late)" ] || fail "wave 5 service before wave 0"
+# each wave went to control as one all-or-nothing batch (POST /api/v1/batch)
+curl -sf "http://127.0.0.1:$CADMIN/metrics" | has '^skiff_control_requests_total{verb="batch"} [1-9]' ||
+  fail "gitops did not apply through control's batch endpoint"
 
 # ---- update + prune, announced by a signed GitHub webhook ----
 { svc echo 127.0.0.1:8091; echo "---"; svc added 127.0.0.1:8085; } >"$W/apps/demo/services.yaml" # 'old' leaves Git
@@ -231,8 +234,12 @@ curl -sf "${AUTH[@]}" -X PATCH -H 'content-type: application/merge-patch+json' \
   -d '{"spec":{"endpoints":["10.9.9.9:1"]}}' "$API/services/shop/added" >/dev/null || fail "live edit"
 healed() { get services/shop/added | has '"127.0.0.1:8085"'; }
 wait_until 30 healed || fail "drift not corrected"
-curl -sf "http://127.0.0.1:$GXADMIN/metrics" >"$TMP/metrics.txt" || fail "metrics"
-has '^skiff_gitops_drift_corrections_total [1-9]' <"$TMP/metrics.txt" || fail "drift metric"
+# the counter goes up once the sync returns, just after control committed
+drift_counted() {
+  curl -sf "http://127.0.0.1:$GXADMIN/metrics" >"$TMP/metrics.txt" &&
+    has '^skiff_gitops_drift_corrections_total [1-9]' <"$TMP/metrics.txt"
+}
+wait_until 10 drift_counted || fail "drift metric"
 has '^skiff_gitops_webhooks_total{result="unauthorized"} 3' <"$TMP/metrics.txt" || fail "webhook metric"
 has '^skiff_gitops_syncs_total{result="succeeded"} [1-9]' <"$TMP/metrics.txt" || fail "syncs metric"
 out=$(promtool check metrics <"$TMP/metrics.txt" 2>&1) || fail "promtool check metrics: $out"
@@ -251,7 +258,7 @@ wait_until 30 failed || fail "denied sync did not fail: $(app_field .status)"
 app_field .status.operationState.message | has "routes labelled blocked=yes are not allowed here" ||
   fail "policy message missing: $(app_field .status.operationState.message)"
 app_field .status.operationState.message | has "apps/demo/blocked.yaml:1" || fail "denied file not named"
-[ "$(app_field '.status.conditions[0].reason')" = DryRunRefused ] || fail "denial reason"
+[ "$(app_field '.status.conditions[0].reason')" = DryRunRefused ] || fail "denial reason: $(app_field .status.conditions)"
 get services/shop/added | has '"127.0.0.1:8085"' || fail "partially applied: added changed"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "$API/routes/shop/blocked")" = 404 ] || fail "blocked route written"
 rm "$W/apps/demo/blocked.yaml"

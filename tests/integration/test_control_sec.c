@@ -352,10 +352,14 @@ static void test_tokens_and_audit(void **state) {
   snprintf(adm, sizeof adm, "-H \"Authorization: Bearer $(cat '%s/admin.token')\"", d);
 
   /* no credentials: 401 with a Bearer challenge */
-  assert_int_equal(run("%s -i https://localhost:%d/whoami", base, f->port), 0);
+  assert_int_equal(run("%s -i https://localhost:%d/whoami | tee '%s/401.txt'", base, f->port, d), 0);
   assert_non_null(strstr(f->job.out, " 401"));
   assert_non_null(strstr(f->job.out, "www-authenticate: Bearer"));
   assert_non_null(strstr(f->job.out, "\"code\":401"));
+  /* the body is a Kubernetes Status naming what is missing */
+  assert_int_equal(run("sed '1,/^\r$/d' '%s/401.txt' | jq -c '[.kind,.apiVersion,.status,.reason,.code,"
+                       "(.message|test(\"no credentials\"))]'", d), 0);
+  assert_string_equal(f->job.out, "[\"Status\",\"v1\",\"Failure\",\"Unauthorized\",401,true]\n");
 
   /* the admin creates a viewer token; the secret is shown once */
   assert_int_equal(run("%s %s -d '{\"name\":\"dash\",\"role\":\"viewer\",\"ttl\":\"1h\"}'"
@@ -368,9 +372,11 @@ static void test_tokens_and_audit(void **state) {
                        f->port), 0);
   assert_string_equal(f->job.out, "dash viewer token\n");
   /* the viewer may not read the audit log nor manage tokens */
-  assert_int_equal(run("%s -o /dev/null -w '%%{http_code}' -H 'Authorization: Bearer %s'"
-                       " https://localhost:%d/api/v1/audit", base, vtok, f->port), 0);
+  assert_int_equal(run("%s -o '%s/403.json' -w '%%{http_code}' -H 'Authorization: Bearer %s'"
+                       " https://localhost:%d/api/v1/audit", base, d, vtok, f->port), 0);
   assert_string_equal(f->job.out, "403");
+  assert_int_equal(run("jq -c '[.kind,.apiVersion,.status,.reason,.code,.message]' '%s/403.json'", d), 0);
+  assert_non_null(strstr(f->job.out, "[\"Status\",\"v1\",\"Failure\",\"Forbidden\",403,\"dash (role viewer) may not"));
   assert_int_equal(run("%s -o /dev/null -w '%%{http_code}' -X DELETE -H 'Authorization: Bearer %s'"
                        " https://localhost:%d/api/v1/tokens/dash", base, vtok, f->port), 0);
   assert_string_equal(f->job.out, "403");

@@ -10,6 +10,7 @@
  *   ctl_store.c    the resource store over a ctl_backend (sqlite, PostgreSQL):
  *                  global resourceVersion, generation, events, retention
  *   ctl_api.c      the REST API and watch on skiff-control's listener
+ *   ctl_batch.c    POST /api/v1/batch: many writes in one transaction
  *   ctl_cli.c      skiff apply / get / delete / diff / token
  * See docs/control.md. */
 #ifndef SKIFF_CONTROL_H
@@ -200,6 +201,33 @@ int ctl_store_update(ctl_store_t *s, const char *kind, const char *ns, const cha
 /* *out: the object as it was, with the deletion's resourceVersion. */
 int ctl_store_delete(ctl_store_t *s, const char *kind, const char *ns, const char *name, ctl_store_hook_fn hook,
                      void *hook_ud, json_t **out);
+
+/* One step of ctl_store_batch. apply: fn gets the stored object, or NULL
+ * when there is none (then the result is created as by ctl_store_create,
+ * else written as by ctl_store_update). delete: SK_ENOTFOUND when absent. */
+enum { CTL_STEP_APPLY = 1, CTL_STEP_DELETE = 2 };
+typedef struct ctl_store_step {
+  int op;
+  const char *kind, *ns, *name; /* storage kind; must stay valid */
+  ctl_update_fn fn;             /* apply */
+  void *fn_ud;
+  ctl_store_hook_fn hook;       /* per step, inside the transaction */
+  void *hook_ud;
+  /* filled: "created", "configured", "unchanged" or "deleted", the new
+   * resourceVersion (the current one when unchanged) and the object
+   * (a new reference: as stored; delete: as it was) */
+  const char *result;
+  int64_t rv;
+  json_t *obj;
+} ctl_store_step_t;
+/* Every step in ONE backend transaction, in order, one resourceVersion per
+ * changed object: all are written or none. On error *failed is the index
+ * of the step that failed. dry_run: everything is computed and checked,
+ * then rolled back (results filled, rv 0 for what would change; the hooks
+ * run too and must not act outside the transaction then).
+ * Release the steps' objects with ctl_store_steps_done. */
+int ctl_store_batch(ctl_store_t *s, ctl_store_step_t *steps, size_t n, int dry_run, size_t *failed);
+void ctl_store_steps_done(ctl_store_step_t *steps, size_t n);
 
 typedef struct ctl_list_opts {
   const char *ns;             /* NULL = all namespaces */

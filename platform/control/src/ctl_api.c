@@ -13,6 +13,7 @@
 
 #include "ctl_audit.h"
 #include "ctl_auth.h"
+#include "ctl_batch.h"
 #include "ctl_ca.h"
 #include "ctl_events.h"
 #include "ctl_ident.h"
@@ -49,6 +50,7 @@ struct ctl_app {
   void *drain_ud;
   sk_mfamily_t *requests; /* skiff_control_requests_total{verb} */
   sk_gauge_t *g_watches;
+  sk_counter_t *c_watch_slow; /* watches ended because the client stopped reading */
   sk_gauge_t *g_rv;
 };
 
@@ -61,6 +63,7 @@ struct ctl_watch {
   char name[CTL_NAME_LEN + 1];
   ctl_selector_t sel;
   int64_t sent_rv;
+  int slow; /* over CTL_WATCH_MAX_QUEUED: to be ended after the loop that found it */
   ctl_watch_t *prev, *next;
 };
 
@@ -546,6 +549,41 @@ static void watch_abort(sk_http_req_t *req, void *ud) {
   free(w);
 }
 
+/* Unsent bytes a watch may hold before it is ended instead of queueing
+ * more (the client re-watches from its last resourceVersion). */
+#define CTL_WATCH_MAX_QUEUED (1024u * 1024u)
+
+static int watch_over(const ctl_watch_t *w) { return sk_http_resp_queued(w->req) >= CTL_WATCH_MAX_QUEUED; }
+
+/* Ends a watch whose client stopped reading: linked says whether it is on
+ * the app's list already. */
+static void watch_end_slow(ctl_watch_t *w, int linked) {
+  ctl_app_t *a = w->app;
+  if (a->log) {
+    char qs[32];
+    snprintf(qs, sizeof qs, "%zu", sk_http_resp_queued(w->req));
+    sk_log_kv(a->log, SK_LOG_WARN, "watch not read by its client; closing it", "peer",
+              w->req->peer_addr ? w->req->peer_addr : "", "kind", w->k->kind, "queued_bytes", qs, NULL);
+  }
+  sk_counter_inc(a->c_watch_slow);
+  if (linked) watch_unlink(w);
+  sk_http_req_on_abort(w->req, NULL, NULL);
+  sk_http_resp_end(w->req);
+  free(w);
+}
+
+/* Ends the watches marked slow. Ending a response may run the next
+ * pipelined request on that connection (which may change the list), so
+ * this starts over from the head each time. */
+static void watch_end_marked(ctl_app_t *a) {
+  for (;;) {
+    ctl_watch_t *w = a->watches;
+    while (w && !w->slow) w = w->next;
+    if (!w) return;
+    watch_end_slow(w, 1);
+  }
+}
+
 static int watch_wants(const ctl_watch_t *w, const char *kind, const json_t *obj) {
   if (strcmp(kind, w->skind)) return 0;
   if (w->ns[0] && strcmp(ctl_obj_ns(obj), w->ns)) return 0;
@@ -572,11 +610,14 @@ static void on_store_event(int64_t rv, const char *type, const char *kind, const
   sk_gauge_set(a->g_rv, (double)rv);
   ctl_events_publish_change(a->bus, a->log, rv, type, kind, obj);
   if (!strcmp(kind, "Service") || !strcmp(kind, "Route")) ctl_push_changed(a->push);
+  int slow = 0;
   for (ctl_watch_t *w = a->watches; w; w = w->next) {
-    if (rv <= w->sent_rv) continue;
-    if (watch_wants(w, kind, obj)) watch_send(w, rv, type, obj);
-    else w->sent_rv = rv;
+    if (rv <= w->sent_rv || w->slow) continue;
+    if (!watch_wants(w, kind, obj)) w->sent_rv = rv;
+    else if (watch_over(w)) slow = w->slow = 1;
+    else watch_send(w, rv, type, obj);
   }
+  if (slow) watch_end_marked(a);
 }
 
 static void send_bookmark(ctl_watch_t *w, int64_t rv) {
@@ -597,10 +638,16 @@ static void heartbeat_cb(uv_timer_t *t) {
   ctl_app_t *a = t->data;
   if (!a->watches) return;
   int64_t rv = ctl_store_rv(a->store);
+  int slow = 0;
   for (ctl_watch_t *w = a->watches; w; w = w->next) {
+    if (w->slow || watch_over(w)) {
+      slow = w->slow = 1;
+      continue;
+    }
     if (rv > w->sent_rv) w->sent_rv = rv; /* every change up to rv was offered already */
     send_bookmark(w, w->sent_rv);
   }
+  if (slow) watch_end_marked(a);
 }
 
 typedef struct replay_ctx {
@@ -692,6 +739,10 @@ static void do_watch(rq_t *r) {
     }
     w->sent_rv = rv;
   }
+  if (watch_over(w)) { /* the initial state alone filled the bound */
+    watch_end_slow(w, 0);
+    return;
+  }
   w->next = a->watches;
   if (a->watches) a->watches->prev = w;
   a->watches = w;
@@ -765,6 +816,12 @@ static void handle(sk_http_req_t *req, void *ud) {
   if (a->audit && a->auth && ctl_audit_http_route(a->audit, a->auth, req)) return;
   if (a->bus && ctl_events_http_route(a->bus, a->auth, a->audit, a->cfg, req)) return;
   if (ctl_push_http_route(a->push, a->auth, a->audit, req)) return;
+  if (!strcmp(req->path, "/api/v1/batch")) { /* many writes in one transaction (ctl_batch.h) */
+    ctl_batch_env_t be = {a->store, a->auth, a->audit, a->pols, (size_t)a->cfg->max_body};
+    count(a, "batch");
+    ctl_batch_handle(&be, req);
+    return;
+  }
   char segs[6][CTL_NAME_LEN + 1];
   size_t n = 0;
   if (split_path(req->path, segs, &n) < 0 || n < 2 || strcmp(segs[0], "api") || strcmp(segs[1], "v1")) {
@@ -959,6 +1016,8 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
     sk_metrics_counter_family(o->metrics, "skiff_control_requests_total", "Authorized API requests by verb.", l1, 1,
                               &a->requests);
     sk_metrics_gauge(o->metrics, "skiff_control_watches", "Open watch streams.", &a->g_watches);
+    sk_metrics_counter(o->metrics, "skiff_control_watch_slow_closed_total",
+                       "Watches ended because the client stopped reading.", &a->c_watch_slow);
     sk_metrics_gauge(o->metrics, "skiff_control_resource_version", "The store's current resourceVersion.",
                      &a->g_rv);
     sk_gauge_set(a->g_rv, (double)ctl_store_rv(a->store));

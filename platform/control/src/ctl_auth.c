@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "control.h"
 #include "ctl_audit.h"
 #include "skiff/err.h"
 #include "skiff/json.h"
@@ -257,9 +258,29 @@ int ctl__body_json(const sk_http_req_t *req, size_t max_bytes, json_t **out, cha
   return 0;
 }
 
+/* The Status reason for a code: Kubernetes' names where the API has one,
+ * else the status text without its spaces ("Bad Request" -> BadRequest). */
+static const char *status_reason(int status, char *buf, size_t len) {
+  switch (status) {
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 410: return "Expired";
+  case 413: return "RequestEntityTooLarge";
+  case 422: return "Invalid";
+  case 500: return "InternalError";
+  default: break;
+  }
+  const char *t = sk_http_status_text(status);
+  size_t n = 0;
+  for (; t && *t && n + 1 < len; t++)
+    if (*t != ' ' && *t != '-') buf[n++] = *t;
+  buf[n] = 0;
+  return buf;
+}
+
 int ctl_http_error(sk_http_req_t *req, int status, const char *message) {
-  json_t *o = json_pack("{s:i,s:s,s:s}", "code", status, "reason", sk_http_status_text(status),
-                        "message", message ? message : "");
+  char rb[64];
+  json_t *o = ctl_status_new(status, status_reason(status, rb, sizeof rb), message, NULL, NULL, NULL);
   sk_buf_t b;
   sk_buf_init(&b);
   sk_json_dump_buf(o, &b);

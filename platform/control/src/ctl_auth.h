@@ -160,7 +160,9 @@ int ctl_auth_authorize(const ctl_auth_t *a, const ctl_principal_t *p, ctl_verb_t
 int ctl_auth_guard(ctl_auth_t *a, ctl_audit_t *audit, sk_http_req_t *req, ctl_verb_t verb,
                    const char *kind, const char *ns, const char *name, ctl_principal_t *p);
 
-/* Writes {"code":..,"reason":..,"message":..} (401 adds www-authenticate). */
+/* Answers a Kubernetes Status object ({kind: Status, apiVersion: v1,
+ * status: Failure, message, reason, code}; reason Unauthorized for 401,
+ * Forbidden for 403). 401 adds "www-authenticate: Bearer realm=skiff". */
 int ctl_http_error(sk_http_req_t *req, int status, const char *message);
 
 /* ---- HTTP: /api/v1/tokens ----

@@ -32,6 +32,7 @@ struct pnode {
   char *nack_err;
   uint64_t due_ns;        /* when the version in flight became due (0: none) */
   sk_http_req_t *req;     /* open stream, or NULL */
+  int slow;               /* stream over its queue bound: to be ended */
   pnode_t *prev, *next;   /* most recently connected first */
 };
 
@@ -49,6 +50,7 @@ struct ctl_push {
   int ending;
   sk_gauge_t *g_connected;
   sk_counter_t *c_pushes, *c_acks, *c_nacks, *c_compiles;
+  sk_counter_t *c_slow;   /* streams ended because the proxy stopped reading */
   sk_histogram_t *h_prop;
   sk_gauge_t *g_version;
 };
@@ -102,8 +104,43 @@ static int compile(ctl_push_t *p, int *changed) {
   return 0;
 }
 
+static void stream_end(pnode_t *n);
+
+/* A proxy that stopped reading: its stream holds more than a bound of
+ * unsent bytes (one snapshot on top of CTL_PUSH_MAX_QUEUED, so a normal
+ * reader still taking the previous large snapshot is not cut off). It is
+ * ended instead of queueing more; the proxy reconnects and gets the
+ * current snapshot. Marks such a stream (ended by end_slow_streams once
+ * the loop over the nodes is done) and returns 1. */
+static int stream_slow(pnode_t *n) {
+  if (n->slow) return 1;
+  if (sk_http_resp_queued(n->req) < CTL_PUSH_MAX_QUEUED + n->p->line.len) return 0;
+  n->slow = 1;
+  return 1;
+}
+
+/* Ending a response may run the next pipelined request on its connection,
+ * which may change the node list: start over from the head each time. */
+static void end_slow_streams(ctl_push_t *p) {
+  for (;;) {
+    pnode_t *n = p->nodes;
+    while (n && !(n->req && n->slow)) n = n->next;
+    if (!n) return;
+    n->slow = 0;
+    if (p->o.log) {
+      char qs[32];
+      snprintf(qs, sizeof qs, "%zu", sk_http_resp_queued(n->req));
+      sk_log_kv(p->o.log, SK_LOG_WARN, "proxy config stream not read; closing it", "node", n->node, "peer",
+                n->addr, "queued_bytes", qs, NULL);
+    }
+    sk_counter_inc(p->c_slow);
+    stream_end(n);
+  }
+}
+
 static void send_snapshot(pnode_t *n, uint64_t due_ns) {
   if (!n->req || !n->p->line.len) return;
+  if (stream_slow(n)) return;
   if (sk_http_resp_write(n->req, n->p->line.data, n->p->line.len) < 0) return;
   n->sent = n->p->version;
   n->due_ns = due_ns;
@@ -127,6 +164,7 @@ static void coalesce_cb(uv_timer_t *t) {
   }
   if (!changed) return;
   for (pnode_t *n = p->nodes; n; n = n->next) send_snapshot(n, p->burst_ns);
+  end_slow_streams(p);
 }
 
 void ctl_push_changed(ctl_push_t *p) {
@@ -144,7 +182,8 @@ static void heartbeat_cb(uv_timer_t *t) {
   char line[64];
   int len = snprintf(line, sizeof line, "{\"type\":\"HEARTBEAT\",\"version\":%lld}\n", (long long)p->version);
   for (pnode_t *n = p->nodes; n; n = n->next)
-    if (n->req) sk_http_resp_write(n->req, line, (size_t)len);
+    if (n->req && !stream_slow(n)) sk_http_resp_write(n->req, line, (size_t)len);
+  end_slow_streams(p);
 }
 
 /* ---------------- nodes ---------------- */
@@ -179,6 +218,7 @@ static void node_free(pnode_t *n) {
 static void stream_gone(pnode_t *n) {
   ctl_push_t *p = n->p;
   n->req = NULL;
+  n->slow = 0;
   p->nstreams--;
   sk_gauge_set(p->g_connected, (double)p->nstreams);
 }
@@ -524,6 +564,8 @@ int ctl_push_new(uv_loop_t *loop, const ctl_push_opts_t *o, ctl_push_t **out) {
     sk_metrics_counter(o->metrics, "skiff_control_proxy_nacks_total", "Snapshots proxies rejected (NACK).",
                        &p->c_nacks);
     sk_metrics_counter(o->metrics, "skiff_control_proxy_compiles_total", "Proxy config compiles.", &p->c_compiles);
+    sk_metrics_counter(o->metrics, "skiff_control_proxy_slow_closed_total",
+                       "Config streams ended because the proxy stopped reading.", &p->c_slow);
     sk_metrics_gauge(o->metrics, "skiff_control_proxy_config_version", "Version of the current proxy snapshot.",
                      &p->g_version);
     sk_metrics_histogram(o->metrics, "skiff_control_proxy_propagation_seconds",

@@ -80,6 +80,7 @@ int ctl_push_parse_ack(const char *body, size_t len, sk_pool_t *pool, int64_t *v
 
 #define CTL_PUSH_MAX_ERROR 4096 /* bytes of NACK error kept */
 #define CTL_PUSH_NODE_MAX 128
+#define CTL_PUSH_MAX_QUEUED (1024u * 1024u) /* unsent bytes (plus one snapshot) before a stream is ended */
 
 /* 1 if s is a valid node id: 1..128 of [A-Za-z0-9._-]. */
 int ctl_push_valid_node(const char *s);

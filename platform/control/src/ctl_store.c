@@ -447,6 +447,99 @@ int ctl_store_delete(ctl_store_t *s, const char *kind, const char *ns, const cha
   return 0;
 }
 
+/* ---- batches ---- */
+
+typedef struct bctx {
+  ctl_store_t *s;
+  ctl_store_step_t *steps;
+  wctx_t *w;
+  size_t n, at;
+  int dry_run;
+} bctx_t;
+
+static int batch_tx(ctl_backend_t *b, void *ud) {
+  bctx_t *x = ud;
+  for (size_t i = 0; i < x->n; i++) {
+    ctl_store_step_t *st = &x->steps[i];
+    wctx_t *c = &x->w[i];
+    x->at = i;
+    *c = (wctx_t){.s = x->s, .kind = st->kind, .ns = st->ns, .name = st->name, .fn = st->fn, .fn_ud = st->fn_ud,
+                  .hook = st->hook, .hook_ud = st->hook_ud};
+    int rc = SK_EINVAL;
+    if (st->op == CTL_STEP_DELETE) {
+      rc = delete_tx(b, c);
+      if (rc == 0) c->changed = 1;
+    } else if (st->op == CTL_STEP_APPLY && st->fn) {
+      rc = update_tx(b, c);
+      if (rc == SK_ENOTFOUND && !c->old) { /* absent: a create */
+        json_t *next = NULL;
+        if ((rc = st->fn(NULL, &next, st->fn_ud)) < 0) return rc;
+        if (!json_is_object(next)) {
+          json_decref(next);
+          return SK_EINVAL;
+        }
+        c->obj = next;
+        if ((rc = create_tx(b, c)) == 0) c->changed = 1;
+      }
+    }
+    if (rc < 0) return rc;
+  }
+  return x->dry_run ? SK_ECANCELED : 0;
+}
+
+int ctl_store_batch(ctl_store_t *s, ctl_store_step_t *steps, size_t n, int dry_run, size_t *failed) {
+  if (failed) *failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    steps[i].result = NULL;
+    steps[i].rv = 0;
+    steps[i].obj = NULL;
+  }
+  if (!n) return 0;
+  bctx_t x = {.s = s, .steps = steps, .w = sk_xcalloc(n, sizeof(wctx_t)), .n = n, .dry_run = dry_run};
+  int rc = s->be->ops->tx(s->be, batch_tx, &x);
+  if (dry_run && rc == SK_ECANCELED) rc = 0;
+  if (rc < 0) {
+    if (failed) *failed = x.at;
+    for (size_t i = 0; i < n; i++) {
+      json_decref(x.w[i].obj);
+      json_decref(x.w[i].old);
+    }
+    free(x.w);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    wctx_t *c = &x.w[i];
+    ctl_store_step_t *st = &steps[i];
+    if (st->op == CTL_STEP_DELETE) {
+      st->result = "deleted";
+      st->obj = c->obj;
+      json_decref(c->old);
+    } else if (!c->old) {
+      st->result = "created";
+      st->obj = c->obj;
+    } else if (c->changed) {
+      st->result = "configured";
+      st->obj = c->obj;
+      json_decref(c->old);
+    } else {
+      st->result = "unchanged";
+      st->obj = c->old;
+      json_decref(c->obj);
+    }
+    st->rv = c->changed ? (dry_run ? 0 : c->rv) : ctl_obj_rv(st->obj);
+    if (c->changed && !dry_run) notify(c, st->obj);
+  }
+  free(x.w);
+  return 0;
+}
+
+void ctl_store_steps_done(ctl_store_step_t *steps, size_t n) {
+  for (size_t i = 0; steps && i < n; i++) {
+    json_decref(steps[i].obj);
+    steps[i].obj = NULL;
+  }
+}
+
 /* ---- lists ---- */
 
 /* Continue tokens: hex of "namespace\nname" of the last item returned. */

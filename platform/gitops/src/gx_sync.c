@@ -221,6 +221,26 @@ static void fail_text(const item_t *it, const gx_ctl_resp_t *resp, char *out, si
            resp->status == 403 ? "denied: " : "", m);
 }
 
+/* POST /api/v1/batch with todo[w0, w1) as applies (dry: only checked);
+ * *ans is the answer parsed (NULL if none). resp must be released. */
+static int batch_apply(gx_sync_env_t *env, item_t **todo, size_t w0, size_t w1, int dry, gx_ctl_resp_t *resp,
+                       json_t **ans) {
+  memset(resp, 0, sizeof *resp);
+  sk_buf_init(&resp->body);
+  *ans = NULL;
+  json_t *body = json_pack("{s:b, s:[]}", "dryRun", dry, "items");
+  json_t *arr = json_object_get(body, "items");
+  for (size_t i = w0; i < w1; i++)
+    json_array_append_new(arr, json_pack("{s:s, s:O}", "op", "apply", "object", todo[i]->r->doc));
+  char *text = json_dumps(body, JSON_COMPACT);
+  json_decref(body);
+  int crc = text ? gx_ctl_call(env->ctl, "POST", "/api/v1/batch", "application/json", text, strlen(text), resp)
+                 : SK_ENOMEM;
+  free(text);
+  if (crc == 0 && resp->body.len) *ans = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+  return crc;
+}
+
 int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, const char *revision,
                 const char *author, const char *commit_msg, gx_sync_mode_t mode, int prune, gx_sync_result_t *res) {
   memset(res, 0, sizeof *res);
@@ -377,95 +397,98 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
     for (size_t i = 0; i < n; i++)
       if (items[i].changed) todo[ntodo++] = &items[i];
     qsort(todo, ntodo, sizeof *todo, item_cmp);
-    /* 3. dry run of every change */
-    for (size_t i = 0; i < ntodo; i++) {
-      item_t *it = todo[i];
-      reqs[i].method = it->exists ? "PUT" : "POST";
-      reqs[i].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, "dryRun=All");
-      reqs[i].body = json_dumps(it->r->doc, JSON_COMPACT);
-      reqs[i].ctype = "application/json";
-    }
-    nreq = ntodo;
-    if (ntodo && gx_ctl_batch(env->ctl, reqs, ntodo) < 0) {
-      snprintf(res->message, sizeof res->message, "control unreachable during the dry run");
-      rc = SK_EIO;
-    }
+    /* 3. dry run of every change: all in one batch request; when control
+     * refuses it, every document alone, so that each refusal is named */
+    gx_ctl_resp_t dresp;
+    json_t *dans = NULL;
+    memset(&dresp, 0, sizeof dresp);
+    sk_buf_init(&dresp.body);
+    int dcrc = ntodo ? batch_apply(env, todo, 0, ntodo, 1, &dresp, &dans) : 0;
     size_t nfail = 0;
-    sk_buf_t msg;
-    sk_buf_init(&msg);
-    for (size_t i = 0; rc == 0 && i < ntodo; i++) {
-      int s = reqs[i].resp.status;
-      if (s == 200 || s == 201) continue;
-      fail_text(todo[i], &reqs[i].resp, todo[i]->message, sizeof todo[i]->message);
-      snprintf(todo[i]->result, sizeof todo[i]->result, "SyncFailed");
-      if (nfail < 5) sk_buf_printf(&msg, "%s%s", nfail ? "; " : "", todo[i]->message);
-      nfail++;
+    if (ntodo && (dcrc < 0 || dresp.status != 200)) {
+      for (size_t i = 0; i < ntodo; i++) {
+        item_t *it = todo[i];
+        reqs[i].method = it->exists ? "PUT" : "POST";
+        reqs[i].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, "dryRun=All");
+        reqs[i].body = json_dumps(it->r->doc, JSON_COMPACT);
+        reqs[i].ctype = "application/json";
+      }
+      nreq = ntodo;
+      if (ntodo && gx_ctl_batch(env->ctl, reqs, ntodo) < 0) {
+        snprintf(res->message, sizeof res->message, "control unreachable during the dry run");
+        rc = SK_EIO;
+      }
+      sk_buf_t msg;
+      sk_buf_init(&msg);
+      for (size_t i = 0; rc == 0 && i < ntodo; i++) {
+        int s = reqs[i].resp.status;
+        if (s == 200 || s == 201) continue;
+        fail_text(todo[i], &reqs[i].resp, todo[i]->message, sizeof todo[i]->message);
+        snprintf(todo[i]->result, sizeof todo[i]->result, "SyncFailed");
+        if (nfail < 5) sk_buf_printf(&msg, "%s%s", nfail ? "; " : "", todo[i]->message);
+        nfail++;
+      }
+      if (nfail) {
+        snprintf(res->message, sizeof res->message, "dry run refused %zu of %zu changes, nothing applied: %s", nfail,
+                 ntodo, msg.data ? msg.data : "");
+        rc = SK_EFORBID;
+      }
+      sk_buf_done(&msg);
+      gx_ctl_batch_done(reqs, nreq);
+      nreq = 0;
+      if (rc == 0 && !nfail) { /* each alone passes, together they do not (e.g. too big) */
+        int64_t idx = sk_json_get_int(dans, "details.index", -1);
+        item_t *it = idx >= 0 && (size_t)idx < ntodo ? todo[idx] : todo[0];
+        if (dcrc < 0) snprintf(it->message, sizeof it->message, "control unreachable: %s", sk_strerror(dcrc));
+        else fail_text(it, &dresp, it->message, sizeof it->message);
+        snprintf(it->result, sizeof it->result, "SyncFailed");
+        snprintf(res->message, sizeof res->message, "dry run refused the changes, nothing applied: %s", it->message);
+        rc = dcrc < 0 ? dcrc : SK_EFORBID;
+      }
     }
-    if (nfail) {
-      snprintf(res->message, sizeof res->message, "dry run refused %zu of %zu changes, nothing applied: %s", nfail,
-               ntodo, msg.data ? msg.data : "");
-      rc = SK_EFORBID;
-    }
-    sk_buf_done(&msg);
-    gx_ctl_batch_done(reqs, nreq);
-    nreq = 0;
-    /* 4. apply, one wave at a time */
+    json_decref(dans);
+    gx_ctl_resp_done(&dresp);
+    /* 4. apply, one wave at a time, each wave in ONE control transaction
+     * (POST /api/v1/batch): a wave is written entirely or not at all, and
+     * the next wave starts only once the earlier one is committed */
     for (size_t w0 = 0; rc == 0 && w0 < ntodo;) {
       size_t w1 = w0;
       while (w1 < ntodo && todo[w1]->r->wave == todo[w0]->r->wave) w1++;
-      nreq = 0;
-      for (size_t i = w0; i < w1; i++) {
-        item_t *it = todo[i];
-        reqs[nreq].method = it->exists ? "PUT" : "POST";
-        reqs[nreq].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, NULL);
-        reqs[nreq].body = json_dumps(it->r->doc, JSON_COMPACT);
-        reqs[nreq].ctype = "application/json";
-        nreq++;
-      }
-      gx_ctl_batch(env->ctl, reqs, nreq);
-      /* a create that found the object (not labelled yet) becomes a replace */
-      size_t nretry = 0;
-      gx_ctl_req_t *retry = sk_xcalloc(nreq + 1, sizeof *retry);
-      size_t *ridx = sk_xcalloc(nreq + 1, sizeof *ridx);
-      for (size_t i = 0; i < nreq; i++)
-        if (reqs[i].resp.status == 409 && !todo[w0 + i]->exists) {
-          item_t *it = todo[w0 + i];
-          retry[nretry].method = "PUT";
-          retry[nretry].path = obj_path(it->ki, it->r->ns, it->r->name, NULL);
-          retry[nretry].body = json_dumps(it->r->doc, JSON_COMPACT);
-          retry[nretry].ctype = "application/json";
-          ridx[nretry++] = i;
-        }
-      if (nretry) gx_ctl_batch(env->ctl, retry, nretry);
-      for (size_t i = 0; i < nreq; i++) {
-        item_t *it = todo[w0 + i];
-        gx_ctl_resp_t *rp = &reqs[i].resp;
-        for (size_t k = 0; k < nretry; k++)
-          if (ridx[k] == i) rp = &retry[k].resp;
-        if (rp->err >= 0 && (rp->status == 200 || rp->status == 201)) {
+      gx_ctl_resp_t resp;
+      json_t *ans = NULL;
+      int crc = batch_apply(env, todo, w0, w1, 0, &resp, &ans);
+      json_t *results = json_object_get(ans, "items");
+      if (crc == 0 && resp.status == 200 && json_array_size(results) == w1 - w0) {
+        for (size_t i = w0; i < w1; i++) {
+          item_t *it = todo[i];
+          json_t *one = json_array_get(results, i - w0);
           snprintf(it->result, sizeof it->result, "Synced");
           it->changed = 0;
           it->where[0] = 0;
-          json_t *o = json_loadb(rp->body.data, rp->body.len, 0, NULL);
-          if (o) snprintf(it->health, sizeof it->health, "%s", gx_health_of(o));
-          json_decref(o);
+          json_t *o = json_object_get(one, "object");
+          if (json_is_object(o)) snprintf(it->health, sizeof it->health, "%s", gx_health_of(o));
           /* "unchanged": control's mutating policies already made live what
            * Git asks for once they ran; nothing was written */
-          if (strcmp(rp->result, "unchanged")) res->applied++;
+          if (strcmp(sk_json_get_str(one, "result", ""), "unchanged")) res->applied++;
           res->out_of_sync--;
-        } else {
-          fail_text(it, rp, it->message, sizeof it->message);
-          snprintf(it->result, sizeof it->result, "SyncFailed");
-          if (rc == 0)
-            snprintf(res->message, sizeof res->message, "apply failed in wave %d: %s", it->r->wave, it->message);
-          rc = SK_EHTTP;
         }
+      } else {
+        /* nothing of this wave was written: the failed item (when control
+         * named it) carries the cause, the others stay out of sync */
+        int64_t idx = sk_json_get_int(ans, "details.index", -1);
+        item_t *it = idx >= 0 && (size_t)idx < w1 - w0 ? todo[w0 + (size_t)idx] : todo[w0];
+        if (crc < 0) {
+          snprintf(it->message, sizeof it->message, "control unreachable: %s", sk_strerror(crc));
+        } else {
+          fail_text(it, &resp, it->message, sizeof it->message);
+        }
+        snprintf(it->result, sizeof it->result, "SyncFailed");
+        snprintf(res->message, sizeof res->message, "apply failed in wave %d, nothing of the wave was written: %s",
+                 it->r->wave, it->message);
+        rc = crc < 0 ? crc : SK_EHTTP;
       }
-      gx_ctl_batch_done(retry, nretry);
-      free(retry);
-      free(ridx);
-      gx_ctl_batch_done(reqs, nreq);
-      nreq = 0;
+      json_decref(ans);
+      gx_ctl_resp_done(&resp);
       w0 = w1;
     }
     free(todo);
