@@ -8,8 +8,18 @@
 #      skiff-telemetry twice: durable (fsync per request, its default) and
 #      with no_sync (Prometheus does not fsync per request either);
 #   2. PromQL latency: the same queries over the same data, N runs each
-#      (bench/telemetry/query_latency.py), p50/p90/mean.
-# Usage: bench/telemetry/run.sh   (env: SERIES SAMPLES BATCH CONNS N; BUILD=dir)
+#      (bench/telemetry/query_latency.py), p50/p90/mean; the data includes a
+#      classic histogram of 10,000 series (hist_write.py) for rate, sum by
+#      and histogram_quantile over 10,000 series;
+#   3. RSS of both servers after ingest and after the queries;
+#   4. OTLP span ingest (no peer: Prometheus takes no traces): wrk posts
+#      pre-encoded ExportTraceServiceRequest batches (otlp_spans.py,
+#      SPANS_PER spans each, distinct ids) over SPAN_CONNS keep-alive
+#      connections for SPAN_SECS; spans/s = accepted spans / wall time, and
+#      per core = accepted spans / CPU seconds skiff-telemetry used
+#      (utime+stime from /proc/PID/stat).
+# Usage: bench/telemetry/run.sh
+#   (env: SERIES SAMPLES BATCH CONNS N SPANS_PER SPAN_BODIES SPAN_CONNS SPAN_SECS; BUILD=dir)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/support/lib.sh"
@@ -18,6 +28,10 @@ SAMPLES=${SAMPLES:-100}
 BATCH=${BATCH:-2000}
 CONNS=${CONNS:-4}
 N=${N:-50}
+SPANS_PER=${SPANS_PER:-100}
+SPAN_BODIES=${SPAN_BODIES:-1000}
+SPAN_CONNS=${SPAN_CONNS:-4}
+SPAN_SECS=${SPAN_SECS:-10}
 BUILD=${BUILD:-$ROOT/build/bench-telemetry}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-bench.XXXXXX")
 PIDS=()
@@ -30,6 +44,7 @@ trap cleanup EXIT
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKIFF_TESTS=OFF >/dev/null
 cmake --build "$BUILD" --target skiff-telemetry >/dev/null
 command -v prometheus >/dev/null || { echo "prometheus is required (apt-get install prometheus)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
 T0=$(date +%s)
 RW="python3 $ROOT/tests/support/remote_write.py bench --series $SERIES --samples $SAMPLES --batch $BATCH --conns $CONNS
@@ -42,6 +57,9 @@ QUERIES=(
   'count({__name__=~"bench_metric_.*"})'
   'range:sum(rate(bench_metric_5[30s]))'
   'range:bench_metric_6{instance=~"i1.*"}'
+  'rate(bench_hist_bucket[1m])'
+  'sum by (le) (rate(bench_hist_bucket[1m]))'
+  'histogram_quantile(0.99, sum by (le) (rate(bench_hist_bucket[5m])))'
 )
 
 start_skiff() { # name no_sync; sets URL and PID
@@ -61,6 +79,7 @@ EOF2
   PIDS+=($PID)
   wait_until 30 curl -fsS "http://127.0.0.1:$a/readyz" || { echo "skiff-telemetry did not start" >&2; exit 1; }
   URL="http://127.0.0.1:$q"
+  INGEST=$(awk '/^listen:/ {print $2}' "$TMP/$1.yaml")
 }
 start_prom() { # sets URL and PID
   local p
@@ -74,17 +93,20 @@ start_prom() { # sets URL and PID
   URL="http://127.0.0.1:$p"
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime (fields after "(comm)" hold no spaces here)
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
 echo "ingest: $SERIES series x $SAMPLES samples, $BATCH samples/request, $CONNS connections"
 start_prom; PROM=$URL; PROM_PID=$PID
 start_skiff skiff false; SK=$URL; SK_PID=$PID
-start_skiff skiff-nosync true; SKN=$URL
+start_skiff skiff-nosync true; SKN=$URL; SKN_PID=$PID; SKN_INGEST=$INGEST
 
 printf '%-28s ' "prometheus:"; $RW "$PROM/api/v1/write"
 printf '%-28s ' "skiff-telemetry (durable):"; $RW "$SK/api/v1/write"
 printf '%-28s ' "skiff-telemetry (no_sync):"; $RW "$SKN/api/v1/write"
 echo "RSS after ingest: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+python3 "$ROOT/bench/telemetry/hist_write.py" --t0-ms "${T0}000" "$PROM/api/v1/write" "$SK/api/v1/write"
+echo "RSS after histogram: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
 
 T_END=$T0
 echo "query latency, $N runs each, same data:"
@@ -92,3 +114,20 @@ echo "-- prometheus"
 python3 "$ROOT/bench/telemetry/query_latency.py" "$PROM" "$N" "$T_END" "${QUERIES[@]}"
 echo "-- skiff-telemetry"
 python3 "$ROOT/bench/telemetry/query_latency.py" "$SK" "$N" "$T_END" "${QUERIES[@]}"
+echo "RSS after queries: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+
+echo "OTLP span ingest (skiff-telemetry no_sync): $SPANS_PER spans/request, $SPAN_CONNS connections, ${SPAN_SECS}s"
+python3 "$ROOT/bench/telemetry/otlp_spans.py" "$TMP/spans" "$SPAN_BODIES" "$SPANS_PER" "${T0}000000000"
+C0=$(cpu_ticks "$SKN_PID")
+BODY_DIR="$TMP/spans" BODY_N=$SPAN_BODIES wrk -t1 -c"$SPAN_CONNS" -d"${SPAN_SECS}s" \
+  -s "$ROOT/bench/telemetry/otlp_spans.lua" "http://$SKN_INGEST" >"$TMP/wrk.out"
+C1=$(cpu_ticks "$SKN_PID")
+cat "$TMP/wrk.out"
+awk -v per="$SPANS_PER" -v ticks=$((C1 - C0)) -v hz="$(getconf CLK_TCK)" '
+  / requests in / { req = $1; secs = $(NF - 2); sub(/s,$/, "", secs) }
+  /Non-2xx/ { bad = $NF }
+  END {
+    ok = req - bad; cpu = ticks / hz
+    printf "spans accepted=%d in %.2fs: %.0f spans/s; skiff-telemetry CPU %.2fs: %.0f spans/s per core (%d requests not 2xx)\n",
+      ok * per, secs, ok * per / secs, cpu, (cpu > 0 ? ok * per / cpu : 0), bad
+  }' "$TMP/wrk.out"

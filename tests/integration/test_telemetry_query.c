@@ -211,7 +211,17 @@ static void test_http_api(void **state) {
   j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/query_range?query=vector(1)&start=%lld.5&end=%lld&step=0.25'",
           F->port, T0, T0 + 1);
   want(j, "\"resultType\":\"matrix\"");
-  want(j, "\"values\":[[1700000000.5,\"1\"],[1700000000.75,\"1\"],[1700000001,\"1\"]]");
+  want(j, "\"values\":[[1700000000.500,\"1\"],[1700000000.750,\"1\"],[1700000001,\"1\"]]");
+  free(j);
+  /* times before 1970, as Prometheus writes them: -1.5 s is -1.500 (not -2.5), -0.25 s keeps its "-0" */
+  j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/query_range?query=vector(-9007199254740991)&start=-1.5&end=-0.25"
+          "&step=0.25'",
+          F->port);
+  want(j, "\"values\":[[-1.500,\"-9007199254740991\"],[-1.250,\"-9007199254740991\"],[-1,\"-9007199254740991\"],"
+          "[-0.750,\"-9007199254740991\"],[-0.500,\"-9007199254740991\"],[-0.250,\"-9007199254740991\"]]");
+  free(j);
+  j = run("curl -sS -m 20 'http://127.0.0.1:%d/api/v1/query?query=vector(0.1)%%2Bvector(0.2)&time=0.001'", F->port);
+  want(j, "\"value\":[0.001,\"0.30000000000000004\"]");
   free(j);
   j = run("curl -sS -m 20 -i 'http://127.0.0.1:%d/api/v1/query?query=sum(' ", F->port);
   want(j, "HTTP/1.1 400");

@@ -104,6 +104,28 @@ static void test_chunk_random_and_edges(void **state) {
   roundtrip(ts, v, 6);
 }
 
+/* The shapes answered without regexec ("lit", "lit.*", ".*", ".+") agree
+ * with the compiled regex on every value, and the others still use it. */
+static void test_matcher_fast_paths(void **state) {
+  const char *pats[] = {"i1.*", "", ".*", ".+", "abc", "a.b", "i1.*x", "(?i)abc", "ab|abc", "a.+", "i1\\..*"};
+  const char *vals[] = {"", "i", "i1", "i10", "i1x", "abc", "ABC", "abcd", "axb", "i1\nx", "i1.5", "a\nb"};
+  int fast = 0;
+  for (size_t p = 0; p < sizeof pats / sizeof *pats; p++) {
+    for (int op = TL_MATCH_RE; op <= TL_MATCH_NRE; op++) {
+      tl_matcher_t m;
+      assert_int_equal(tl_matcher_init(&m, (tl_match_op_t)op, "l", pats[p], NULL, 0), 0);
+      if (m.re_fast) fast++;
+      for (size_t v = 0; v < sizeof vals / sizeof *vals; v++) {
+        int want = regexec(&m.re, vals[v], 0, NULL, 0) == 0;
+        if (op == TL_MATCH_NRE) want = !want;
+        if (tl_matcher_matches(&m, vals[v]) != want) fail_msg("pattern \"%s\" value \"%s\"", pats[p], vals[v]);
+      }
+      tl_matcher_done(&m);
+    }
+  }
+  assert_int_equal(fast, 2 * 5); /* i1.*, "", .*, .+, abc */
+}
+
 static void test_chunk_corrupt(void **state) {
   uint8_t junk[5] = {0xff, 0xff, 0xff, 0xff, 0xff};
   tl_chunk_iter_t it;
@@ -465,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_chunk_regular),
       cmocka_unit_test(test_chunk_random_and_edges),
       cmocka_unit_test(test_chunk_corrupt),
+      cmocka_unit_test(test_matcher_fast_paths),
       cmocka_unit_test(test_append_select_matchers),
       cmocka_unit_test(test_order_and_validation),
       cmocka_unit_test(test_series_limits),

@@ -73,6 +73,7 @@ struct tl_app {
   tl_query_api_opts_t qopts;
   tl_scraper_t *scraper;
   tl_forwarder_t *fwd;
+  tl_kafka_t *kafka;
   tl_job_t *head, *tail;
   size_t depth, bytes;
   int running;
@@ -215,7 +216,7 @@ static void set_otlp_ok(tl_job_t *j, ProtobufCMessage *resp) {
 /* Keeps the decoded request as protobuf for the forwarder (the body as
  * received when it already is protobuf). Worker thread. */
 static void keep_for_forward(tl_job_t *j, int sig, const ProtobufCMessage *m, const uint8_t *body, size_t len) {
-  if (!tl_forward_wants(j->app->fwd, sig)) return;
+  if (!tl_forward_wants(j->app->fwd, sig) && !tl_kafka_wants(j->app->kafka, sig)) return;
   if (j->json) j->fwd = tl_pb_pack(j->pool, m, &j->fwd_len);
   else {
     j->fwd = body;
@@ -473,8 +474,10 @@ static void after_cb(uv_work_t *w, int status) {
     if (j->status >= 400 && j->kind != TL_JOB_SAMPLES)
       count_refused(a, j->status == 413 ? "too_large" : j->status >= 500 ? "storage" : "bad_request");
     if (j->status >= 500 && a->log) sk_log_warn(a->log, "ingest failed: %s", j->err);
-    if (j->fwd && j->status >= 200 && j->status < 300)
+    if (j->fwd && j->status >= 200 && j->status < 300) {
       tl_forward_push(a->fwd, sig, j->fwd, j->fwd_len, j->accepted + j->rejected);
+      tl_kafka_push(a->kafka, sig, j->fwd, j->fwd_len, j->accepted + j->rejected);
+    }
   } else {
     a->maint_pending = 0;
     if (j->status >= 500 && a->log) sk_log_warn(a->log, "maintenance failed: %s", j->err);
@@ -755,12 +758,14 @@ int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_lo
                            errlen)) < 0)
     goto fail;
   if ((rc = tl_forward_new(loop, &cfg->forward, a->reg, log, &a->fwd, err, errlen)) < 0) goto fail;
+  if ((rc = tl_kafka_new(loop, &cfg->kafka, a->reg, log, &a->kafka, err, errlen)) < 0) goto fail;
   uv_timer_init(loop, &a->maint);
   a->maint.data = a;
   uv_timer_start(&a->maint, maint_tick, 60000, 60000);
   *out = a;
   return 0;
 fail:
+  tl_kafka_free(a->kafka);
   tl_forward_free(a->fwd);
   tl_scraper_free(a->scraper);
   sk_http_server_free(a->otlp);
@@ -828,6 +833,8 @@ void tl_app_free(tl_app_t *a) {
   tl_scraper_free(a->scraper);
   tl_forward_free(a->fwd);
   a->fwd = NULL;
+  tl_kafka_free(a->kafka);
+  a->kafka = NULL;
   sk_http_server_free(a->otlp);
   sk_http_server_free(a->query);
   uv_timer_stop(&a->maint);

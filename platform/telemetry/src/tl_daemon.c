@@ -22,6 +22,16 @@ static const sk_config_entry_t scrape_entries[] = {
     SK_CFG_END_E};
 static const sk_config_schema_t scrape_schema = SK_CFG_SCHEMA("scrape", tl_scrape_cfg_t, scrape_entries);
 
+static const sk_config_entry_t scrape_tls_entries[] = {
+    SK_CFG_BOOL_E("identity", "false", tl_scrape_tls_cfg_t, identity,
+                  "present the daemon's identity (identity.control) and trust its bundle"),
+    SK_CFG_STRING_E("ca", "", tl_scrape_tls_cfg_t, ca, "PEM bundle that verifies https targets"),
+    SK_CFG_STRING_E("cert", "", tl_scrape_tls_cfg_t, cert, "PEM client certificate chain"),
+    SK_CFG_STRING_E("key", "", tl_scrape_tls_cfg_t, key, "PEM client key"),
+    SK_CFG_END_E};
+static const sk_config_schema_t scrape_tls_schema =
+    SK_CFG_SCHEMA("scrape_tls", tl_scrape_tls_cfg_t, scrape_tls_entries);
+
 static const sk_config_entry_t forward_entries[] = {
     {SK_CFG_E_("endpoint", SK_CFG_STRING, NULL, tl_forward_cfg_t, endpoint,
                "OTLP/HTTP receiver, http[s]://host:port[/prefix] (/v1/traces etc. appended)"),
@@ -47,6 +57,35 @@ static const sk_config_entry_t forward_entries[] = {
                       "a batch still failing after this long is dropped"),
     SK_CFG_END_E};
 static const sk_config_schema_t forward_schema = SK_CFG_SCHEMA("forward", tl_forward_cfg_t, forward_entries);
+
+static const sk_config_entry_t kafka_topic_entries[] = {
+    {SK_CFG_E_("traces", SK_CFG_STRING, "otlp_spans", tl_kafka_topics_t, traces,
+               "topic of ExportTraceServiceRequest messages (\"\" = not exported)"),
+     .validate = tl_kafka_check_topic},
+    {SK_CFG_E_("metrics", SK_CFG_STRING, "otlp_metrics", tl_kafka_topics_t, metrics,
+               "topic of ExportMetricsServiceRequest messages (\"\" = not exported)"),
+     .validate = tl_kafka_check_topic},
+    {SK_CFG_E_("logs", SK_CFG_STRING, "otlp_logs", tl_kafka_topics_t, logs,
+               "topic of ExportLogsServiceRequest messages (\"\" = not exported)"),
+     .validate = tl_kafka_check_topic},
+    SK_CFG_END_E};
+static const sk_config_schema_t kafka_topics_schema =
+    SK_CFG_SCHEMA("topics", tl_kafka_topics_t, kafka_topic_entries);
+
+static const sk_config_entry_t kafka_entries[] = {
+    SK_CFG_STRING_E("brokers", "", tl_kafka_cfg_t, brokers, "bootstrap servers host:port,...; \"\" = no export"),
+    SK_CFG_SECTION_E("topics", &kafka_topics_schema, tl_kafka_cfg_t, topics, "a topic per signal"),
+    {SK_CFG_E_("properties", SK_CFG_STRLIST, NULL, tl_kafka_cfg_t, properties,
+               "extra librdkafka properties, name=value (idempotence and acks=all stay on)"),
+     .validate = tl_kafka_check_properties},
+    SK_CFG_SIZE_E("max_queue_bytes", "64MiB", tl_kafka_cfg_t, max_queue_bytes,
+                  "encoded OTLP produced and not yet confirmed; more is dropped and counted"),
+    SK_CFG_DURATION_E("max_retry_time", "5m", tl_kafka_cfg_t, max_retry_time_ms,
+                      "a message not confirmed after this long is dropped (message.timeout.ms)"),
+    SK_CFG_DURATION_E("flush_timeout", "5s", tl_kafka_cfg_t, flush_timeout_ms,
+                      "at shutdown, how long to wait for outstanding confirmations"),
+    SK_CFG_END_E};
+static const sk_config_schema_t kafka_schema = SK_CFG_SCHEMA("kafka", tl_kafka_cfg_t, kafka_entries);
 
 static const sk_config_entry_t tl_entries[] = {
     SK_CFG_ADDR_E("listen", "127.0.0.1:4318", tl_config_t, listen,
@@ -75,9 +114,14 @@ static const sk_config_entry_t tl_entries[] = {
                     "a skiff.yaml: every daemons[].admin address is scraped (job = name)"),
     SK_CFG_LIST_E("scrape_configs", 256, &scrape_schema, tl_config_t, scrape_configs,
                   "static scrape targets: [{job, targets, interval, timeout, metrics_path, sample_limit}]"),
+    SK_CFG_SECTION_E("scrape_tls", &scrape_tls_schema, tl_config_t, scrape_tls,
+                     "TLS for https:// targets and skiff.yaml daemons with admin_tls: {identity, ca, cert, key}"),
     SK_CFG_LIST_E("forward", 16, &forward_schema, tl_config_t, forward,
                   "forward received OTLP to other OTLP/HTTP receivers: [{endpoint, signals, max_queue_bytes, "
                   "max_batch_bytes, batch_delay, timeout, min_backoff, max_backoff, max_retry_time}]"),
+    SK_CFG_SECTION_E("kafka", &kafka_schema, tl_config_t, kafka,
+                     "also produce received OTLP to Kafka: {brokers, topics: {traces, metrics, logs}, properties, "
+                     "max_queue_bytes, max_retry_time, flush_timeout}"),
     SK_CFG_BOOL_E("no_sync", "false", tl_config_t, no_sync,
                   "skip fsync (benchmarks only: acknowledged data may be lost on power loss)"),
     SK_CFG_END_E};
@@ -104,6 +148,22 @@ static int tl_init(sk_daemon_t *d, void *cfgp) {
     free(cfg->scrape_skiff_config);
     cfg->scrape_skiff_config = sk_xstrdup(p);
   }
+  /* scrape_tls.identity: our identity files; their TLS context reloads on
+   * renewal by file name (sk_tls_ctx_reload_files) */
+  if (cfg->scrape_tls.identity) {
+    sk_ident_t *id = sk_daemon_ident(d);
+    if (!id) {
+      sk_log_error(sk_daemon_log(d), "cannot start: scrape_tls.identity needs identity.control");
+      return SK_ECONFIG;
+    }
+    free(cfg->scrape_tls.ca);
+    free(cfg->scrape_tls.cert);
+    free(cfg->scrape_tls.key);
+    cfg->scrape_tls.ca = sk_xstrdup(sk_ident_bundle_path(id));
+    cfg->scrape_tls.cert = sk_xstrdup(sk_ident_cert_path(id));
+    cfg->scrape_tls.key = sk_xstrdup(sk_ident_key_path(id));
+  }
+  cfg->self_scrape_tls = sk_admin_is_tls(sk_daemon_admin(d));
   tl_app_t *a = NULL;
   int rc = tl_app_new(sk_daemon_loop(d), cfg, sk_daemon_metrics(d), sk_daemon_log(d), sk_daemon_admin_port(d), &a,
                       err, sizeof err);

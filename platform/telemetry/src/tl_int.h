@@ -65,6 +65,25 @@ typedef struct tl_forward_cfg {
   uint64_t max_retry_time_ms; /* a batch failing this long is dropped */
 } tl_forward_cfg_t;
 
+/* `kafka`: received OTLP is also produced to Kafka (tl_kafka.c). */
+typedef struct tl_kafka_topics {
+  char *traces, *metrics, *logs; /* "" = that signal is not exported */
+} tl_kafka_topics_t;
+typedef struct tl_kafka_cfg {
+  char *brokers;               /* bootstrap servers; "" = no export */
+  tl_kafka_topics_t topics;
+  sk_cfg_strlist_t properties; /* extra librdkafka properties, name=value */
+  uint64_t max_queue_bytes;    /* produced, not yet confirmed; more is dropped */
+  uint64_t max_retry_time_ms;  /* message.timeout.ms */
+  uint64_t flush_timeout_ms;   /* at shutdown */
+} tl_kafka_cfg_t;
+
+/* `scrape_tls`: client TLS for https scrape targets (tl_scrape.c). */
+typedef struct tl_scrape_tls_cfg {
+  bool identity;               /* use the daemon's identity files (cert, key, bundle) */
+  char *ca, *cert, *key;       /* else these; cert/key "" = no client certificate */
+} tl_scrape_tls_cfg_t;
+
 typedef struct tl_config {
   sk_cfg_addr_t listen;        /* OTLP/HTTP, remote-write, Loki push */
   sk_cfg_addr_t query_listen;  /* Prometheus / Tempo / Loki query APIs (+ ingest routes) */
@@ -81,8 +100,11 @@ typedef struct tl_config {
   uint64_t self_scrape_interval_ms;
   char *scrape_skiff_config;   /* a skiff.yaml: scrape every daemons[].admin */
   sk_cfg_list_t scrape_configs; /* of tl_scrape_cfg_t */
+  tl_scrape_tls_cfg_t scrape_tls;
+  bool self_scrape_tls;        /* not a key: our own admin listener is HTTPS */
   bool no_sync;                /* tests/benchmarks only */
   sk_cfg_list_t forward;       /* of tl_forward_cfg_t */
+  tl_kafka_cfg_t kafka;
 } tl_config_t;
 
 extern const sk_config_schema_t tl_config_schema;
@@ -131,6 +153,25 @@ void tl_forward_free(tl_forwarder_t *fw);
 /* Config validators (endpoint syntax, signal names). */
 int tl_forward_check_endpoint(const void *field, char *msg, size_t msglen);
 int tl_forward_check_signals(const void *field, char *msg, size_t msglen);
+
+/* ---- export to Kafka (tl_kafka.c) ---- */
+
+typedef struct tl_kafka tl_kafka_t;
+/* *out = NULL when cfg->brokers is empty. cfg must outlive the exporter.
+ * reg and log may be NULL. Runs on the loop thread only. */
+int tl_kafka_new(uv_loop_t *loop, const tl_kafka_cfg_t *cfg, sk_metrics_t *reg, sk_logger_t *log, tl_kafka_t **out,
+                 char *err, size_t errlen);
+/* 1 when signal sig (TL_FWD_*) has a topic. Any thread. */
+int tl_kafka_wants(const tl_kafka_t *k, int sig);
+/* Produces one encoded Export<Signal>ServiceRequest (copied) holding
+ * `items` items to the signal's topic, or drops and counts it. */
+void tl_kafka_push(tl_kafka_t *k, int sig, const uint8_t *data, size_t len, size_t items);
+/* Waits up to flush_timeout for confirmations, drops the rest; memory is
+ * released once the loop handles closed. */
+void tl_kafka_free(tl_kafka_t *k);
+/* Config validators (topic names, librdkafka properties). */
+int tl_kafka_check_topic(const void *field, char *msg, size_t msglen);
+int tl_kafka_check_properties(const void *field, char *msg, size_t msglen);
 
 /* ---- bodies: gzip and snappy ---- */
 

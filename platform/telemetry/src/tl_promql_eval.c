@@ -1534,6 +1534,13 @@ typedef struct oseries {
   size_t n, cap;
 } oseries_t;
 
+static int same_labels(const oseries_t *s, const tl_label_t *l, size_t n) {
+  if (s->nl != n) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s->l[i].name, l[i].name) || strcmp(s->l[i].value, l[i].value)) return 0;
+  return 1;
+}
+
 static int oseries_cmp(const void *a, const void *b) {
   const tl_series_t *x = a, *y = b;
   for (size_t i = 0; i < x->nlabels && i < y->nlabels; i++) {
@@ -1564,8 +1571,14 @@ int tl_promql_eval_range(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_t 
   ctx_init(c, db, pool, e, o, err, errlen);
   c->range_query = 1;
   tl__hmap_t map = {0};
-  oseries_t **os = NULL;
-  size_t nos = 0, capos = 0;
+  /* volatile: changed after setjmp and read at done after a longjmp */
+  oseries_t **volatile os = NULL;
+  volatile size_t nos = 0, capos = 0;
+  /* hint[i]: the output series of element i at the previous step. Most
+   * expressions answer the same label sets in the same order at every
+   * step, so a label compare replaces the key build + hash lookup. */
+  oseries_t **hint = NULL, **cur = NULL;
+  size_t nhint = 0, caphint = 0;
   sk_buf_t b;
   sk_buf_init(&b);
   int rc = 0;
@@ -1586,9 +1599,19 @@ int tl_promql_eval_range(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_t 
     el_t scalar_el = {NULL, 0, v.s, t};
     el_t *els = v.type == TL_PQ_SCALAR ? &scalar_el : v.vec.e;
     size_t nel = v.type == TL_PQ_SCALAR ? 1 : v.vec.n;
+    if (nel > caphint) {
+      caphint = nel * 2;
+      oseries_t **nh = sk_pool_alloc(pool, caphint * sizeof *nh);
+      if (nhint) memcpy(nh, hint, nhint * sizeof *nh);
+      hint = nh;
+      cur = sk_pool_alloc(pool, caphint * sizeof *cur);
+    }
     for (size_t i = 0; i < nel; i++) {
-      full_key(&b, els[i].l, els[i].nl);
-      oseries_t *s = tl__hmap_get(&map, b.data, b.len);
+      oseries_t *s = i < nhint && same_labels(hint[i], els[i].l, els[i].nl) ? hint[i] : NULL;
+      if (!s) {
+        full_key(&b, els[i].l, els[i].nl);
+        s = tl__hmap_get(&map, b.data, b.len);
+      }
       if (!s) {
         s = sk_pool_calloc(pool, sizeof *s);
         s->l = copy_labels(pool, els[i].l, els[i].nl);
@@ -1614,7 +1637,12 @@ int tl_promql_eval_range(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_t 
       }
       s->ts[s->n] = t;
       s->v[s->n++] = els[i].v;
+      cur[i] = s;
     }
+    oseries_t **sw = hint;
+    hint = cur;
+    cur = sw;
+    nhint = nel;
     if (end_ms - t < step_ms) break; /* no overflow past end */
   }
   out->type = TL_PQ_MATRIX;

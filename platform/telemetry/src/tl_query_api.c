@@ -1,5 +1,6 @@
 /* tl_query_api.c - the Prometheus HTTP API v1 (query side) over tl_tsdb. */
 #include <ctype.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,6 @@
 
 #include "skiff/err.h"
 #include "skiff/json.h"
-#include "skiff/metrics.h"
 #include "tl_promql_int.h"
 #include "tl_tsdb_int.h"
 
@@ -140,25 +140,109 @@ static int parse_dur(const char *s, int64_t *ms) {
 
 /* ---- output ---- */
 
-static void put_time(sk_buf_t *b, int64_t ms) {
-  int64_t sec = ms / 1000, frac = ms % 1000;
-  if (frac < 0) {
-    frac += 1000;
-    sec -= 1;
+/* Decimal digits of v (|v| < 2^63) into the end of tmp[24]; returns the
+ * start. Query answers are mostly integers (timestamps, counters), and
+ * printf was half the cost of a raw-series range query. */
+static char *fmt_i64(char tmp[24], int64_t v) {
+  char *p = tmp + 24;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return p;
+}
+
+static void put_i64(sk_buf_t *b, int64_t v) {
+  char tmp[24], *p = fmt_i64(tmp, v);
+  sk_buf_append(b, p, (size_t)(tmp + 24 - p));
+}
+
+/* Seconds, as Prometheus writes them: whole seconds bare, otherwise with
+ * 3 decimals in vectors and matrices (12, 12.500, -0.250) and the shortest
+ * decimals in a scalar result (12.5; its own encoder there). */
+static void put_time(sk_buf_t *b, int64_t ms, int shortest) {
+  uint64_t u = (uint64_t)ms;
+  if (ms < 0) {
+    sk_buf_append(b, "-", 1);
+    u = (uint64_t)0 - u;
   }
-  if (frac == 0) {
-    sk_buf_printf(b, "%lld", (long long)sec);
+  uint64_t frac = u % 1000;
+  put_i64(b, (int64_t)(u / 1000));
+  if (frac == 0) return;
+  char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10)};
+  size_t n = 4;
+  while (shortest && f[n - 1] == '0') n--;
+  sk_buf_append(b, f, n);
+}
+
+/* A sample value as Prometheus's JSON writes it: the shortest digits that
+ * read back as the same double, in plain notation for 1e-6 <= |v| < 1e21
+ * (0.000025, 100000000000000000000) and as d.ddde+XX outside (1e-07,
+ * 1.5e+300), or always plain in a scalar result (plain); NaN, +Inf, -Inf,
+ * and -0 keeps its sign. Integers below 2^53 skip printf (most answers are
+ * counters and timestamps). */
+static void put_value(sk_buf_t *b, double v, int plain) {
+  if (isnan(v)) {
+    sk_buf_append(b, "NaN", 3);
     return;
   }
-  char f[8];
-  snprintf(f, sizeof f, "%03lld", (long long)frac);
-  size_t n = 3;
-  while (n > 0 && f[n - 1] == '0') n--;
-  f[n] = 0;
-  if (sec == 0 && ms < 0)
-    sk_buf_printf(b, "-0.%s", f);
-  else
-    sk_buf_printf(b, "%lld.%s", (long long)sec, f);
+  if (isinf(v)) {
+    sk_buf_append(b, v > 0 ? "+Inf" : "-Inf", 4);
+    return;
+  }
+  if (v == 0) {
+    sk_buf_puts(b, signbit(v) ? "-0" : "0");
+    return;
+  }
+  if (fabs(v) < 9007199254740992.0 && v == trunc(v)) {
+    put_i64(b, (int64_t)v);
+    return;
+  }
+  /* Shortest round trip: if 15 significant digits read back, no shorter
+   * form differs from them but by trailing zeros (any decimal of at most 15
+   * digits survives the trip through a double), so 15, 16, 17 suffice;
+   * subnormals hold fewer digits and take the long way. */
+  char e[40];
+  for (int prec = fabs(v) < DBL_MIN ? 0 : 14; prec <= 16; prec++) {
+    snprintf(e, sizeof e, "%.*e", prec, v);
+    if (strtod(e, NULL) == v) break;
+  }
+  const char *p = e;
+  int neg = *p == '-';
+  if (neg) p++;
+  char dig[20];
+  size_t nd = 0;
+  for (; *p && *p != 'e'; p++)
+    if (*p != '.') dig[nd++] = *p;
+  int x = atoi(p + 1);
+  while (nd > 1 && dig[nd - 1] == '0') nd--;
+  if (neg) sk_buf_append(b, "-", 1);
+  double a = fabs(v);
+  if (plain || (a >= 1e-6 && a < 1e21)) {
+    if (x < 0) {
+      sk_buf_append(b, "0.", 2);
+      for (int i = -1; i > x; i--) sk_buf_append(b, "0", 1);
+      sk_buf_append(b, dig, nd);
+    } else if ((size_t)x + 1 >= nd) {
+      sk_buf_append(b, dig, nd);
+      for (size_t i = nd; i < (size_t)x + 1; i++) sk_buf_append(b, "0", 1);
+    } else {
+      sk_buf_append(b, dig, (size_t)x + 1);
+      sk_buf_append(b, ".", 1);
+      sk_buf_append(b, dig + x + 1, nd - (size_t)x - 1);
+    }
+    return;
+  }
+  sk_buf_append(b, dig, 1);
+  if (nd > 1) {
+    sk_buf_append(b, ".", 1);
+    sk_buf_append(b, dig + 1, nd - 1);
+  }
+  char ex[8];
+  int n = snprintf(ex, sizeof ex, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+  sk_buf_append(b, ex, (size_t)n);
 }
 
 static void put_str(sk_buf_t *b, const char *s) {
@@ -167,12 +251,12 @@ static void put_str(sk_buf_t *b, const char *s) {
   sk_buf_puts(b, "\"");
 }
 
-static void put_point(sk_buf_t *b, int64_t t, double v) {
-  sk_buf_puts(b, "[");
-  put_time(b, t);
-  sk_buf_puts(b, ",\"");
-  sk_metrics_format_value(b, v);
-  sk_buf_puts(b, "\"]");
+static void put_point(sk_buf_t *b, int64_t t, double v, int scalar) {
+  sk_buf_append(b, "[", 1);
+  put_time(b, t, scalar);
+  sk_buf_append(b, ",\"", 2);
+  put_value(b, v, scalar);
+  sk_buf_append(b, "\"]", 2);
 }
 
 static void put_metric(sk_buf_t *b, const tl_label_t *l, size_t n) {
@@ -214,11 +298,11 @@ static void put_result(sk_buf_t *b, const tl_promql_result_t *r) {
   switch (r->type) {
   case TL_PQ_SCALAR:
     sk_buf_puts(b, "{\"resultType\":\"scalar\",\"result\":");
-    put_point(b, r->t, r->scalar);
+    put_point(b, r->t, r->scalar, 1);
     break;
   case TL_PQ_STRING:
     sk_buf_puts(b, "{\"resultType\":\"string\",\"result\":[");
-    put_time(b, r->t);
+    put_time(b, r->t, 1);
     sk_buf_puts(b, ",");
     put_str(b, r->str);
     sk_buf_puts(b, "]");
@@ -230,7 +314,7 @@ static void put_result(sk_buf_t *b, const tl_promql_result_t *r) {
       sk_buf_puts(b, "{\"metric\":");
       put_metric(b, r->series[i].labels, r->series[i].nlabels);
       sk_buf_puts(b, ",\"value\":");
-      put_point(b, r->series[i].ts[0], r->series[i].v[0]);
+      put_point(b, r->series[i].ts[0], r->series[i].v[0], 0);
       sk_buf_puts(b, "}");
     }
     sk_buf_puts(b, "]");
@@ -243,8 +327,8 @@ static void put_result(sk_buf_t *b, const tl_promql_result_t *r) {
       put_metric(b, r->series[i].labels, r->series[i].nlabels);
       sk_buf_puts(b, ",\"values\":[");
       for (size_t j = 0; j < r->series[i].n; j++) {
-        if (j) sk_buf_puts(b, ",");
-        put_point(b, r->series[i].ts[j], r->series[i].v[j]);
+        if (j) sk_buf_append(b, ",", 1);
+        put_point(b, r->series[i].ts[j], r->series[i].v[j], 0);
       }
       sk_buf_puts(b, "]}");
     }

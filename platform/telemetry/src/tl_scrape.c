@@ -8,7 +8,12 @@
  * instance labels (a scraped job/instance label is kept as
  * exported_job/exported_instance) plus up, scrape_duration_seconds and
  * scrape_samples_scraped. A failed scrape or an unparsable body stores
- * up 0 and nothing else. */
+ * up 0 and nothing else.
+ *
+ * https:// targets (and skiff.yaml daemons with admin_tls: true) are
+ * scraped over TLS with one client context from scrape_tls: the server is
+ * verified against scrape_tls.ca and scrape_tls.cert/key are presented as
+ * the client certificate (an admin listener's /metrics requires one). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +33,8 @@ struct tl_scraper {
   tl_scrape_sink_fn sink;
   void *ud;
   target_t *targets;
+  const tl_scrape_tls_cfg_t *tls_cfg;
+  sk_tls_ctx_t *tls; /* built at the first https target */
 };
 
 struct target {
@@ -103,9 +110,12 @@ static void tick(uv_timer_t *h) {
   if (rc < 0) scrape_done(rc, NULL, t);
 }
 
-/* "host:port", "http://host:port/path" */
-static int parse_target(const char *s, char *host, size_t hostlen, int *port, char *path, size_t pathlen) {
+/* "host:port", "http://host:port/path", "https://host:port/path" */
+static int parse_target(const char *s, char *host, size_t hostlen, int *port, char *path, size_t pathlen,
+                        int *https) {
+  *https = 0;
   if (!strncmp(s, "http://", 7)) s += 7;
+  else if (!strncmp(s, "https://", 8)) s += 8, *https = 1;
   else if (strstr(s, "://")) return SK_EINVAL;
   const char *slash = strchr(s, '/');
   char hp[300];
@@ -134,10 +144,29 @@ static void target_closed(uv_handle_t *h) {
 static int add_target(tl_scraper_t *s, const char *job, const char *spec, const char *mpath, uint64_t interval,
                       uint64_t timeout, uint64_t limit, char *err, size_t errlen) {
   char host[256], path[1024] = "";
-  int port = 0;
-  if (parse_target(spec, host, sizeof host, &port, path, sizeof path) < 0) {
-    snprintf(err, errlen, "scrape target \"%s\": expected host:port or http://host:port/path", spec);
+  int port = 0, https = 0;
+  if (parse_target(spec, host, sizeof host, &port, path, sizeof path, &https) < 0) {
+    snprintf(err, errlen, "scrape target \"%s\": expected host:port or http[s]://host:port/path", spec);
     return SK_ECONFIG;
+  }
+  if (https && !s->tls) {
+    const tl_scrape_tls_cfg_t *tc = s->tls_cfg;
+    if (!tc || !tc->ca || !*tc->ca) {
+      snprintf(err, errlen, "scrape target %s: https needs scrape_tls.ca (or scrape_tls.identity)", spec);
+      return SK_ECONFIG;
+    }
+    sk_tls_opts_t to = {.ca_file = tc->ca, .verify = SK_TLS_VERIFY_REQUIRE, .alpn = "http/1.1"};
+    if (tc->cert && *tc->cert) {
+      to.cert_file = tc->cert;
+      to.key_file = tc->key && *tc->key ? tc->key : tc->cert;
+    }
+    char terr[400];
+    int trc = sk_tls_ctx_new(&to, &s->tls, terr, sizeof terr);
+    if (trc < 0) {
+      s->tls = NULL;
+      snprintf(err, errlen, "scrape_tls: %s", terr);
+      return trc;
+    }
   }
   size_t count = 0;
   for (target_t *x = s->targets; x; x = x->next) count++;
@@ -158,7 +187,8 @@ static int add_target(tl_scraper_t *s, const char *job, const char *spec, const 
   t->timeout_ms = timeout ? timeout : 10000;
   if (t->timeout_ms > t->interval_ms) t->timeout_ms = t->interval_ms;
   t->sample_limit = limit;
-  sk_http_client_opts_t co = {.host = t->host, .port = port, .max_conns = 1, .max_body_bytes = 64u << 20,
+  sk_http_client_opts_t co = {.host = t->host, .port = port, .tls = https ? s->tls : NULL, .max_conns = 1,
+                              .max_body_bytes = 64u << 20,
                               .connect_timeout_ms = t->timeout_ms, .request_timeout_ms = t->timeout_ms};
   int rc = sk_http_client_new(s->loop, &co, &t->cl);
   if (rc < 0) {
@@ -201,7 +231,12 @@ static int add_from_skiff_yaml(tl_scraper_t *s, const char *path, uint64_t inter
     const char *admin = sk_json_get_str(d, "admin", NULL);
     const char *name = sk_json_get_str(d, "name", "skiff");
     if (!admin || !*admin) continue;
-    if ((rc = add_target(s, name, admin, "/metrics", interval, 0, 0, err, errlen)) < 0) break;
+    json_t *at = json_object_get(d, "admin_tls");
+    char spec[400];
+    /* the YAML loader may keep an unquoted true as a string */
+    int tls = json_is_true(at) || (json_is_string(at) && !strcmp(json_string_value(at), "true"));
+    snprintf(spec, sizeof spec, "%s%s", tls ? "https://" : "", admin);
+    if ((rc = add_target(s, name, spec, "/metrics", interval, 0, 0, err, errlen)) < 0) break;
   }
   json_decref(doc);
   return rc;
@@ -213,6 +248,7 @@ int tl_scraper_new(uv_loop_t *loop, const tl_config_t *cfg, int self_admin_port,
   s->loop = loop;
   s->sink = sink;
   s->ud = ud;
+  s->tls_cfg = &cfg->scrape_tls;
   int rc = 0;
   for (size_t i = 0; i < cfg->scrape_configs.n && rc >= 0; i++) {
     const tl_scrape_cfg_t *c = SK_CFG_LIST_AT(cfg->scrape_configs, tl_scrape_cfg_t, i);
@@ -224,9 +260,10 @@ int tl_scraper_new(uv_loop_t *loop, const tl_config_t *cfg, int self_admin_port,
     rc = add_from_skiff_yaml(s, cfg->scrape_skiff_config, cfg->self_scrape_interval_ms, err, errlen);
   if (rc >= 0 && self_admin_port > 0) {
     char spec[64];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", self_admin_port);
+    snprintf(spec, sizeof spec, "%s127.0.0.1:%d", cfg->self_scrape_tls ? "https://" : "", self_admin_port);
     rc = add_target(s, "skiff-telemetry", spec, "/metrics", cfg->self_scrape_interval_ms, 0, 0, err, errlen);
   }
+  s->tls_cfg = NULL; /* only read while the targets are added */
   if (rc < 0) {
     tl_scraper_free(s);
     return rc;
@@ -250,5 +287,6 @@ void tl_scraper_free(tl_scraper_t *s) {
     sk_http_client_free(t->cl);
     uv_close((uv_handle_t *)&t->timer, target_closed);
   }
+  sk_tls_ctx_unref(s->tls);
   free(s);
 }

@@ -983,7 +983,28 @@ int tl_matcher_init(tl_matcher_t *m, tl_match_op_t op, const char *name, const c
   int r = tl_re_compile(&m->re, value, TL_RE_ANCHOR | TL_RE_NOSUB, NULL, 0, err, errlen);
   if (r < 0) return r;
   m->re_ok = 1;
+  /* Common shapes answered without regexec: "lit", "lit.*" (incl. ".*")
+   * and ".+". The '.' matches any byte here, newline included, as in
+   * Prometheus ((?s) mode) and in the compiled POSIX regex. */
+  size_t n = strlen(value), lit = strcspn(value, "\\.^$|?*+()[]{}");
+  if (lit == n)
+    m->re_fast = TL_RE_FAST_EXACT;
+  else if (lit + 2 == n && value[lit] == '.' && value[lit + 1] == '*')
+    m->re_fast = TL_RE_FAST_PREFIX;
+  else if (n == 2 && value[0] == '.' && value[1] == '+')
+    m->re_fast = TL_RE_FAST_NONEMPTY;
+  m->re_lit = lit;
   return 0;
+}
+
+/* The anchored regex of m matches value (m is RE or NRE, compiled). */
+static int matcher_re(const tl_matcher_t *m, const char *value) {
+  switch (m->re_fast) {
+  case TL_RE_FAST_EXACT: return !strcmp(value, m->value);
+  case TL_RE_FAST_PREFIX: return !strncmp(value, m->value, m->re_lit);
+  case TL_RE_FAST_NONEMPTY: return value[0] != 0;
+  }
+  return regexec(&m->re, value, 0, NULL, 0) == 0;
 }
 
 void tl_matcher_done(tl_matcher_t *m) {
@@ -1001,9 +1022,9 @@ int tl_matcher_matches(const tl_matcher_t *m, const char *value) {
   case TL_MATCH_NE:
     return strcmp(value, m->value) != 0;
   case TL_MATCH_RE:
-    return m->re_ok && regexec(&m->re, value, 0, NULL, 0) == 0;
+    return m->re_ok && matcher_re(m, value);
   case TL_MATCH_NRE:
-    return !(m->re_ok && regexec(&m->re, value, 0, NULL, 0) == 0);
+    return !(m->re_ok && matcher_re(m, value));
   }
   return 0;
 }

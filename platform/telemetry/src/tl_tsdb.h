@@ -113,12 +113,16 @@ typedef enum tl_match_op {
   TL_MATCH_NRE,    /* !~ */
 } tl_match_op_t;
 
+enum { TL_RE_FAST_NONE = 0, TL_RE_FAST_EXACT, TL_RE_FAST_PREFIX, TL_RE_FAST_NONEMPTY };
+
 typedef struct tl_matcher {
   tl_match_op_t op;
   const char *name;
   const char *value;
   regex_t re;      /* compiled by tl_matcher_init for RE/NRE */
   int re_ok;
+  int re_fast;     /* RE/NRE whose answer needs no regexec: TL_RE_FAST_* */
+  size_t re_lit;   /* length of the literal (prefix) for the fast kinds */
 } tl_matcher_t;
 
 /* Fills m (name/value are borrowed) and compiles the regex anchored as

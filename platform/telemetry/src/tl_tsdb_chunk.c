@@ -141,6 +141,19 @@ void tl_chunk_iter_init(tl_chunk_iter_t *it, const uint8_t *buf, size_t nbytes, 
 
 static int get_bits(tl_chunk_iter_t *it, unsigned nb, uint64_t *out) {
   if (nb > it->nbits - it->pos || it->pos > it->nbits) return SK_EPARSE;
+  size_t at = it->pos / 8;
+  if (nb == 0) {
+    *out = 0;
+    return 0;
+  }
+  if (nb <= 56 && at + 8 <= it->nbits / 8) { /* one 8-byte window holds the bits */
+    const uint8_t *q = it->buf + at;
+    uint64_t w = (uint64_t)q[0] << 56 | (uint64_t)q[1] << 48 | (uint64_t)q[2] << 40 | (uint64_t)q[3] << 32 |
+                 (uint64_t)q[4] << 24 | (uint64_t)q[5] << 16 | (uint64_t)q[6] << 8 | (uint64_t)q[7];
+    *out = (w << (it->pos % 8)) >> (64 - nb);
+    it->pos += nb;
+    return 0;
+  }
   uint64_t v = 0;
   while (nb > 0) {
     size_t byte = it->pos / 8;

@@ -5,13 +5,24 @@
 #include "skiff/mem.h"
 #include "tl_tsdb_int.h"
 
+/* Eight bytes per round (keys are label sets, tens of bytes), then a
+ * final mix so the low bits used as the slot depend on every byte. In
+ * memory only: never stored. */
 uint64_t tl__hash(const void *key, size_t len) {
   const unsigned char *p = key;
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < len; i++) {
-    h ^= p[i];
-    h *= 1099511628211ULL;
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
+  for (; len >= 8; len -= 8, p += 8) {
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
   }
+  if (len) {
+    w = 0;
+    memcpy(&w, p, len);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+  }
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
   h ^= h >> 29;
   return h ? h : 1;
 }
