@@ -6,10 +6,10 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libuv1-dev libssl-dev openssl libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
-  libjansson-dev libyaml-dev libpq-dev librdkafka-dev libgit2-dev libsqlite3-dev
+  libjansson-dev libyaml-dev libpq-dev librdkafka-dev libgit2-dev libssh2-1-dev libsqlite3-dev
   libcmocka-dev zlib1g-dev libsnappy-dev
   curl nghttp2-client prometheus procps iproute2 python3 python3-jsonpatch jq
-  postgresql postgresql-client kcat git docker-registry skopeo apache2-utils
+  postgresql postgresql-client kcat git docker-registry skopeo apache2-utils openssh-server
 )
 # Node.js + npm for tests/integration/otel_js.sh (a NodeSource nodejs already brings npm)
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -221,14 +221,183 @@ static void test_app_kind(void **state) {
   check_app("apiVersion: skiff.dev/v1\nkind: Application\nmetadata: {name: a}\nspec: {source: {repoURL: 'ftp://x'}}\n",
             "spec.source.repoURL: must be");
   check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
-            "spec: {source: {repoURL: 'file:///r', path: ../etc}, syncPolicy: {retry: {limit: 2}}}\n",
-            "spec.syncPolicy.retry: unknown or unsupported field");
+            "spec:\n  source: {repoURL: 'ssh://git@h:2222/r.git'}\n"
+            "  syncPolicy: {retry: {limit: -1, backoff: {duration: '5', factor: 2, maxDuration: 3m}}}\n"
+            "  ignoreDifferences:\n  - {group: skiff.dev, kind: Route, name: web, jsonPointers: [/spec/rules/0/backendRefs]}\n",
+            NULL);
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, syncPolicy: {retry: {limit: 2, refresh: true}}}\n",
+            "spec.syncPolicy.retry.refresh: unknown or unsupported field");
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, syncPolicy: {retry: {backoff: {duration: soon}}}}\n",
+            "spec.syncPolicy.retry.backoff.duration: must be a number of seconds or a duration");
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, syncPolicy: {retry: {limit: 1.5}}}\n",
+            "spec.syncPolicy.retry.limit: must be an integer");
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, ignoreDifferences: [{kind: Route, jqPathExpressions: [.x]}]}\n",
+            "spec.ignoreDifferences[0].jqPathExpressions: unknown or unsupported field");
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, ignoreDifferences: [{kind: Route, jsonPointers: [spec]}]}\n",
+            "spec.ignoreDifferences[0].jsonPointers[0]: must be a JSON pointer");
+  check_app("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+            "spec: {source: {repoURL: 'file:///r'}, ignoreDifferences: [{jsonPointers: [/spec]}]}\n",
+            "spec.ignoreDifferences[0].kind: required");
   check_app("apiVersion: skiff.dev/v1\nkind: Application\nmetadata: {name: a}\n"
             "spec: {source: {repoURL: 'file:///r', path: ../etc}}\n",
             "spec.source.path: must be relative");
   check_app("apiVersion: skiff.dev/v1\nkind: Application\nmetadata: {name: a}\n"
             "spec: {source: {repoURL: 'file:///r', helm: {}}}\n",
             "spec.source.helm: unknown or unsupported field");
+}
+
+
+static void ptr_cat(const char *ptr, void *ud) { strcat(ud, ptr); }
+
+static void test_sync_options(void **state) {
+  (void)state;
+  gx_sync_opts_t o;
+  gx_sync_opts_init(&o);
+  char err[512];
+  assert_int_equal(o.replace, -1);
+  assert_int_equal(gx_sync_opt_parse(&o, "Replace=true", 12, err, sizeof err), 0);
+  assert_int_equal(o.replace, 1);
+  assert_int_equal(gx_sync_opts_parse_list(&o, " Prune=false, PruneLast=true,Validate=false ,", err, sizeof err), 0);
+  assert_int_equal(o.prune, 0);
+  assert_int_equal(o.prune_last, 1);
+  assert_int_equal(o.validate, 0);
+  assert_int_equal(o.apply_oos_only, -1);
+  assert_int_equal(gx_sync_opts_parse_list(&o, "ServerSideApply=true,Replace=maybe,Prune", err, sizeof err), 3);
+  assert_non_null(strstr(err, "unknown sync option 'ServerSideApply=true'"));
+  assert_non_null(strstr(err, "Replace=maybe: the value must be true or false"));
+  assert_non_null(strstr(err, "'Prune' is not Name=value"));
+  assert_int_equal(o.replace, 1); /* bad values change nothing */
+  assert_int_equal(gx_sync_opts_parse_list(&o, "CreateNamespace=true,ApplyOutOfSyncOnly=true,RespectIgnoreDifferences=true",
+                                           err, sizeof err), 0);
+  assert_int_equal(o.create_namespace, 1);
+  assert_int_equal(o.apply_oos_only, 1);
+  assert_int_equal(o.respect_ignore, 1);
+}
+
+static void test_pointers_and_merge(void **state) {
+  (void)state;
+  json_t *d = json_loads("{\"spec\":{\"rules\":[{\"backendRefs\":[{\"name\":\"a\",\"weight\":90},{\"name\":\"b\",\"weight\":10}]}],"
+                         "\"a/b\":{\"m~n\":1}}}", 0, NULL);
+  assert_int_equal(json_integer_value(gx_json_pointer_get(d, "/spec/rules/0/backendRefs/1/weight")), 10);
+  assert_int_equal(json_integer_value(gx_json_pointer_get(d, "/spec/a~1b/m~0n")), 1);
+  assert_null(gx_json_pointer_get(d, "/spec/rules/01"));
+  assert_null(gx_json_pointer_get(d, "/spec/rules/5/x"));
+  assert_null(gx_json_pointer_get(d, "/spec/~2"));
+  assert_ptr_equal(gx_json_pointer_get(d, ""), d);
+  assert_int_equal(gx_json_pointer_put(d, "/spec/rules/0/backendRefs/0/weight", json_integer(50)), 0);
+  assert_int_equal(json_integer_value(gx_json_pointer_get(d, "/spec/rules/0/backendRefs/0/weight")), 50);
+  assert_int_equal(gx_json_pointer_put(d, "/spec/a~1b", NULL), 0);
+  assert_null(gx_json_pointer_get(d, "/spec/a~1b"));
+  assert_int_equal(gx_json_pointer_put(d, "/nope/x", json_integer(1)), SK_ENOTFOUND);
+  json_decref(d);
+
+  /* ignoreDifferences rules: kind, optional group/name/namespace */
+  json_t *rules = json_loads("[{\"group\":\"skiff.dev\",\"kind\":\"Route\",\"name\":\"web\",\"jsonPointers\":[\"/spec/a\",\"/spec/b\"]},"
+                             "{\"kind\":\"Service\",\"namespace\":\"other\",\"jsonPointers\":[\"/spec/c\"]}]", 0, NULL);
+  char seen[256] = "";
+  char *acc = seen;
+  gx_ignore_foreach(rules, "skiff.dev/v1", "Route", "shop", "web", ptr_cat, acc);
+  assert_string_equal(seen, "/spec/a/spec/b");
+  seen[0] = 0;
+  gx_ignore_foreach(rules, "skiff.dev/v1", "Route", "shop", "api", ptr_cat, acc);
+  gx_ignore_foreach(rules, "other.io/v1", "Route", "shop", "web", ptr_cat, acc);
+  gx_ignore_foreach(rules, "skiff.dev/v1", "Service", "shop", "x", ptr_cat, acc);
+  assert_string_equal(seen, "");
+  gx_ignore_foreach(rules, "skiff.dev/v1", "Service", "other", "x", ptr_cat, acc);
+  assert_string_equal(seen, "/spec/c");
+  json_decref(rules);
+
+  /* three-way merge: Git's fields win, fields others added live stay,
+   * fields Git dropped since the last apply go */
+  json_t *last_doc = json_loads("{\"metadata\":{\"name\":\"x\",\"labels\":{\"app\":\"x\",\"old\":\"1\"}},"
+                                "\"spec\":{\"port\":1,\"gone\":true,\"sub\":{\"keep\":1,\"drop\":2}}}", 0, NULL);
+  json_t *last = gx_field_set(last_doc);
+  json_t *desired = json_loads("{\"apiVersion\":\"skiff.dev/v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"x\",\"labels\":{\"app\":\"x\"}},"
+                               "\"spec\":{\"port\":2,\"sub\":{\"keep\":1}}}", 0, NULL);
+  json_t *live = json_loads("{\"apiVersion\":\"skiff.dev/v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"x\",\"uid\":\"u\","
+                            "\"resourceVersion\":\"7\",\"labels\":{\"app\":\"x\",\"old\":\"1\",\"team\":\"t\"}},"
+                            "\"spec\":{\"port\":1,\"gone\":true,\"extra\":\"live\",\"sub\":{\"keep\":1,\"drop\":2,\"theirs\":3}},"
+                            "\"status\":{\"phase\":\"Ready\"}}", 0, NULL);
+  json_t *m = gx_merge_apply(last, desired, live);
+  char *txt = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+  assert_string_equal(txt, "{\"apiVersion\":\"skiff.dev/v1\",\"kind\":\"Service\",\"metadata\":{\"labels\":{\"app\":\"x\",\"team\":\"t\"},"
+                           "\"name\":\"x\"},\"spec\":{\"extra\":\"live\",\"port\":2,\"sub\":{\"keep\":1,\"theirs\":3}}}");
+  free(txt);
+  json_decref(m);
+  /* without a record of the last apply nothing is removed */
+  m = gx_merge_apply(NULL, desired, live);
+  assert_true(json_is_true(gx_json_pointer_get(m, "/spec/gone")));
+  assert_string_equal(sk_json_get_str(m, "metadata.labels.old", ""), "1");
+  json_decref(m);
+  json_t *fs = gx_field_set(live);
+  txt = json_dumps(fs, JSON_COMPACT | JSON_SORT_KEYS);
+  assert_string_equal(txt, "{\"metadata\":{\"labels\":{\"app\":1,\"old\":1,\"team\":1}},\"spec\":{\"extra\":1,\"gone\":1,\"port\":1,"
+                           "\"sub\":{\"drop\":1,\"keep\":1,\"theirs\":1}}}");
+  free(txt);
+  json_decref(fs);
+  json_decref(last);
+  json_decref(last_doc);
+  json_decref(desired);
+  json_decref(live);
+}
+
+static void test_retry_backoff(void **state) {
+  (void)state;
+  gx_retry_t r;
+  assert_int_equal(gx_retry_from_spec(NULL, &r), 0);
+  json_t *spec = json_loads("{\"limit\":5}", 0, NULL);
+  assert_int_equal(gx_retry_from_spec(spec, &r), 1);
+  /* Argo's defaults: 5s, factor 2, at most 3m */
+  assert_int_equal(gx_retry_delay_ms(&r, 1), 5000);
+  assert_int_equal(gx_retry_delay_ms(&r, 2), 10000);
+  assert_int_equal(gx_retry_delay_ms(&r, 3), 20000);
+  assert_int_equal(gx_retry_delay_ms(&r, 10), 180000);
+  json_decref(spec);
+  spec = json_loads("{\"limit\":-1,\"backoff\":{\"duration\":\"2\",\"factor\":3,\"maxDuration\":\"1m\"}}", 0, NULL);
+  assert_int_equal(gx_retry_from_spec(spec, &r), 1);
+  assert_int_equal(r.limit, -1);
+  assert_int_equal(gx_retry_delay_ms(&r, 1), 2000);
+  assert_int_equal(gx_retry_delay_ms(&r, 3), 18000);
+  assert_int_equal(gx_retry_delay_ms(&r, 4), 54000);
+  assert_int_equal(gx_retry_delay_ms(&r, 5), 60000);
+  assert_int_equal(gx_retry_delay_ms(&r, 1000), 60000);
+  json_decref(spec);
+  spec = json_loads("{\"limit\":0}", 0, NULL);
+  assert_int_equal(gx_retry_from_spec(spec, &r), 0); /* 0: no retries */
+  json_decref(spec);
+}
+
+static void test_url_endpoint(void **state) {
+  (void)state;
+  char h[256];
+  int port = 0;
+  assert_int_equal(gx_git_url_endpoint("git://127.0.0.1/r.git", h, sizeof h, &port), 0);
+  assert_string_equal(h, "127.0.0.1");
+  assert_int_equal(port, 9418);
+  assert_int_equal(gx_git_url_endpoint("ssh://git@example.com:2222/srv/r.git", h, sizeof h, &port), 0);
+  assert_string_equal(h, "example.com");
+  assert_int_equal(port, 2222);
+  assert_int_equal(gx_git_url_endpoint("https://user:p@ss@[::1]:8443/r", h, sizeof h, &port), 0);
+  assert_string_equal(h, "::1");
+  assert_int_equal(port, 8443);
+  assert_int_equal(gx_git_url_endpoint("http://h", h, sizeof h, &port), 0);
+  assert_int_equal(port, 80);
+  assert_int_equal(gx_git_url_endpoint("git@github.com:acme/deploy.git", h, sizeof h, &port), 0);
+  assert_string_equal(h, "github.com");
+  assert_int_equal(port, 22);
+  assert_int_equal(gx_git_url_endpoint("file:///srv/r.git", h, sizeof h, &port), SK_ENOTSUP);
+  assert_int_equal(gx_git_url_endpoint("ssh://h:99999/r", h, sizeof h, &port), SK_EINVAL);
+  assert_int_equal(gx_git_url_endpoint("ssh://h:2x/r", h, sizeof h, &port), SK_EINVAL);
+  assert_int_equal(gx_git_url_endpoint("ftp://h/r", h, sizeof h, &port), SK_EINVAL);
+  /* a refused connection is an error at once, not a timeout */
+  char err[256];
+  assert_int_equal(gx_git_probe("127.0.0.1", 1, 5000, NULL, err, sizeof err), SK_EIO);
+  assert_non_null(strstr(err, "127.0.0.1:1"));
 }
 
 static int sh(const char *cmd) { return system(cmd); }
@@ -300,6 +469,8 @@ int main(void) {
       cmocka_unit_test(test_manifest_lines), cmocka_unit_test(test_manifest_errors), cmocka_unit_test(test_globs),
       cmocka_unit_test(test_in_sync),        cmocka_unit_test(test_health),          cmocka_unit_test(test_urls),
       cmocka_unit_test(test_webhook),        cmocka_unit_test(test_app_kind),        cmocka_unit_test(test_git_load),
+      cmocka_unit_test(test_sync_options),   cmocka_unit_test(test_pointers_and_merge),
+      cmocka_unit_test(test_retry_backoff),  cmocka_unit_test(test_url_endpoint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,13 +7,16 @@
  * Supported spec: project, source {repoURL, targetRevision, path,
  * directory {recurse, include, exclude}}, destination {region, namespace,
  * server, name}, syncPolicy {automated {prune, selfHeal, allowEmpty},
- * syncOptions}, revisionHistoryLimit. Anything else is refused with its
- * field path. */
+ * syncOptions, retry {limit, backoff {duration, factor, maxDuration}}},
+ * ignoreDifferences [{group, kind, name, namespace, jsonPointers}],
+ * revisionHistoryLimit. Anything else is refused with its field path. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "ctl_kinds_int.h"
+#include "skiff/config.h"
 #include "skiff/err.h"
 #include "skiff/json.h"
 
@@ -58,13 +61,76 @@ static void validate_source(const json_t *src, ctl_errs_t *errs) {
   }
 }
 
+
+/* Argo's backoff durations: a bare number of seconds ("5") or a duration
+ * ("2m", "1h"). */
+static void argo_duration(const json_t *obj, const char *field, const char *key, ctl_errs_t *errs) {
+  const char *s = ctl__str(obj, field, key, 0, 32, errs);
+  if (!s) return;
+  size_t n = strlen(s), i = 0;
+  while (i < n && isdigit((unsigned char)s[i])) i++;
+  if (n && i == n) return;
+  uint64_t ms;
+  char msg[128];
+  if (sk_config_parse_duration(s, &ms, msg, sizeof msg) < 0) {
+    char f[CTL_FIELD_MAX];
+    ctl__path(f, sizeof f, field, key);
+    ctl_errs_add(errs, f, "must be a number of seconds or a duration like 30s, 2m, 1h");
+  }
+}
+
+static void validate_retry(const json_t *re, ctl_errs_t *errs) {
+  static const char *const rkeys[] = {"limit", "backoff", NULL};
+  ctl__known_keys(re, "spec.syncPolicy.retry", rkeys, errs);
+  ctl__int(re, "spec.syncPolicy.retry", "limit", -1, 1000000, NULL, errs);
+  const json_t *bo = ctl__obj(re, "spec.syncPolicy.retry", "backoff", 0, errs);
+  if (!bo) return;
+  static const char *const bkeys[] = {"duration", "factor", "maxDuration", NULL};
+  ctl__known_keys(bo, "spec.syncPolicy.retry.backoff", bkeys, errs);
+  argo_duration(bo, "spec.syncPolicy.retry.backoff", "duration", errs);
+  argo_duration(bo, "spec.syncPolicy.retry.backoff", "maxDuration", errs);
+  ctl__int(bo, "spec.syncPolicy.retry.backoff", "factor", 1, 100, NULL, errs);
+}
+
+/* ignoreDifferences: group/kind/name/namespace and jsonPointers (RFC 6901);
+ * jqPathExpressions and managedFieldsManagers are not supported. */
+static void validate_ignore(const json_t *arr, ctl_errs_t *errs) {
+  size_t i;
+  json_t *o;
+  json_array_foreach(arr, i, o) {
+    char f[CTL_FIELD_MAX];
+    ctl__index(f, sizeof f, "spec.ignoreDifferences", i);
+    if (!json_is_object(o)) {
+      ctl_errs_add(errs, f, "must be an object");
+      continue;
+    }
+    static const char *const keys[] = {"group", "kind", "name", "namespace", "jsonPointers", NULL};
+    ctl__known_keys(o, f, keys, errs);
+    ctl__str(o, f, "group", 0, 253, errs);
+    ctl__str(o, f, "kind", 1, 63, errs);
+    ctl__str(o, f, "name", 0, 253, errs);
+    ctl__str(o, f, "namespace", 0, CTL_NS_LEN, errs);
+    const json_t *ptrs = ctl__array(o, f, "jsonPointers", 1, 64, errs);
+    size_t j;
+    json_t *p;
+    if (ptrs) json_array_foreach(ptrs, j, p) {
+        char pf[CTL_FIELD_MAX], base[CTL_FIELD_MAX];
+        ctl__path(base, sizeof base, f, "jsonPointers");
+        ctl__index(pf, sizeof pf, base, j);
+        const char *ps = json_string_value(p);
+        if (!ps || ps[0] != '/' || strlen(ps) > 512)
+          ctl_errs_add(errs, pf, "must be a JSON pointer (RFC 6901) such as /spec/rules/0/backendRefs/0/weight");
+      }
+  }
+}
+
 static void validate_app(const json_t *obj, ctl_errs_t *errs) {
   static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", "status", NULL};
   ctl__known_keys(obj, "", top, errs);
   const json_t *spec = ctl__obj(obj, "", "spec", 1, errs);
   if (!spec) return;
-  static const char *const skeys[] = {"project", "source", "destination", "syncPolicy", "revisionHistoryLimit",
-                                      NULL};
+  static const char *const skeys[] = {"project",    "source", "destination", "syncPolicy", "revisionHistoryLimit",
+                                      "ignoreDifferences", NULL};
   ctl__known_keys(spec, "spec", skeys, errs);
   ctl__str(spec, "spec", "project", 0, 253, errs);
   const json_t *src = ctl__obj(spec, "spec", "source", 1, errs);
@@ -82,7 +148,7 @@ static void validate_app(const json_t *obj, ctl_errs_t *errs) {
   }
   const json_t *sp = ctl__obj(spec, "spec", "syncPolicy", 0, errs);
   if (sp) {
-    static const char *const pkeys[] = {"automated", "syncOptions", NULL};
+    static const char *const pkeys[] = {"automated", "syncOptions", "retry", NULL};
     ctl__known_keys(sp, "spec.syncPolicy", pkeys, errs);
     const json_t *au = ctl__obj(sp, "spec.syncPolicy", "automated", 0, errs);
     if (au) {
@@ -101,7 +167,11 @@ static void validate_app(const json_t *obj, ctl_errs_t *errs) {
         if (!json_is_string(o) || !strchr(json_string_value(o), '='))
           ctl_errs_add(errs, f, "must be a \"Name=value\" string");
       }
+    const json_t *re = ctl__obj(sp, "spec.syncPolicy", "retry", 0, errs);
+    if (re) validate_retry(re, errs);
   }
+  const json_t *ig = ctl__array(spec, "spec", "ignoreDifferences", 0, 64, errs);
+  if (ig) validate_ignore(ig, errs);
   ctl__int(spec, "spec", "revisionHistoryLimit", 1, 100, NULL, errs);
 }
 

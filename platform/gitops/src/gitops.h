@@ -3,14 +3,17 @@
  *   gx_daemon.c    config schema, lifecycle, the webhook listener and the
  *                  reconciler thread that does all blocking work
  *   gx_webhook.c   GitHub / GitLab push payloads and their signatures
- *   gx_git.c       libgit2: fetch into a cache dir, resolve revisions, read
- *                  manifest files from a commit's tree
+ *   gx_git.c       libgit2: fetch into a cache dir (connect probe, ssh keys
+ *                  and known_hosts), resolve revisions, read manifest files
+ *                  from a commit's tree
  *   gx_manifest.c  multi-document YAML into resources with file:line, sync
  *                  waves and kind order, normalised comparison, health
  *   gx_ctl.c       a blocking client of skiff-control's API (private loop,
  *                  keep-alive, pipelined batches)
  *   gx_sync.c      one Application's reconcile: diff, dry run, apply in
  *                  waves, prune, health, status and history
+ *   gx_options.c   sync options, retry backoff, ignoreDifferences (JSON
+ *                  pointers) and the three-way merge of an apply
  *   gx_cli.c       skiff app list|get|sync|diff|history|rollback|suspend|resume
  * See docs/gitops.md. */
 #ifndef SKIFF_GITOPS_H
@@ -36,6 +39,10 @@
 #define GX_ANN_WAVE "gitops.skiff.dev/sync-wave"
 #define GX_ANN_ARGO_WAVE "argocd.argoproj.io/sync-wave"
 #define GX_ANN_ARGO_OPTIONS "argocd.argoproj.io/sync-options"
+/* the field names (no values) of the document last applied from Git: a
+ * field Git drops is removed from the live object by the next apply, a
+ * field someone else added live is kept (kubectl apply's three-way merge) */
+#define GX_ANN_APPLIED_FIELDS "gitops.skiff.dev/applied-fields"
 
 #define GX_MAX_FILE_BYTES (4u << 20)
 #define GX_MAX_FILES 4096
@@ -48,6 +55,8 @@ typedef struct gx_repo_cred {
   char *url;           /* repository URL prefix the credentials are for */
   char *username;
   char *password_file; /* password or token, read at use (never logged) */
+  char *ssh_key_file;  /* ssh:// private key (OpenSSH or PEM), read by libssh2 */
+  char *known_hosts_file; /* ssh:// host keys accepted (OpenSSH known_hosts) */
 } gx_repo_cred_t;
 
 typedef struct gx_config {
@@ -59,6 +68,8 @@ typedef struct gx_config {
   uint64_t poll_ms;       /* git polling interval, default 30s (jittered +-10%) */
   uint64_t resync_ms;     /* live vs desired comparison (self-heal), default 5s */
   uint64_t app_refresh_ms; /* how often the Application list is read, default 1s */
+  uint64_t connect_timeout_ms; /* TCP connect probe before a fetch, default 10s */
+  uint64_t fetch_timeout_ms;   /* a whole fetch, default 10m */
   char *github_secret_file;
   char *gitlab_token_file;
   sk_cfg_list_t credentials; /* gx_repo_cred_t */
@@ -144,6 +155,57 @@ const char *gx_health_of(const json_t *live);
  * Degraded < Unknown. */
 int gx_health_rank(const char *h);
 
+/* JSON pointer (RFC 6901) into v: the value or NULL. */
+json_t *gx_json_pointer_get(const json_t *v, const char *ptr);
+/* Sets (val non-NULL, reference stolen) or removes (val NULL) the value at
+ * ptr; the parent must exist. 0, or SK_ENOTFOUND. */
+int gx_json_pointer_put(json_t *v, const char *ptr, json_t *val);
+/* ignoreDifferences rules (Argo CD's {group, kind, name, namespace,
+ * jsonPointers}) that match a document: calls fn for each pointer. */
+void gx_ignore_foreach(const json_t *rules, const char *api_version, const char *kind, const char *ns,
+                       const char *name, void (*fn)(const char *ptr, void *ud), void *ud);
+/* The field names of doc (objects recursed, every other value a leaf 1),
+ * without status and server-managed metadata: GX_ANN_APPLIED_FIELDS. */
+json_t *gx_field_set(const json_t *doc);
+/* Three-way merge for an apply: live with desired laid over it (objects
+ * merged, anything else replaced), minus the fields last (a field set)
+ * had and desired no longer has. New reference. */
+json_t *gx_merge_apply(const json_t *last, const json_t *desired, const json_t *live);
+
+/* Sync options, Argo CD's names ("Name=value", on the Application's
+ * syncPolicy.syncOptions or comma-separated in a resource's
+ * argocd.argoproj.io/sync-options annotation). -1 = not given. */
+typedef struct gx_sync_opts {
+  int prune;            /* Prune=false: never pruned */
+  int prune_last;       /* PruneLast=true: pruned after every wave */
+  int apply_oos_only;   /* ApplyOutOfSyncOnly (always the case in Skiff) */
+  int replace;          /* Replace=true: the live object becomes Git's document */
+  int validate;         /* Validate=false: accepted, never honoured */
+  int create_namespace; /* CreateNamespace: namespaces are not objects in Skiff */
+  int respect_ignore;   /* RespectIgnoreDifferences=true: ignored fields keep their live value on apply */
+} gx_sync_opts_t;
+
+void gx_sync_opts_init(gx_sync_opts_t *o);
+/* One "Name=value" (surrounding spaces allowed) into o. SK_EINVAL with a
+ * message for an unknown name or a value other than true/false. */
+int gx_sync_opt_parse(gx_sync_opts_t *o, const char *opt, size_t len, char *err, size_t errlen);
+/* A comma-separated list (the annotation's form): every option parsed;
+ * the messages of the bad ones joined in err. Count of bad ones. */
+int gx_sync_opts_parse_list(gx_sync_opts_t *o, const char *list, char *err, size_t errlen);
+
+/* syncPolicy.retry (Argo CD): limit (0 none, -1 unlimited), backoff
+ * {duration (default 5s), factor (2), maxDuration (3m)}; durations as a
+ * number of seconds or "30s"/"2m"/"1h". */
+typedef struct gx_retry {
+  int64_t limit;
+  uint64_t duration_ms, max_ms;
+  int64_t factor;
+} gx_retry_t;
+/* spec.syncPolicy.retry into r; 0 when absent or limit 0 (no retries). */
+int gx_retry_from_spec(const json_t *retry, gx_retry_t *r);
+/* Wait before retry number attempt (1 = the first retry). */
+uint64_t gx_retry_delay_ms(const gx_retry_t *r, int attempt);
+
 /* ---- git (gx_git.c) ---- */
 
 typedef struct gx_git gx_git_t;
@@ -151,7 +213,11 @@ typedef struct gx_git gx_git_t;
 typedef struct gx_git_cred {
   const char *username;
   const char *password;    /* NULL: no credentials */
+  const char *ssh_key_file;     /* ssh:// key (NULL: none) */
+  const char *known_hosts_file; /* ssh:// host keys; NULL refuses every host */
   const volatile int *cancel; /* non-zero stops a transfer in progress (drain); may be NULL */
+  uint64_t connect_timeout_ms;  /* TCP connect probe before the fetch (0: none) */
+  uint64_t fetch_timeout_ms;    /* whole fetch deadline (0: none) */
 } gx_git_cred_t;
 
 int gx_git_global_init(void);
@@ -160,6 +226,14 @@ void gx_git_global_done(void);
 /* Opens (or creates) the bare cache repository for url under cache_dir. */
 int gx_git_open(const char *cache_dir, const char *url, gx_git_t **out, char *err, size_t errlen);
 void gx_git_free(gx_git_t *g);
+/* The host and port a fetch of url connects to (git:// 9418, http 80,
+ * https 443, ssh 22, scp-like user@host:path 22). SK_ENOTSUP for file://
+ * and local paths, SK_EINVAL when unparsable. */
+int gx_git_url_endpoint(const char *url, char *host, size_t hostlen, int *port);
+/* TCP connect to host:port within timeout_ms (every address tried; cancel
+ * checked every 100 ms). SK_ETIMEDOUT / SK_EIO with a message. */
+int gx_git_probe(const char *host, int port, uint64_t timeout_ms, const volatile int *cancel, char *err,
+                 size_t errlen);
 /* Fetches every branch and tag (incremental). err names the repository. */
 int gx_git_fetch(gx_git_t *g, const gx_git_cred_t *cred, char *err, size_t errlen);
 /* "HEAD", "" (default branch), a branch, a tag or a (short) commit id into
@@ -192,9 +266,12 @@ typedef struct gx_ctl_req {
 } gx_ctl_req_t;
 
 /* server: http://host:port or https://host:port (then ca_file, a PEM
- * bundle, verifies it). */
-int gx_ctl_new(const char *server, const char *token, const char *ca_file, gx_ctl_t **out, char *err,
-               size_t errlen);
+ * bundle, verifies it; cert_file/key_file, when set, are the client
+ * certificate: the daemon's identity, so control authenticates it by mTLS
+ * and a renewal reloads the context in place). token (may be NULL) is sent
+ * as a bearer token. */
+int gx_ctl_new(const char *server, const char *token, const char *ca_file, const char *cert_file,
+               const char *key_file, gx_ctl_t **out, char *err, size_t errlen);
 void gx_ctl_free(gx_ctl_t *c);
 void gx_ctl_set_token(gx_ctl_t *c, const char *token);
 /* One request, blocking. resp->body must be released (gx_ctl_resp_done). */
@@ -224,6 +301,8 @@ typedef struct gx_sync_env {
   gx_ctl_t *ctl;
   const gx_kindinfo_t *kinds;
   size_t nkinds;
+  int retry_count;     /* automated retries of this revision so far (status.operationState.retryCount) */
+  uint64_t retry_next_ms; /* when this sync fails: the next retry in that many ms (0: none left) */
 } gx_sync_env_t;
 
 typedef struct gx_sync_result {

@@ -42,7 +42,7 @@ static int connect_ctl(const aopts_t *o, gx_ctl_t **c) {
   /* like skiff apply: --ca, $SKIFF_CA, or control's bundle under .skiff/ when run from the checkout */
   const char *ca = o->ca ? o->ca : getenv("SKIFF_CA");
   if (!ca && access(".skiff/control-state/ca/bundle.pem", R_OK) == 0) ca = ".skiff/control-state/ca/bundle.pem";
-  if (gx_ctl_new(o->server, o->token, ca, c, err, sizeof err) < 0) {
+  if (gx_ctl_new(o->server, o->token, ca, NULL, NULL, c, err, sizeof err) < 0) {
     fprintf(stderr, "skiff app: %s\n", err);
     return -1;
   }
@@ -153,12 +153,18 @@ static int wait_handled(gx_ctl_t *c, const aopts_t *o, const char *field, const 
     char p[64];
     snprintf(p, sizeof p, "status.handledRequests.%s", field);
     if (!strcmp(st(app, p, ""), nonce)) {
-      const json_t *conds = sk_json_get(app, "status.conditions");
-      int failed = json_array_size(conds) > 0 ||
-                   !strcmp(st(app, "status.operationState.phase", ""), "Failed");
+      /* errors fail the wait; warnings (UnknownSyncOption, ...) do not */
+      const json_t *err_cond = NULL;
+      size_t ci;
+      json_t *cd;
+      json_array_foreach(sk_json_get(app, "status.conditions"), ci, cd) {
+        const char *ty = st(cd, "type", "");
+        if (!err_cond && (!strcmp(ty, "SyncError") || !strcmp(ty, "ComparisonError") || !strcmp(ty, "RollbackError")))
+          err_cond = cd;
+      }
+      int failed = err_cond || !strcmp(st(app, "status.operationState.phase", ""), "Failed");
       if (failed) {
-        const char *m = json_array_size(conds) ? st(json_array_get(conds, 0), "message", "")
-                                               : st(app, "status.operationState.message", "");
+        const char *m = err_cond ? st(err_cond, "message", "") : st(app, "status.operationState.message", "");
         fprintf(stderr, "skiff app: %s: sync failed: %s\n", o->args[0], m);
       } else {
         printf("%s synced to %.12s (%s, %s)\n", o->args[0], st(app, "status.sync.revision", ""),

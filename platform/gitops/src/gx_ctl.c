@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "gitops.h"
 #include "skiff/err.h"
@@ -40,29 +39,26 @@ static void on_resp(int err, sk_http_resp_t *resp, void *ud) {
   free(p);
 }
 
+/* control's address: http[s]://host[:port] through the runtime's URL
+ * parser; a bare host:port is taken as http://, port 7400 when none. */
 static int parse_server(const char *url, char *host, size_t hostlen, int *port, int *https) {
-  const char *p = url;
-  *https = 0;
-  if (!strncasecmp(p, "http://", 7)) p += 7;
-  else if (!strncasecmp(p, "https://", 8)) p += 8, *https = 1;
-  const char *end = p + strcspn(p, "/");
-  const char *colon = memchr(p, ':', (size_t)(end - p));
-  if (!colon) {
-    *port = 7400;
-    colon = end;
-  } else {
-    *port = atoi(colon + 1);
-    if (*port <= 0 || *port > 65535) return SK_EINVAL;
+  char buf[1100];
+  if (!strstr(url, "://")) {
+    snprintf(buf, sizeof buf, "http://%s", url);
+    url = buf;
   }
-  size_t hl = (size_t)(colon - p);
-  if (!hl || hl >= hostlen) return SK_EINVAL;
-  memcpy(host, p, hl);
-  host[hl] = 0;
+  sk_http_url_t u;
+  int rc = sk_http_url_parse(url, &u);
+  if (rc < 0) return rc;
+  if (strlen(u.host) >= hostlen) return SK_EINVAL;
+  snprintf(host, hostlen, "%s", u.host);
+  *port = u.port ? u.port : 7400;
+  *https = u.tls;
   return 0;
 }
 
-int gx_ctl_new(const char *server, const char *token, const char *ca_file, gx_ctl_t **out, char *err,
-               size_t errlen) {
+int gx_ctl_new(const char *server, const char *token, const char *ca_file, const char *cert_file,
+               const char *key_file, gx_ctl_t **out, char *err, size_t errlen) {
   *out = NULL;
   gx_ctl_t *c = sk_xcalloc(1, sizeof *c);
   int https = 0;
@@ -78,7 +74,16 @@ int gx_ctl_new(const char *server, const char *token, const char *ca_file, gx_ct
       free(c);
       return SK_ECONFIG;
     }
-    sk_tls_opts_t to = {.is_server = 0, .ca_file = ca_file, .verify = SK_TLS_VERIFY_REQUIRE, .alpn = "http/1.1"};
+    if ((cert_file && *cert_file) != (key_file && *key_file)) {
+      snprintf(err, errlen, "a client certificate for control needs both its certificate and its key");
+      free(c);
+      return SK_ECONFIG;
+    }
+    /* built from the identity's files, this context is one of those
+     * sk_ident reloads after a renewal (sk_tls_ctx_reload_files) */
+    sk_tls_opts_t to = {.is_server = 0, .ca_file = ca_file, .verify = SK_TLS_VERIFY_REQUIRE, .alpn = "http/1.1",
+                        .cert_file = cert_file && *cert_file ? cert_file : NULL,
+                        .key_file = key_file && *key_file ? key_file : NULL};
     if ((rc = sk_tls_ctx_new(&to, &c->tls, err, errlen)) < 0) {
       free(c);
       return rc;

@@ -7,6 +7,7 @@
  * repositories webhooks named since the last round (and a wake-up), and the
  * repository URLs the reconciler knows (to tell a webhook how many
  * Applications it touched). */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "gitops.h"
 #include "skiff/bus.h"
 #include "skiff/err.h"
+#include "skiff/ident.h"
 #include "skiff/json.h"
 #include "skiff/store.h"
 
@@ -32,10 +34,14 @@
 static const sk_config_entry_t cred_entries[] = {
     {SK_CFG_E_("url", SK_CFG_STRING, NULL, gx_repo_cred_t, url, "repository URL (or prefix) these are for"),
      .flags = SK_CFG_REQUIRED},
-    SK_CFG_STRING_E("username", "git", gx_repo_cred_t, username, "user name for HTTP basic auth"),
-    {SK_CFG_E_("password_file", SK_CFG_STRING, NULL, gx_repo_cred_t, password_file,
-               "file holding the password or token (read at each fetch, never logged)"),
-     .flags = SK_CFG_REQUIRED},
+    SK_CFG_STRING_E("username", "git", gx_repo_cred_t, username,
+                    "user name for HTTP basic auth; for ssh when the URL names none"),
+    SK_CFG_STRING_E("password_file", "", gx_repo_cred_t, password_file,
+                    "file holding the password or token for http(s) (read at each fetch, never logged)"),
+    SK_CFG_STRING_E("ssh_key_file", "", gx_repo_cred_t, ssh_key_file,
+                    "private key for ssh:// and user@host:path repositories (no passphrase)"),
+    SK_CFG_STRING_E("known_hosts_file", "", gx_repo_cred_t, known_hosts_file,
+                    "OpenSSH known_hosts file with the ssh server's host key (unknown hosts are refused)"),
     SK_CFG_END_E};
 static const sk_config_schema_t cred_schema = SK_CFG_SCHEMA("credential", gx_repo_cred_t, cred_entries);
 
@@ -65,6 +71,12 @@ static const sk_config_entry_t gx_entries[] = {
     {SK_CFG_E_("app_refresh", SK_CFG_DURATION, "1s", gx_config_t, app_refresh_ms,
                "how often the Application list is read from control"),
      .validate = check_poll},
+    {SK_CFG_E_("connect_timeout", SK_CFG_DURATION, "10s", gx_config_t, connect_timeout_ms,
+               "TCP connect timeout to a repository's host before each fetch"),
+     .validate = check_poll},
+    {SK_CFG_E_("fetch_timeout", SK_CFG_DURATION, "10m", gx_config_t, fetch_timeout_ms,
+               "longest a fetch may take once connected"),
+     .validate = check_poll},
     SK_CFG_STRING_E("github_secret_file", "", gx_config_t, github_secret_file,
                     "file with the GitHub webhook secret (X-Hub-Signature-256); unset = GitHub webhooks refused"),
     SK_CFG_STRING_E("gitlab_token_file", "", gx_config_t, gitlab_token_file,
@@ -72,7 +84,7 @@ static const sk_config_entry_t gx_entries[] = {
     SK_CFG_STRING_E("kafka_brokers", "", gx_config_t, kafka_brokers,
                     "sync events also go to Kafka topic skiff.gitops.sync (bootstrap servers)"),
     SK_CFG_LIST_E("credentials", 256, &cred_schema, gx_config_t, credentials,
-                  "HTTP credentials per repository URL prefix"),
+                  "credentials per repository URL prefix (HTTP password/token or ssh key)"),
     SK_CFG_END_E};
 
 const sk_config_schema_t gx_config_schema = SK_CFG_SCHEMA("gitops", gx_config_t, gx_entries);
@@ -89,6 +101,8 @@ typedef struct appstate {
   char failed_rev[41]; /* an automated sync of this revision failed: not retried */
   int64_t failed_gen;  /* until a push, a spec change or a manual sync */
   int64_t seen_gen;    /* generation handled last (a spec change fetches again) */
+  int retry_count;     /* syncPolicy.retry: retries of failed_rev so far */
+  uint64_t retry_at;   /* the next one (monotonic ms), 0 none */
   int seen;
 } appstate_t;
 
@@ -98,6 +112,7 @@ typedef struct repostate {
   gx_git_t *git;
   int fetched;        /* this round */
   int fetch_rc;
+  const char *reason; /* condition reason when the fetch failed */
   char err[1024];
   uint64_t last_fetch;
 } repostate_t;
@@ -109,6 +124,9 @@ typedef struct gx_app {
   sk_http_server_t *srv;
   char cache_dir[1024];
   char *github_secret, *gitlab_token, *token;
+  /* control client TLS: control_ca or the identity's bundle; the identity's
+   * certificate and key when the daemon has one (mTLS, no bearer token) */
+  char ctl_ca[1024], ctl_cert[1024], ctl_key[1024];
   /* shared with the webhook side */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -292,19 +310,27 @@ static int fetch_repo(gx_app_t *a, repostate_t *r) {
   int rc = 0;
   if (!r->git && (rc = gx_git_open(a->cache_dir, r->url, &r->git, r->err, sizeof r->err)) < 0) goto out;
   const gx_repo_cred_t *c = cred_for(a->cfg, r->url);
-  gx_git_cred_t cred = {.cancel = &a->stop_flag};
+  gx_git_cred_t cred = {.cancel = &a->stop_flag,
+                        .connect_timeout_ms = a->cfg->connect_timeout_ms,
+                        .fetch_timeout_ms = a->cfg->fetch_timeout_ms};
   char *pw = NULL;
   if (c) {
     char e[512];
-    pw = read_secret(c->password_file, e, sizeof e);
-    if (!pw) sk_log_warn(a->log, "credentials for %s: %s", c->url, e);
+    if (c->password_file && *c->password_file) {
+      pw = read_secret(c->password_file, e, sizeof e);
+      if (!pw) sk_log_warn(a->log, "credentials for %s: %s", c->url, e);
+    }
     cred.username = c->username;
     cred.password = pw;
+    cred.ssh_key_file = c->ssh_key_file && *c->ssh_key_file ? c->ssh_key_file : NULL;
+    cred.known_hosts_file = c->known_hosts_file && *c->known_hosts_file ? c->known_hosts_file : NULL;
   }
   rc = gx_git_fetch(r->git, &cred, r->err, sizeof r->err);
   free_secret(pw);
 out:
   r->fetch_rc = rc;
+  r->reason = rc == SK_EUNAUTH ? "AuthenticationFailed" : rc == SK_EFORBID ? "HostKeyVerificationFailed"
+              : rc == SK_ETIMEDOUT ? "FetchTimeout" : "FetchFailed";
   r->last_fetch = now_ms();
   count(a->m_fetches, rc < 0 ? "failed" : "ok");
   if (rc < 0) sk_log_kv(a->log, SK_LOG_WARN, "fetch failed", "repo", r->url, "error", r->err, NULL);
@@ -341,12 +367,13 @@ static void reconcile_app(gx_app_t *a, gx_ctl_t *ctl, const json_t *app, const c
   int need_fetch = first || hooked || now >= s->next_poll || manual_sync || do_rollback || gen != s->seen_gen;
   s->seen_gen = gen;
   int resync = now >= s->next_resync;
+  int retry_due = s->retry_at && now >= s->retry_at;
   if (suspended) {
     snprintf(s->refresh, sizeof s->refresh, "%s", refresh);
     snprintf(s->rollback, sizeof s->rollback, "%s", rollback);
     return;
   }
-  if (!need_fetch && !resync) return;
+  if (!need_fetch && !resync && !retry_due) return;
   gx_sync_env_t env = {.ctl = ctl, .kinds = a->kinds, .nkinds = a->nkinds};
   repostate_t *r = repo_state(a, url);
   if (need_fetch || !r->git) {
@@ -355,8 +382,7 @@ static void reconcile_app(gx_app_t *a, gx_ctl_t *ctl, const json_t *app, const c
   }
   s->next_resync = now + cfg->resync_ms;
   if (r->fetch_rc < 0) { /* the last fetch failed: retried at the next poll, webhook or request */
-    gx_sync_status_error(&env, app, "ComparisonError", r->fetch_rc == SK_EUNAUTH ? "AuthenticationFailed" : "FetchFailed",
-                         r->err, NULL);
+    gx_sync_status_error(&env, app, "ComparisonError", r->reason ? r->reason : "FetchFailed", r->err, NULL);
     return;
   }
   const json_t *automated = sk_json_get(app, "spec.syncPolicy.automated");
@@ -391,6 +417,12 @@ static void reconcile_app(gx_app_t *a, gx_ctl_t *ctl, const json_t *app, const c
     return;
   }
   int failed_before = !strcmp(oid, s->failed_rev) && gen == s->failed_gen && !hooked;
+  if (!failed_before) { /* a new revision, spec or push starts a new series of retries */
+    s->retry_count = 0;
+    s->retry_at = 0;
+  }
+  gx_retry_t retry;
+  int has_retry = gx_retry_from_spec(sk_json_get(app, "spec.syncPolicy.retry"), &retry);
   if (mode == GX_SYNC_COMPARE && is_auto && !failed_before) {
     if (strcmp(oid, s->synced_rev) || gen != s->synced_gen) {
       mode = GX_SYNC_APPLY;
@@ -399,7 +431,18 @@ static void reconcile_app(gx_app_t *a, gx_ctl_t *ctl, const json_t *app, const c
       mode = GX_SYNC_APPLY;
       why = "self-heal";
     }
+  } else if (mode == GX_SYNC_COMPARE && is_auto && has_retry && s->retry_at && now >= s->retry_at) {
+    /* syncPolicy.retry: the failed automated sync again, with backoff */
+    mode = GX_SYNC_APPLY;
+    why = "retry";
+    s->retry_count++;
+    s->retry_at = 0;
   }
+  if (!is_auto || !has_retry) s->retry_at = 0;
+  if (mode == GX_SYNC_APPLY && is_auto && has_retry && strcmp(why, "manual") && strcmp(why, "rollback") &&
+      (retry.limit < 0 || s->retry_count < retry.limit))
+    env.retry_next_ms = gx_retry_delay_ms(&retry, s->retry_count + 1);
+  env.retry_count = !strcmp(why, "retry") ? s->retry_count : 0;
   /* a manual app after a rollback stays on the rolled-back revision until
    * the next manual sync; the comparison is still against targetRevision */
   const json_t *src = sk_json_get(app, "spec.source");
@@ -452,10 +495,13 @@ static void reconcile_app(gx_app_t *a, gx_ctl_t *ctl, const json_t *app, const c
     if (rc < 0) {
       snprintf(s->failed_rev, sizeof s->failed_rev, "%s", oid);
       s->failed_gen = gen;
+      if (env.retry_next_ms) s->retry_at = now_ms() + env.retry_next_ms;
       sk_log_kv(a->log, SK_LOG_WARN, "sync failed", "app", s->key, "revision", oid, "trigger", why, "error",
                 res.message, NULL);
     } else {
       s->failed_rev[0] = 0;
+      s->retry_count = 0;
+      s->retry_at = 0;
       snprintf(s->synced_rev, sizeof s->synced_rev, "%s", oid);
       s->synced_gen = gen;
       if (res.applied || res.pruned || strcmp(why, "self-heal")) {
@@ -532,7 +578,7 @@ static void *reconciler(void *ud) {
   gx_app_t *a = ud;
   gx_ctl_t *ctl = NULL;
   char err[512];
-  if (gx_ctl_new(a->cfg->control, a->token, a->cfg->control_ca, &ctl, err, sizeof err) < 0) {
+  if (gx_ctl_new(a->cfg->control, a->token, a->ctl_ca, a->ctl_cert, a->ctl_key, &ctl, err, sizeof err) < 0) {
     sk_log_error(a->log, "control client: %s", err);
     atomic_store(&a->done, 1);
     return NULL;
@@ -707,7 +753,21 @@ static int gx_init(sk_daemon_t *d, void *cfgp) {
     rc = SK_ECONFIG;
     goto fail;
   }
-  if (cfg->token_file && *cfg->token_file && !(a->token = read_secret(cfg->token_file, err, sizeof err))) {
+  /* with an identity and an https control, gitops authenticates with its
+   * certificate (control maps .../daemon/<name> to a role); the bearer token
+   * is the fallback of a gitops without identity */
+  sk_ident_t *ident = sk_daemon_ident(d);
+  int ctl_https = cfg->control && !strncasecmp(cfg->control, "https://", 8);
+  snprintf(a->ctl_ca, sizeof a->ctl_ca, "%s",
+           cfg->control_ca && *cfg->control_ca ? cfg->control_ca : ident ? sk_ident_bundle_path(ident) : "");
+  if (ident && ctl_https) {
+    snprintf(a->ctl_cert, sizeof a->ctl_cert, "%s", sk_ident_cert_path(ident));
+    snprintf(a->ctl_key, sizeof a->ctl_key, "%s", sk_ident_key_path(ident));
+    if (cfg->token_file && *cfg->token_file)
+      sk_log_warn(log, "token_file is not used: calls to control authenticate with the identity %s (mTLS)",
+                  sk_ident_spiffe_id(ident));
+  } else if (cfg->token_file && *cfg->token_file &&
+             !(a->token = read_secret(cfg->token_file, err, sizeof err))) {
     sk_log_error(log, "token_file: %s", err);
     rc = SK_ECONFIG;
     goto fail;
@@ -723,6 +783,23 @@ static int gx_init(sk_daemon_t *d, void *cfgp) {
     sk_log_error(log, "gitlab_token_file: %s", err);
     rc = SK_ECONFIG;
     goto fail;
+  }
+  for (size_t i = 0; i < cfg->credentials.n; i++) {
+    const gx_repo_cred_t *c = SK_CFG_LIST_AT(cfg->credentials, gx_repo_cred_t, i);
+    int pw = c->password_file && *c->password_file, key = c->ssh_key_file && *c->ssh_key_file;
+    if (pw == key) {
+      sk_log_error(log, "credentials[%zu] (%s): set exactly one of password_file (http) and ssh_key_file (ssh)", i,
+                   c->url);
+      rc = SK_ECONFIG;
+      goto fail;
+    }
+    if (key && access(c->ssh_key_file, R_OK) < 0) {
+      sk_log_error(log, "credentials[%zu] (%s): ssh_key_file %s: %s", i, c->url, c->ssh_key_file, strerror(errno));
+      rc = SK_ECONFIG;
+      goto fail;
+    }
+    if (key && (!c->known_hosts_file || !*c->known_hosts_file))
+      sk_log_warn(log, "credentials[%zu] (%s): no known_hosts_file: every ssh host will be refused", i, c->url);
   }
   a->ev_queue = json_array();
   srand((unsigned)time(NULL) ^ (unsigned)getpid()); /* poll jitter differs between replicas */
@@ -781,7 +858,8 @@ static int gx_init(sk_daemon_t *d, void *cfgp) {
   sk_cfg_addr_t shown = cfg->listen;
   shown.port = sk_http_server_port(a->srv);
   sk_config_format_addr(&shown, addr, sizeof addr);
-  sk_log_kv(log, SK_LOG_INFO, "serving", "addr", addr, "control", cfg->control, "cache", a->cache_dir, NULL);
+  sk_log_kv(log, SK_LOG_INFO, "serving", "addr", addr, "control", cfg->control, "control_auth",
+            a->ctl_cert[0] ? "mtls" : a->token ? "token" : "none", "cache", a->cache_dir, NULL);
   sk_daemon_set_ready(d, 1);
   return 0;
 fail:

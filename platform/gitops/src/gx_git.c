@@ -1,12 +1,21 @@
 /* libgit2: one bare cache repository per repository URL, fetched
  * incrementally (every branch and tag), revisions resolved there, and
  * manifests read straight from a commit's tree (no working copy). */
+#include <ctype.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <git2.h>
+#include <libssh2.h>
 #include <openssl/evp.h>
 
 #include "gitops.h"
@@ -20,8 +29,19 @@ struct gx_git {
 
 typedef struct cred_ctx {
   const gx_git_cred_t *cred;
-  int tries;
+  int tries;      /* password or key offered */
+  int host_refused;
+  int timed_out;
+  uint64_t deadline; /* monotonic ms, 0 none */
+  int port;          /* the ssh port (known_hosts entries are per port) */
+  char host_err[512];
 } cred_ctx_t;
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 int gx_git_global_init(void) { return git_libgit2_init() < 0 ? SK_EIO : 0; }
 
@@ -83,25 +103,224 @@ static int cred_cb(git_credential **out, const char *url, const char *user_from_
                    void *payload) {
   (void)url;
   cred_ctx_t *c = payload;
-  if (c->tries++ > 0 || !c->cred || !c->cred->password) {
+  const gx_git_cred_t *cr = c->cred;
+  const char *cfg_user = cr && cr->username && *cr->username ? cr->username : NULL;
+  /* ssh: the URL's user (git@host) first; http: the configured one */
+  const char *ssh_user = user_from_url && *user_from_url ? user_from_url : cfg_user ? cfg_user : "git";
+  const char *http_user = cfg_user ? cfg_user : user_from_url && *user_from_url ? user_from_url : "git";
+  if (allowed & GIT_CREDENTIAL_USERNAME) return git_credential_username_new(out, ssh_user);
+  if (c->tries++ > 0 || !cr || (!cr->password && !cr->ssh_key_file)) {
     git_error_set_str(GIT_ERROR_NET, "authentication failed (no or wrong credentials for this repository)");
     return GIT_EUSER;
   }
-  if (allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT)
-    return git_credential_userpass_plaintext_new(
-        out, c->cred->username ? c->cred->username : (user_from_url ? user_from_url : "git"), c->cred->password);
-  git_error_set_str(GIT_ERROR_NET, "the server asks for a credential type skiff-gitops does not support");
+  if ((allowed & GIT_CREDENTIAL_SSH_KEY) && cr->ssh_key_file)
+    return git_credential_ssh_key_new(out, ssh_user, NULL, cr->ssh_key_file, NULL);
+  if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && cr->password)
+    return git_credential_userpass_plaintext_new(out, http_user, cr->password);
+  git_error_set_str(GIT_ERROR_NET, (allowed & GIT_CREDENTIAL_SSH_KEY)
+                                       ? "the server wants an ssh key: set ssh_key_file in this repository's credentials"
+                                       : "the server asks for a credential type skiff-gitops does not support");
   return GIT_EUSER;
 }
 
-static int progress_cb(const git_indexer_progress *stats, void *payload) {
-  (void)stats;
-  cred_ctx_t *c = payload;
+static int over(cred_ctx_t *c) {
   if (c->cred && c->cred->cancel && *c->cred->cancel) {
     git_error_set_str(GIT_ERROR_NET, "fetch cancelled: the daemon is stopping");
     return GIT_EUSER;
   }
+  if (c->deadline && mono_ms() > c->deadline) {
+    c->timed_out = 1;
+    git_error_set_str(GIT_ERROR_NET, "the fetch took longer than fetch_timeout");
+    return GIT_EUSER;
+  }
   return 0;
+}
+
+static int progress_cb(const git_indexer_progress *stats, void *payload) {
+  (void)stats;
+  return over(payload);
+}
+
+static int sideband_cb(const char *str, int len, void *payload) {
+  (void)str;
+  (void)len;
+  return over(payload);
+}
+
+/* ssh host keys: only those in the credential's known_hosts file (OpenSSH
+ * format, hashed names included; "[host]:port" for other ports), read by
+ * libssh2. Anything else - no file, unknown host, another key - refuses
+ * the connection. Other transports keep libgit2's TLS verification. */
+static int cert_cb(git_cert *cert, int valid, const char *host, void *payload) {
+  cred_ctx_t *c = payload;
+  (void)valid; /* libgit2's own check reads ~/.ssh/known_hosts: not ours */
+  if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2) return GIT_PASSTHROUGH; /* TLS: libgit2 verifies */
+  const git_cert_hostkey *hk = (const git_cert_hostkey *)cert;
+  const char *kh_file = c->cred ? c->cred->known_hosts_file : NULL;
+  int rc = GIT_ECERTIFICATE;
+  LIBSSH2_SESSION *sess = NULL;
+  LIBSSH2_KNOWNHOSTS *kh = NULL;
+  if (!kh_file || !*kh_file) {
+    snprintf(c->host_err, sizeof c->host_err,
+             "host key of %s not verified: set known_hosts_file in this repository's credentials", host);
+    goto out;
+  }
+  if (!(hk->type & GIT_CERT_SSH_RAW) || !hk->hostkey || !hk->hostkey_len) {
+    snprintf(c->host_err, sizeof c->host_err, "host key of %s: libssh2 gave no raw key to check", host);
+    goto out;
+  }
+  int ktype;
+  switch (hk->raw_type) {
+  case GIT_CERT_SSH_RAW_TYPE_RSA: ktype = LIBSSH2_KNOWNHOST_KEY_SSHRSA; break;
+  case GIT_CERT_SSH_RAW_TYPE_DSS: ktype = LIBSSH2_KNOWNHOST_KEY_SSHDSS; break;
+  case GIT_CERT_SSH_RAW_TYPE_KEY_ECDSA_256: ktype = LIBSSH2_KNOWNHOST_KEY_ECDSA_256; break;
+  case GIT_CERT_SSH_RAW_TYPE_KEY_ECDSA_384: ktype = LIBSSH2_KNOWNHOST_KEY_ECDSA_384; break;
+  case GIT_CERT_SSH_RAW_TYPE_KEY_ECDSA_521: ktype = LIBSSH2_KNOWNHOST_KEY_ECDSA_521; break;
+  case GIT_CERT_SSH_RAW_TYPE_KEY_ED25519: ktype = LIBSSH2_KNOWNHOST_KEY_ED25519; break;
+  default:
+    snprintf(c->host_err, sizeof c->host_err, "host key of %s: unknown key type", host);
+    goto out;
+  }
+  if (!(sess = libssh2_session_init()) || !(kh = libssh2_knownhost_init(sess))) {
+    snprintf(c->host_err, sizeof c->host_err, "host key of %s: out of memory", host);
+    goto out;
+  }
+  if (libssh2_knownhost_readfile(kh, kh_file, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+    snprintf(c->host_err, sizeof c->host_err, "known_hosts_file %s: cannot be read or parsed", kh_file);
+    goto out;
+  }
+  struct libssh2_knownhost *entry = NULL;
+  int m = libssh2_knownhost_checkp(kh, host, c->port, hk->hostkey, hk->hostkey_len,
+                                   LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | ktype, &entry);
+  char shown[300];
+  if (c->port == 22) snprintf(shown, sizeof shown, "%s", host);
+  else snprintf(shown, sizeof shown, "[%s]:%d", host, c->port);
+  if (m == LIBSSH2_KNOWNHOST_CHECK_MATCH) rc = 0;
+  else if (m == LIBSSH2_KNOWNHOST_CHECK_MISMATCH)
+    snprintf(c->host_err, sizeof c->host_err,
+             "host key verification failed: the key of %s does not match %s (possible man-in-the-middle)", shown,
+             kh_file);
+  else
+    snprintf(c->host_err, sizeof c->host_err, "host key verification failed: %s is not in %s (unknown host refused)",
+             shown, kh_file);
+out:
+  if (rc != 0) {
+    c->host_refused = 1;
+    git_error_set_str(GIT_ERROR_SSH, c->host_err);
+  }
+  if (kh) libssh2_knownhost_free(kh);
+  if (sess) libssh2_session_free(sess);
+  return rc;
+}
+
+int gx_git_url_endpoint(const char *url, char *host, size_t hostlen, int *port) {
+  const char *p;
+  int def;
+  if (!strncasecmp(url, "file://", 7) || url[0] == '/' || url[0] == '.') return SK_ENOTSUP;
+  if (!strncasecmp(url, "git://", 6)) p = url + 6, def = 9418;
+  else if (!strncasecmp(url, "ssh://", 6)) p = url + 6, def = 22;
+  else if (!strncasecmp(url, "git+ssh://", 10)) p = url + 10, def = 22;
+  else if (!strncasecmp(url, "http://", 7)) p = url + 7, def = 80;
+  else if (!strncasecmp(url, "https://", 8)) p = url + 8, def = 443;
+  else if (!strstr(url, "://") && strchr(url, ':')) { /* scp-like [user@]host:path */
+    const char *at = strchr(url, '@'), *colon = strchr(url, ':');
+    const char *hs = at && at < colon ? at + 1 : url;
+    size_t n = (size_t)(colon - hs);
+    if (!n || n >= hostlen) return SK_EINVAL;
+    memcpy(host, hs, n);
+    host[n] = 0;
+    *port = 22;
+    return 0;
+  } else {
+    return SK_EINVAL;
+  }
+  const char *end = p + strcspn(p, "/?#");
+  const char *at = NULL;
+  for (const char *q = p; q < end; q++)
+    if (*q == '@') at = q; /* credentials: the host follows the last '@' */
+  if (at) p = at + 1;
+  const char *hs = p, *he;
+  const char *portp = NULL;
+  if (*p == '[') {
+    he = memchr(p, ']', (size_t)(end - p));
+    if (!he) return SK_EINVAL;
+    hs = p + 1;
+    if (he + 1 < end && he[1] == ':') portp = he + 2;
+  } else {
+    he = memchr(p, ':', (size_t)(end - p));
+    if (he) portp = he + 1;
+    else he = end;
+  }
+  size_t n = (size_t)(he - hs);
+  if (!n || n >= hostlen) return SK_EINVAL;
+  memcpy(host, hs, n);
+  host[n] = 0;
+  *port = def;
+  if (portp && portp < end) {
+    long v = 0;
+    for (const char *q = portp; q < end; q++) {
+      if (!isdigit((unsigned char)*q) || v > 65535) return SK_EINVAL;
+      v = v * 10 + (*q - '0');
+    }
+    if (v <= 0 || v > 65535) return SK_EINVAL;
+    *port = (int)v;
+  }
+  return 0;
+}
+
+int gx_git_probe(const char *host, int port, uint64_t timeout_ms, const volatile int *cancel, char *err,
+                 size_t errlen) {
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res = NULL;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  int g = getaddrinfo(host, ps, &hints, &res);
+  if (g != 0) {
+    snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(g));
+    return SK_EIO;
+  }
+  uint64_t deadline = mono_ms() + timeout_ms;
+  int rc = SK_ETIMEDOUT, last_errno = 0;
+  for (struct addrinfo *ai = res; ai && rc != 0; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      rc = 0;
+    } else if (errno == EINPROGRESS) {
+      for (;;) {
+        uint64_t now = mono_ms();
+        if (now >= deadline || (cancel && *cancel)) break;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        uint64_t left = deadline - now;
+        int pr = poll(&pfd, 1, left > 100 ? 100 : (int)left);
+        if (pr < 0 && errno != EINTR) break;
+        if (pr > 0) {
+          int soerr = 0;
+          socklen_t sl = sizeof soerr;
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+          if (soerr == 0) rc = 0;
+          else last_errno = soerr;
+          break;
+        }
+      }
+    } else {
+      last_errno = errno;
+    }
+    close(fd);
+    if (rc != 0 && mono_ms() >= deadline) break;
+  }
+  freeaddrinfo(res);
+  if (rc == 0) return 0;
+  if (cancel && *cancel) {
+    snprintf(err, errlen, "connect to %s:%d cancelled: the daemon is stopping", host, port);
+    return SK_ECANCELED;
+  }
+  if (mono_ms() >= deadline) {
+    snprintf(err, errlen, "connect timeout after %llus to %s:%d", (unsigned long long)(timeout_ms / 1000), host,
+             port);
+    return SK_ETIMEDOUT;
+  }
+  snprintf(err, errlen, "failed to connect to %s:%d: %s", host, port, strerror(last_errno ? last_errno : ECONNREFUSED));
+  return SK_EIO;
 }
 
 int gx_git_fetch(gx_git_t *g, const gx_git_cred_t *cred, char *err, size_t errlen) {
@@ -121,14 +340,44 @@ int gx_git_fetch(gx_git_t *g, const gx_git_cred_t *cred, char *err, size_t errle
   git_strarray refspecs = {specs, 2};
   git_fetch_options fo;
   git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
-  cred_ctx_t cc = {.cred = cred};
+  cred_ctx_t cc = {.cred = cred, .port = 22};
+  char host[256];
+  int port = 0;
+  if (gx_git_url_endpoint(g->url, host, sizeof host, &port) == 0) {
+    cc.port = port;
+    /* libgit2 1.5 has no connect timeout: a host that drops SYNs would
+     * hold the reconciler for the kernel's TCP timeout (minutes) */
+    if (cred && cred->connect_timeout_ms) {
+      char perr[512];
+      int prc = gx_git_probe(host, port, cred->connect_timeout_ms, cred->cancel, perr, sizeof perr);
+      if (prc < 0) {
+        snprintf(err, errlen, "fetch %s: %s", g->url, perr);
+        rc = prc;
+        goto out;
+      }
+    }
+  }
+  if (cred && cred->fetch_timeout_ms) cc.deadline = mono_ms() + cred->fetch_timeout_ms;
   fo.callbacks.credentials = cred_cb;
   fo.callbacks.transfer_progress = progress_cb;
+  fo.callbacks.sideband_progress = sideband_cb;
+  fo.callbacks.certificate_check = cert_cb;
   fo.callbacks.payload = &cc;
   fo.prune = GIT_FETCH_PRUNE;
   fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
   fo.update_fetchhead = 0;
   if (git_remote_fetch(rem, &refspecs, &fo, "skiff-gitops fetch") < 0) {
+    if (cc.host_refused) {
+      snprintf(err, errlen, "fetch %s: %s", g->url, cc.host_err);
+      rc = SK_EFORBID;
+      goto out;
+    }
+    if (cc.timed_out) {
+      snprintf(err, errlen, "fetch %s: timed out after %llus (fetch_timeout)", g->url,
+               (unsigned long long)(cred->fetch_timeout_ms / 1000));
+      rc = SK_ETIMEDOUT;
+      goto out;
+    }
     const git_error *e = git_error_last();
     int auth = cc.tries > 0 || (e && e->message && (strstr(e->message, "401") || strstr(e->message, "403") ||
                                                    strstr(e->message, "authentication")));

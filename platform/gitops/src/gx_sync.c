@@ -12,6 +12,7 @@
  *      health, resources, operationState, conditions, history) is written
  *      through the status subresource when it changed. */
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,18 @@ typedef struct item {
   char health[16];
   char result[16]; /* Synced, SyncFailed, "" untouched */
   char message[512];
+  gx_sync_opts_t opts; /* the app's options, overridden by the document's annotation */
+  json_t *body;        /* what an apply sends (owned) */
 } item_t;
+
+/* A live object of the app that left Git. */
+typedef struct gone {
+  json_t *o; /* borrowed */
+  const gx_kindinfo_t *ki;
+  int wave;      /* its sync-wave, or INT_MAX with PruneLast */
+  int opted_out; /* Prune=false */
+  int pruned;
+} gone_t;
 
 static void now_iso(char *out, size_t len) {
   time_t t = time(NULL);
@@ -88,13 +100,92 @@ static void mark(json_t *doc, const char *app_name, const char *tracking) {
   json_object_set_new(a, GX_ANN_TRACKING, json_string(tracking));
   json_object_del(m, "resourceVersion");
   json_object_del(doc, "status");
+  json_t *fs = gx_field_set(doc);
+  char *fst = json_dumps(fs, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(fs);
+  if (fst) json_object_set_new(a, GX_ANN_APPLIED_FIELDS, json_string(fst));
+  free(fst);
 }
 
-static int prune_opted_out(const json_t *live) {
+/* The options a live object carries (for what left Git: Prune, PruneLast),
+ * over the app's. */
+static gx_sync_opts_t live_opts(const gx_sync_opts_t *app_opts, const json_t *live) {
+  gx_sync_opts_t o = *app_opts;
+  char e[512];
+  gx_sync_opts_parse_list(&o, gx_annotation(live, GX_ANN_ARGO_OPTIONS), e, sizeof e);
   const char *p = gx_annotation(live, GX_ANN_PRUNE);
-  if (p && !strcmp(p, "false")) return 1;
-  const char *o = gx_annotation(live, GX_ANN_ARGO_OPTIONS);
-  return o && strstr(o, "Prune=false");
+  if (p && !strcmp(p, "false")) o.prune = 0;
+  return o;
+}
+
+static int live_wave(const json_t *live) {
+  const char *w = gx_annotation(live, GX_ANN_WAVE);
+  if (!w) w = gx_annotation(live, GX_ANN_ARGO_WAVE);
+  if (!w) return 0;
+  char *end;
+  long v = strtol(w, &end, 10);
+  return *end || v < -1000000 || v > 1000000 ? 0 : (int)v;
+}
+
+/* ignoreDifferences: the ignored fields become null on both sides (array
+ * positions kept), so the comparison does not see them. */
+typedef struct blank {
+  json_t *a, *b;
+} blank_t;
+
+static void blank_cb(const char *ptr, void *ud) {
+  blank_t *x = ud;
+  if (gx_json_pointer_get(x->a, ptr)) gx_json_pointer_put(x->a, ptr, json_null());
+  if (gx_json_pointer_get(x->b, ptr)) gx_json_pointer_put(x->b, ptr, json_null());
+}
+
+/* RespectIgnoreDifferences: an apply keeps the live value of ignored fields. */
+typedef struct keep {
+  json_t *body;
+  const json_t *live;
+} keep_t;
+
+static void keep_cb(const char *ptr, void *ud) {
+  keep_t *k = ud;
+  json_t *lv = gx_json_pointer_get(k->live, ptr);
+  if (lv) gx_json_pointer_put(k->body, ptr, json_deep_copy(lv));
+  else if (gx_json_pointer_get(k->body, ptr)) gx_json_pointer_put(k->body, ptr, NULL);
+}
+
+static int in_sync(const item_t *it, const json_t *ignore, char *where, size_t wlen) {
+  int any = 0;
+  if (it->live && json_array_size(ignore)) {
+    /* only copy when a rule names this object */
+    blank_t x = {json_deep_copy(it->r->doc), json_deep_copy(it->live)};
+    gx_ignore_foreach(ignore, it->r->api_version, it->r->kind, it->r->ns, it->r->name, blank_cb, &x);
+    any = gx_doc_in_sync(x.a, x.b, where, wlen);
+    json_decref(x.a);
+    json_decref(x.b);
+  } else {
+    any = gx_doc_in_sync(it->r->doc, it->live, where, wlen);
+  }
+  if (!any && strstr(where, GX_ANN_APPLIED_FIELDS)) snprintf(where, wlen, "fields Git no longer sets");
+  return any;
+}
+
+/* The document an apply sends: Git's merged into live (fields others set
+ * live are kept, fields Git dropped since the last apply are removed), or
+ * Git's as it is with Replace=true. */
+static json_t *apply_body(const item_t *it, const json_t *ignore) {
+  json_t *body;
+  if (it->opts.replace == 1 || !it->live) {
+    body = json_deep_copy(it->r->doc);
+  } else {
+    const char *lf = gx_annotation(it->live, GX_ANN_APPLIED_FIELDS);
+    json_t *last = lf ? json_loads(lf, 0, NULL) : NULL;
+    body = gx_merge_apply(last, it->r->doc, it->live);
+    json_decref(last);
+  }
+  if (it->live && it->opts.respect_ignore == 1) {
+    keep_t k = {body, it->live};
+    gx_ignore_foreach(ignore, it->r->api_version, it->r->kind, it->r->ns, it->r->name, keep_cb, &k);
+  }
+  return body;
 }
 
 static json_t *status_resource(const item_t *it) {
@@ -139,20 +230,42 @@ static json_t *base_status(const json_t *app) {
   return st;
 }
 
-/* st still holds the previous status: an unchanged condition keeps its
- * lastTransitionTime (so a standing error does not rewrite status). */
-static void set_condition(json_t *st, const char *type, const char *reason, const char *message) {
-  json_t *conds = json_array();
-  if (type) {
-    char ts[32];
-    now_iso(ts, sizeof ts);
-    const json_t *old = json_array_get(json_object_get(st, "conditions"), 0);
-    if (old && !strcmp(sk_json_get_str(old, "type", ""), type) && !strcmp(sk_json_get_str(old, "message", ""), message))
+static void add_condition(json_t *conds, const json_t *old_conds, const char *type, const char *reason,
+                          const char *message) {
+  char ts[32];
+  now_iso(ts, sizeof ts);
+  size_t i;
+  json_t *old;
+  json_array_foreach(old_conds, i, old) {
+    if (!strcmp(sk_json_get_str(old, "type", ""), type) && !strcmp(sk_json_get_str(old, "message", ""), message))
       snprintf(ts, sizeof ts, "%s", sk_json_get_str(old, "lastTransitionTime", ts));
-    json_array_append_new(conds, json_pack("{s:s, s:s, s:s, s:s}", "type", type, "reason", reason ? reason : type,
-                                           "message", message, "lastTransitionTime", ts));
   }
+  json_array_append_new(conds, json_pack("{s:s, s:s, s:s, s:s}", "type", type, "reason", reason ? reason : type,
+                                         "message", message, "lastTransitionTime", ts));
+}
+
+/* st still holds the previous status: an unchanged condition keeps its
+ * lastTransitionTime (so a standing error does not rewrite status). The
+ * error (type non-NULL) comes first, then the warnings ({type, reason,
+ * message} objects), then carry (old conditions kept as they are). */
+static void set_conditions(json_t *st, const char *type, const char *reason, const char *message,
+                           const json_t *warnings, const json_t *carry) {
+  json_t *old = json_incref(json_object_get(st, "conditions"));
+  json_t *conds = json_array();
+  size_t i;
+  json_t *c;
+  json_array_foreach(carry, i, c) json_array_append(conds, c);
+  if (type) add_condition(conds, old, type, reason, message);
+  json_array_foreach(warnings, i, c) {
+    add_condition(conds, old, sk_json_get_str(c, "type", ""), sk_json_get_str(c, "reason", ""),
+                  sk_json_get_str(c, "message", ""));
+  }
+  json_decref(old);
   json_object_set_new(st, "conditions", conds);
+}
+
+static void set_condition(json_t *st, const char *type, const char *reason, const char *message) {
+  set_conditions(st, type, reason, message, NULL, NULL);
 }
 
 /* The sync/rollback request annotations this status answers (skiff app
@@ -221,17 +334,22 @@ static void fail_text(const item_t *it, const gx_ctl_resp_t *resp, char *out, si
            resp->status == 403 ? "denied: " : "", m);
 }
 
-/* POST /api/v1/batch with todo[w0, w1) as applies (dry: only checked);
- * *ans is the answer parsed (NULL if none). resp must be released. */
-static int batch_apply(gx_sync_env_t *env, item_t **todo, size_t w0, size_t w1, int dry, gx_ctl_resp_t *resp,
-                       json_t **ans) {
+/* POST /api/v1/batch with todo[a0, a1) as applies then prs[p0, p1) as
+ * deletes (dry: only checked); *ans is the answer parsed (NULL if none).
+ * resp must be released. */
+static int batch_send(gx_sync_env_t *env, item_t **todo, size_t a0, size_t a1, gone_t **prs, size_t p0, size_t p1,
+                      int dry, gx_ctl_resp_t *resp, json_t **ans) {
   memset(resp, 0, sizeof *resp);
   sk_buf_init(&resp->body);
   *ans = NULL;
   json_t *body = json_pack("{s:b, s:[]}", "dryRun", dry, "items");
   json_t *arr = json_object_get(body, "items");
-  for (size_t i = w0; i < w1; i++)
-    json_array_append_new(arr, json_pack("{s:s, s:O}", "op", "apply", "object", todo[i]->r->doc));
+  for (size_t i = a0; i < a1; i++)
+    json_array_append_new(arr, json_pack("{s:s, s:O}", "op", "apply", "object", todo[i]->body));
+  for (size_t i = p0; i < p1; i++)
+    json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "op", "delete", "kind", prs[i]->ki->plural,
+                                         "namespace", sk_json_get_str(prs[i]->o, "metadata.namespace", ""), "name",
+                                         sk_json_get_str(prs[i]->o, "metadata.name", "")));
   char *text = json_dumps(body, JSON_COMPACT);
   json_decref(body);
   int crc = text ? gx_ctl_call(env->ctl, "POST", "/api/v1/batch", "application/json", text, strlen(text), resp)
@@ -239,6 +357,11 @@ static int batch_apply(gx_sync_env_t *env, item_t **todo, size_t w0, size_t w1, 
   free(text);
   if (crc == 0 && resp->body.len) *ans = json_loadb(resp->body.data, resp->body.len, 0, NULL);
   return crc;
+}
+
+static int gone_cmp(const void *x, const void *y) {
+  const gone_t *a = *(const gone_t *const *)x, *b = *(const gone_t *const *)y;
+  return a->wave < b->wave ? -1 : a->wave > b->wave;
 }
 
 int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, const char *revision,
@@ -257,6 +380,27 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
   size_t nreq = 0;
   json_t *st = NULL;
   int rc = 0;
+  gone_t *gones = NULL;
+  size_t ngone = 0;
+  /* sync options and ignoreDifferences */
+  const json_t *ignore = sk_json_get(app, "spec.ignoreDifferences");
+  gx_sync_opts_t app_opts;
+  gx_sync_opts_init(&app_opts);
+  json_t *warnings = json_array();
+  sk_buf_t unknown;
+  sk_buf_init(&unknown);
+  int validate_off = 0;
+  {
+    size_t i;
+    json_t *o;
+    json_array_foreach(sk_json_get(app, "spec.syncPolicy.syncOptions"), i, o) {
+      const char *t = json_string_value(o);
+      char e[300];
+      if (t && gx_sync_opt_parse(&app_opts, t, strlen(t), e, sizeof e) < 0)
+        sk_buf_printf(&unknown, "%sspec.syncPolicy.syncOptions[%zu]: %s", unknown.len ? "; " : "", i, e);
+    }
+    validate_off = app_opts.validate == 0;
+  }
 
   if (!label_value_ok(app_name)) {
     snprintf(res->message, sizeof res->message,
@@ -277,6 +421,12 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
       goto status;
     }
     it->ski = storage_of(env, it->ki);
+    it->opts = app_opts;
+    char e[1024];
+    if (gx_sync_opts_parse_list(&it->opts, gx_annotation(r->doc, GX_ANN_ARGO_OPTIONS), e, sizeof e) > 0 &&
+        unknown.len < 4096)
+      sk_buf_printf(&unknown, "%s%s: %s %s/%s: %s", unknown.len ? "; " : "", r->src, r->kind, r->ns, r->name, e);
+    if (it->opts.validate == 0) validate_off = 1;
     mark(r->doc, app_name, tracking);
     snprintf(it->health, sizeof it->health, "Missing");
   }
@@ -362,7 +512,7 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
     }
     for (size_t i = 0; i < n; i++) {
       item_t *it = &items[i];
-      it->changed = !gx_doc_in_sync(it->r->doc, it->live, it->where, sizeof it->where);
+      it->changed = !in_sync(it, ignore, it->where, sizeof it->where);
       if (it->live) snprintf(it->health, sizeof it->health, "%s", gx_health_of(it->live));
       if (it->changed) res->out_of_sync++;
     }
@@ -378,8 +528,20 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
     json_decref(matched);
     free(conv);
   }
-  json_t *gone = json_object_get(live, "\x01gone");
-  size_t ngone = json_array_size(gone);
+  {
+    json_t *gone = json_object_get(live, "\x01gone");
+    gones = sk_xcalloc(json_array_size(gone) + 1, sizeof *gones);
+    size_t j;
+    json_t *o;
+    json_array_foreach(gone, j, o) {
+      gone_t *g = &gones[ngone++];
+      gx_sync_opts_t lo = live_opts(&app_opts, o);
+      g->o = o;
+      g->ki = kind_for(env, sk_json_get_str(o, "apiVersion", ""), sk_json_get_str(o, "kind", ""));
+      g->opted_out = lo.prune == 0;
+      g->wave = lo.prune_last == 1 ? INT_MAX : live_wave(o);
+    }
+  }
   res->out_of_sync += (int)ngone;
 
   if (mode == GX_SYNC_APPLY) {
@@ -393,24 +555,31 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
       goto status;
     }
     item_t **todo = sk_xcalloc(n + 1, sizeof *todo);
-    size_t ntodo = 0;
+    gone_t **prs = sk_xcalloc(ngone + 1, sizeof *prs);
+    size_t ntodo = 0, npr = 0;
     for (size_t i = 0; i < n; i++)
-      if (items[i].changed) todo[ntodo++] = &items[i];
+      if (items[i].changed) {
+        todo[ntodo++] = &items[i];
+        items[i].body = apply_body(&items[i], ignore);
+      }
     qsort(todo, ntodo, sizeof *todo, item_cmp);
+    for (size_t i = 0; prune && i < ngone; i++)
+      if (!gones[i].opted_out && gones[i].ki) prs[npr++] = &gones[i];
+    qsort(prs, npr, sizeof *prs, gone_cmp);
     /* 3. dry run of every change: all in one batch request; when control
      * refuses it, every document alone, so that each refusal is named */
     gx_ctl_resp_t dresp;
     json_t *dans = NULL;
     memset(&dresp, 0, sizeof dresp);
     sk_buf_init(&dresp.body);
-    int dcrc = ntodo ? batch_apply(env, todo, 0, ntodo, 1, &dresp, &dans) : 0;
+    int dcrc = ntodo ? batch_send(env, todo, 0, ntodo, NULL, 0, 0, 1, &dresp, &dans) : 0;
     size_t nfail = 0;
     if (ntodo && (dcrc < 0 || dresp.status != 200)) {
       for (size_t i = 0; i < ntodo; i++) {
         item_t *it = todo[i];
         reqs[i].method = it->exists ? "PUT" : "POST";
         reqs[i].path = obj_path(it->ki, it->r->ns, it->exists ? it->r->name : NULL, "dryRun=All");
-        reqs[i].body = json_dumps(it->r->doc, JSON_COMPACT);
+        reqs[i].body = json_dumps(it->body, JSON_COMPACT);
         reqs[i].ctype = "application/json";
       }
       nreq = ntodo;
@@ -450,18 +619,24 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
     gx_ctl_resp_done(&dresp);
     /* 4. apply, one wave at a time, each wave in ONE control transaction
      * (POST /api/v1/batch): a wave is written entirely or not at all, and
-     * the next wave starts only once the earlier one is committed */
-    for (size_t w0 = 0; rc == 0 && w0 < ntodo;) {
-      size_t w1 = w0;
-      while (w1 < ntodo && todo[w1]->r->wave == todo[w0]->r->wave) w1++;
+     * the next wave starts only once the earlier one is committed. What
+     * left Git is deleted in its own wave's batch, after the wave's
+     * applies (PruneLast: after every wave). */
+    for (size_t a0 = 0, p0 = 0; rc == 0 && (a0 < ntodo || p0 < npr);) {
+      int w = a0 < ntodo ? todo[a0]->r->wave : INT_MAX;
+      if (p0 < npr && prs[p0]->wave < w) w = prs[p0]->wave;
+      size_t a1 = a0, p1 = p0;
+      while (a1 < ntodo && todo[a1]->r->wave == w) a1++;
+      while (p1 < npr && prs[p1]->wave == w) p1++;
       gx_ctl_resp_t resp;
       json_t *ans = NULL;
-      int crc = batch_apply(env, todo, w0, w1, 0, &resp, &ans);
+      int crc = batch_send(env, todo, a0, a1, prs, p0, p1, 0, &resp, &ans);
       json_t *results = json_object_get(ans, "items");
-      if (crc == 0 && resp.status == 200 && json_array_size(results) == w1 - w0) {
-        for (size_t i = w0; i < w1; i++) {
+      size_t na = a1 - a0, np = p1 - p0;
+      if (crc == 0 && resp.status == 200 && json_array_size(results) == na + np) {
+        for (size_t i = a0; i < a1; i++) {
           item_t *it = todo[i];
-          json_t *one = json_array_get(results, i - w0);
+          json_t *one = json_array_get(results, i - a0);
           snprintf(it->result, sizeof it->result, "Synced");
           it->changed = 0;
           it->where[0] = 0;
@@ -472,57 +647,52 @@ int gx_sync_app(gx_sync_env_t *env, const json_t *app, gx_resset_t *desired, con
           if (strcmp(sk_json_get_str(one, "result", ""), "unchanged")) res->applied++;
           res->out_of_sync--;
         }
+        for (size_t i = p0; i < p1; i++) {
+          prs[i]->pruned = 1;
+          res->pruned++;
+          res->out_of_sync--;
+        }
       } else {
         /* nothing of this wave was written: the failed item (when control
          * named it) carries the cause, the others stay out of sync */
         int64_t idx = sk_json_get_int(ans, "details.index", -1);
-        item_t *it = idx >= 0 && (size_t)idx < w1 - w0 ? todo[w0 + (size_t)idx] : todo[w0];
-        if (crc < 0) {
-          snprintf(it->message, sizeof it->message, "control unreachable: %s", sk_strerror(crc));
-        } else {
-          fail_text(it, &resp, it->message, sizeof it->message);
+        const char *wname = w == INT_MAX ? "PruneLast" : NULL;
+        char wbuf[32];
+        if (!wname) {
+          snprintf(wbuf, sizeof wbuf, "%d", w);
+          wname = wbuf;
         }
-        snprintf(it->result, sizeof it->result, "SyncFailed");
-        snprintf(res->message, sizeof res->message, "apply failed in wave %d, nothing of the wave was written: %s",
-                 it->r->wave, it->message);
+        if (idx >= (int64_t)na && (size_t)idx < na + np) {
+          gone_t *g = prs[p0 + (size_t)(idx - (int64_t)na)];
+          char m[1024];
+          if (crc < 0) snprintf(m, sizeof m, "control unreachable: %s", sk_strerror(crc));
+          else gx_ctl_message(&resp, m, sizeof m);
+          snprintf(res->message, sizeof res->message,
+                   "prune failed in wave %s, nothing of the wave was written: %s %s/%s: %s", wname,
+                   sk_json_get_str(g->o, "kind", ""), sk_json_get_str(g->o, "metadata.namespace", ""),
+                   sk_json_get_str(g->o, "metadata.name", ""), m);
+        } else {
+          item_t *it = idx >= 0 && (size_t)idx < na ? todo[a0 + (size_t)idx] : na ? todo[a0] : NULL;
+          char m[1024];
+          if (crc < 0) snprintf(m, sizeof m, "control unreachable: %s", sk_strerror(crc));
+          else if (it) fail_text(it, &resp, m, sizeof m);
+          else gx_ctl_message(&resp, m, sizeof m);
+          if (it) {
+            snprintf(it->message, sizeof it->message, "%.500s", m);
+            snprintf(it->result, sizeof it->result, "SyncFailed");
+          }
+          snprintf(res->message, sizeof res->message, "apply failed in wave %s, nothing of the wave was written: %s",
+                   wname, m);
+        }
         rc = crc < 0 ? crc : SK_EHTTP;
       }
       json_decref(ans);
       gx_ctl_resp_done(&resp);
-      w0 = w1;
+      a0 = a1;
+      p0 = p1;
     }
     free(todo);
-    /* prune */
-    if (rc == 0 && prune && ngone) {
-      reqs = sk_xrealloc(reqs, (env->nkinds + n + ngone + 1) * sizeof *reqs);
-      memset(reqs, 0, (env->nkinds + n + ngone + 1) * sizeof *reqs);
-      size_t j;
-      json_t *o;
-      json_array_foreach(gone, j, o) {
-        if (prune_opted_out(o)) continue;
-        const char *kd = sk_json_get_str(o, "kind", "");
-        const gx_kindinfo_t *ki = kind_for(env, sk_json_get_str(o, "apiVersion", ""), kd);
-        if (!ki) continue;
-        reqs[nreq].method = "DELETE";
-        reqs[nreq].path = obj_path(ki, sk_json_get_str(o, "metadata.namespace", ""),
-                                   sk_json_get_str(o, "metadata.name", ""), NULL);
-        nreq++;
-      }
-      gx_ctl_batch(env->ctl, reqs, nreq);
-      for (size_t i = 0; i < nreq; i++) {
-        if (reqs[i].resp.status == 200 || reqs[i].resp.status == 404) {
-          res->pruned++;
-          res->out_of_sync--;
-        } else if (rc == 0) {
-          char m[512];
-          gx_ctl_message(&reqs[i].resp, m, sizeof m);
-          snprintf(res->message, sizeof res->message, "prune %s: %s", reqs[i].path, m);
-          rc = SK_EHTTP;
-        }
-      }
-      gx_ctl_batch_done(reqs, nreq);
-      nreq = 0;
-    }
+    free(prs);
   }
 
 status:
@@ -537,18 +707,16 @@ status:
       int hr = gx_health_rank(items[i].health);
       if (hr > worst) worst = hr;
     }
-    json_t *gone2 = json_object_get(live, "\x01gone");
-    size_t j;
-    json_t *o;
-    json_array_foreach(gone2, j, o) {
-      if (mode == GX_SYNC_APPLY && prune && rc == 0 && !prune_opted_out(o)) continue;
+    for (size_t j = 0; j < ngone; j++) {
+      const json_t *o = gones[j].o;
+      if (gones[j].pruned) continue;
       json_array_append_new(resources,
                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "apiVersion",
                                       sk_json_get_str(o, "apiVersion", ""), "kind", sk_json_get_str(o, "kind", ""),
                                       "namespace", sk_json_get_str(o, "metadata.namespace", ""), "name",
                                       sk_json_get_str(o, "metadata.name", ""), "status", "OutOfSync", "health",
                                       gx_health_of(o), "message",
-                                      prune_opted_out(o) ? "not in Git; pruning disabled for this object"
+                                      gones[j].opted_out ? "not in Git; pruning disabled for this object"
                                                          : "not in Git; requires pruning"));
     }
     static const char *const hnames[] = {"Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown"};
@@ -577,10 +745,18 @@ status:
           json_array_append_new(sres, json_pack("{s:s, s:s, s:s, s:s, s:s}", "kind", items[i].r->kind, "namespace",
                                                 items[i].r->ns, "name", items[i].r->name, "status", items[i].result,
                                                 "message", items[i].message));
+      char omsg[2300];
+      if (rc < 0 && env->retry_next_ms)
+        snprintf(omsg, sizeof omsg, "%s (retrying: attempt #%d in %llus)", res->message, env->retry_count + 1,
+                 (unsigned long long)((env->retry_next_ms + 999) / 1000));
+      else if (rc < 0 && env->retry_count)
+        snprintf(omsg, sizeof omsg, "%s (retry limit reached after %d retries)", res->message, env->retry_count);
+      else
+        snprintf(omsg, sizeof omsg, "%s", rc < 0 ? res->message : "successfully synced");
       json_object_set_new(
           st, "operationState",
-          json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:o, s:i}}", "phase", rc < 0 ? "Failed" : "Succeeded", "message",
-                    rc < 0 ? res->message : "successfully synced", "startedAt", started, "finishedAt", ts,
+          json_pack("{s:s, s:s, s:s, s:s, s:i, s:{s:s, s:o, s:i}}", "phase", rc < 0 ? "Failed" : "Succeeded",
+                    "message", omsg, "startedAt", started, "finishedAt", ts, "retryCount", env->retry_count,
                     "syncResult", "revision", revision ? revision : "", "resources", sres, "pruned", res->pruned));
       const json_t *hist = json_object_get(st, "history");
       size_t hn = json_array_size(hist);
@@ -592,7 +768,27 @@ status:
                     started, ts);
     }
     const char *reason = rc == SK_EFORBID ? "DryRunRefused" : rc == SK_EHTTP ? "ApplyFailed" : rc == SK_EINVAL ? "InvalidManifests" : "ControlError";
-    set_condition(st, rc < 0 ? (mode == GX_SYNC_APPLY ? "SyncError" : "ComparisonError") : NULL, reason, res->message);
+    if (unknown.len)
+      json_array_append_new(warnings, json_pack("{s:s, s:s, s:s}", "type", "InvalidSpecError", "reason",
+                                                "UnknownSyncOption", "message", unknown.data));
+    if (validate_off)
+      json_array_append_new(
+          warnings, json_pack("{s:s, s:s, s:s}", "type", "SyncOptionWarning", "reason", "ValidationAlwaysOn", "message",
+                              "Validate=false is accepted but not honoured: every document is still validated by "
+                              "control's schema checks and the policy engine"));
+    /* a comparison does not answer for the last sync: its SyncError stays
+     * until the next sync (automated, retry or manual) */
+    json_t *carry = json_array();
+    if (mode == GX_SYNC_COMPARE) {
+      size_t ci;
+      json_t *c;
+      json_array_foreach(json_object_get(st, "conditions"), ci, c) {
+        if (!strcmp(sk_json_get_str(c, "type", ""), "SyncError")) json_array_append(carry, c);
+      }
+    }
+    set_conditions(st, rc < 0 ? (mode == GX_SYNC_APPLY ? "SyncError" : "ComparisonError") : NULL, reason,
+                   res->message, warnings, carry);
+    json_decref(carry);
     json_object_set_new(st, "reconciledAt", json_string(ts));
     json_object_set_new(st, "observedGeneration", json_integer(sk_json_get_int(app, "metadata.generation", 0)));
     set_handled(st, app);
@@ -609,6 +805,10 @@ status:
   gx_ctl_batch_done(reqs, nreq);
   free(reqs);
   json_decref(live);
+  for (size_t i = 0; i < n; i++) json_decref(items[i].body);
   free(items);
+  free(gones);
+  json_decref(warnings);
+  sk_buf_done(&unknown);
   return rc;
 }
