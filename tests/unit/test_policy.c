@@ -564,6 +564,9 @@ static void test_jsonpatch_diff(void **state) {
   diff_roundtrip("{l: [1, 2, 3, 4]}", "{l: []}");
   diff_roundtrip("{a: {b: 1}}", "{a: [1]}");
   diff_roundtrip("{a: 1}", "{a: 1}");
+  /* indexes past 9, keys with several escapes */
+  diff_roundtrip("{l: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}", "{l: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 21]}");
+  diff_roundtrip("{m: {'~/a//b~~': 1, n: 2.0}}", "{m: {'~/a//b~~': 3, n: 2.5, '/~': {x: [y]}}}");
 }
 
 static void test_smp_anchors(void **state) {

@@ -172,12 +172,13 @@ static int load(const char *spec_extra, const char *glob, const char *rule_extra
 static const char *attestor(const char *extra) {
   static char buf[4096];
   char ind[2048] = "";
+  size_t off = 0;
   for (const char *p = pubkey_pem; *p;) {
     const char *nl = strchr(p, '\n');
     size_t n = nl ? (size_t)(nl - p) : strlen(p);
-    strcat(ind, "              ");
-    strncat(ind, p, n);
-    strcat(ind, "\n");
+    int w = snprintf(ind + off, sizeof ind - off, "              %.*s\n", (int)n, p);
+    assert_true(w >= 0 && (size_t)w < sizeof ind - off);
+    off += (size_t)w;
     p = nl ? nl + 1 : p + n;
   }
   snprintf(buf, sizeof buf, "      attestors:\n      - entries:\n        - keys:\n            publicKeys: |-\n%s%s", ind,

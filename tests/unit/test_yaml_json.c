@@ -1,8 +1,10 @@
 /* test_yaml_json.c - YAML streams into jansson values, and the json helpers. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "json_int.h"
 #include "sk_test.h"
 #include "skiff/err.h"
 #include "skiff/json.h"
@@ -142,6 +144,51 @@ static void test_json_helpers(void **state) {
   assert_has(err, "2:");
 }
 
+/* The fast reader behind sk_json_parse: the same tree as jansson for what
+ * it takes, and everything unusual handed back (jansson then decides). */
+static void test_json_fast_reader(void **state) {
+  static const char *const same[] = {
+      "{\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"dryRun\":false,\"oldObject\":null,"
+      "\"object\":{\"spec\":{\"replicas\":3,\"ratio\":0.25,\"big\":-9223372036854775808,\"e\":1E+2,\"z\":-0}}}}",
+      " [ 1 , [ ] , { } , \"\" , true , false , null ] \r\n",
+      "\"tab\\there \\\"q\\\" \\/ \\b\\f\\n\\r \\u00e9\\u20AC \\ud83d\\ude00 \\u003c/a\\u003e\"",
+      "{\"caf\xc3\xa9\":\"\xe2\x82\xac\xf0\x9f\x98\x80\",\"k\\n\":{\"k\\n\":1}}",
+      "[0.1,1e-400,123456789012345678,1234567890123456789,-1.5e308]",
+  };
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+    json_t *fast = NULL, *ref = json_loadb(same[i], strlen(same[i]), JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(ref);
+    if (sk__json_parse_fast(same[i], strlen(same[i]), 64, &fast) != 0) fail_msg("fast reader refused: %s", same[i]);
+    char *a = json_dumps(fast, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    char *b = json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    json_decref(fast);
+    json_decref(ref);
+  }
+  /* handed back: errors, duplicates, NUL, overflow, raw control bytes, bad
+   * UTF-8, lone surrogates, leading zeros, trailing bytes, depth */
+  static const char *const back[] = {
+      "{\"a\":1,\"a\":2}", "\"a\\u0000b\"", "1e400", "9223372036854775808", "\"a\tb\"", "\"\xc0\xaf\"",
+      "\"\xed\xa0\x80\"", "\"\\udc00\"", "\"\\ud800x\"", "01", "1.", "-", "[1,]", "{\"a\"}", "[1] x", "tru", "",
+      "[[[[1]]]]",
+  };
+  for (size_t i = 0; i < sizeof back / sizeof back[0]; i++) {
+    json_t *fast = (json_t *)1;
+    if (sk__json_parse_fast(back[i], strlen(back[i]), 3, &fast) == 0) fail_msg("fast reader took: %s", back[i]);
+    assert_null(fast);
+  }
+  /* what it hands back still parses when jansson takes it */
+  json_t *v = NULL;
+  char err[256];
+  assert_int_equal(sk_json_parse("[\"a\\u0000b\"]", 12, 0, 0, &v, err, sizeof err), 0);
+  assert_int_equal(json_string_length(json_array_get(v, 0)), 3);
+  json_decref(v);
+  assert_int_equal(sk_json_parse("1e400", 5, 0, 0, &v, err, sizeof err), SK_EPARSE);
+  assert_has(err, "1:");
+}
+
 static void test_escape(void **state) {
   sk_buf_t b;
   sk_buf_init(&b);
@@ -156,7 +203,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_scalars_core_schema), cmocka_unit_test(test_stream_and_resource),
       cmocka_unit_test(test_yaml_errors),         cmocka_unit_test(test_json_helpers),
-      cmocka_unit_test(test_escape),
+      cmocka_unit_test(test_escape),              cmocka_unit_test(test_json_fast_reader),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

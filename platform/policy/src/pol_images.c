@@ -43,6 +43,16 @@ __attribute__((format(printf, 4, 5))) static int ierr(char *err, size_t errlen, 
   return SK_EINVAL;
 }
 
+/* A field path for messages ("spec.rules[0].verifyImages[1].attestors[0]");
+ * one longer than the buffer is cut and ends in "...". */
+__attribute__((format(printf, 3, 4))) static void where_fmt(char *out, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(out, n, fmt, ap);
+  va_end(ap);
+  if (w >= 0 && (size_t)w >= n && n > 4) memcpy(out + n - 4, "...", 4);
+}
+
 static int globs(const json_t *v, const char *where, const char *key, char *err, size_t errlen) {
   if (!v) return 0;
   if (!json_is_array(v) || !json_array_size(v)) return ierr(err, errlen, where, "%s must be a non-empty list", key);
@@ -82,7 +92,7 @@ static int load_attestor(attestor_t *a, const json_t *v, const char *where, char
   json_t *e;
   char sub[300];
   json_array_foreach(entries, i, e) {
-    snprintf(sub, sizeof sub, "%s.entries[%zu]", where, i);
+    where_fmt(sub, sizeof sub, "%s.entries[%zu]", where, i);
     if (!json_is_object(e)) return ierr(err, errlen, sub, "must be a mapping");
     json_object_foreach(e, k, x) {
       if (strcmp(k, "keys"))
@@ -92,7 +102,7 @@ static int load_attestor(attestor_t *a, const json_t *v, const char *where, char
     if (!json_is_object(keys)) return ierr(err, errlen, sub, "keys is required (keys.publicKeys: PEM)");
     json_object_foreach(keys, k, x) {
       char ks[340];
-      snprintf(ks, sizeof ks, "%s.keys.%s", sub, k);
+      where_fmt(ks, sizeof ks, "%s.keys.%s", sub, k);
       if (!strcmp(k, "publicKeys")) {
         if (!json_is_string(x)) return ierr(err, errlen, ks, "must be a PEM string");
       } else if (!strcmp(k, "signatureAlgorithm")) {
@@ -108,7 +118,7 @@ static int load_attestor(attestor_t *a, const json_t *v, const char *where, char
     }
     const char *pem = json_string_value(json_object_get(keys, "publicKeys"));
     if (!pem) return ierr(err, errlen, sub, "keys.publicKeys is required");
-    snprintf(sub, sizeof sub, "%s.entries[%zu].keys.publicKeys", where, i);
+    where_fmt(sub, sizeof sub, "%s.entries[%zu].keys.publicKeys", where, i);
     int rc = load_key(a, pem, sub, err, errlen);
     if (rc < 0) return rc;
   }
@@ -131,7 +141,7 @@ static int load_one(pol_imgrule_t *ir, const json_t *v, const char *where, pol_a
   char sub[300];
   int rc;
   json_object_foreach((json_t *)v, k, x) {
-    snprintf(sub, sizeof sub, "%s.%s", where, k);
+    where_fmt(sub, sizeof sub, "%s.%s", where, k);
     if (!strcmp(k, "imageReferences") || !strcmp(k, "skipImageReferences")) {
       if ((rc = globs(x, where, k, err, errlen)) < 0) return rc;
     } else if (!strcmp(k, "attestors")) {
@@ -186,7 +196,7 @@ int pol_imgrules_load(pol_rule_t *rule, const json_t *list, const char *where, c
   json_t *v;
   json_array_foreach(list, i, v) {
     char sub[300];
-    snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+    where_fmt(sub, sizeof sub, "%s[%zu]", where, i);
     rule->nimages++;
     int rc = load_one(&rule->images[i], v, sub, &rule->action, err, errlen);
     if (rc < 0) return rc;

@@ -450,7 +450,7 @@ int pol_set_load_path(pol_set_t *s, const char *path, char *err, size_t errlen) 
     names[n++] = sk_xstrdup(de->d_name);
   }
   closedir(d);
-  if (rc == 0) qsort(names, n, sizeof *names, cmp_str);
+  if (rc == 0 && n > 1) qsort(names, n, sizeof *names, cmp_str);
   for (size_t i = 0; i < n && rc == 0; i++) {
     char full[4096];
     snprintf(full, sizeof full, "%s/%s", path, names[i]);

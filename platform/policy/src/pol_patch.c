@@ -280,11 +280,14 @@ int pol_jsonpatch_apply(json_t **doc, const json_t *ops, char *err, size_t errle
 
 static void ptr_append(sk_buf_t *b, const char *k, size_t n) {
   sk_buf_append(b, "/", 1);
+  size_t run = 0; /* bytes from here on need no escape */
   for (size_t i = 0; i < n; i++) {
-    if (k[i] == '~') sk_buf_append(b, "~0", 2);
-    else if (k[i] == '/') sk_buf_append(b, "~1", 2);
-    else sk_buf_append(b, k + i, 1);
+    if (k[i] != '~' && k[i] != '/') continue;
+    sk_buf_append(b, k + run, i - run);
+    sk_buf_append(b, k[i] == '~' ? "~0" : "~1", 2);
+    run = i + 1;
   }
+  sk_buf_append(b, k + run, n - run);
 }
 
 static void emit(json_t *ops, const char *op, sk_buf_t *path, const json_t *v) {
@@ -293,6 +296,18 @@ static void emit(json_t *ops, const char *op, sk_buf_t *path, const json_t *v) {
   json_object_set_new(o, "path", json_stringn(path->data ? path->data : "", path->len));
   if (v) json_object_set_new(o, "value", json_deep_copy(v));
   json_array_append_new(ops, o);
+}
+
+/* An array index as a pointer token (what "%zu" gives, without printf). */
+static size_t idx_token(char *buf, size_t i) {
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + i % 10);
+    i /= 10;
+  } while (i);
+  for (size_t k = 0; k < n; k++) buf[k] = tmp[n - 1 - k];
+  return n;
 }
 
 static void diff(json_t *ops, sk_buf_t *path, const json_t *a, const json_t *b, int depth) {
@@ -320,20 +335,17 @@ static void diff(json_t *ops, sk_buf_t *path, const json_t *a, const json_t *b, 
     size_t na = json_array_size(a), nb = json_array_size(b), n = na < nb ? na : nb;
     char idx[24];
     for (size_t i = 0; i < n; i++) {
-      int l = snprintf(idx, sizeof idx, "%zu", i);
-      ptr_append(path, idx, (size_t)l);
+      ptr_append(path, idx, idx_token(idx, i));
       diff(ops, path, json_array_get(a, i), json_array_get(b, i), depth + 1);
       path->len = keep;
     }
     for (size_t i = n; i < nb; i++) {
-      int l = snprintf(idx, sizeof idx, "%zu", i);
-      ptr_append(path, idx, (size_t)l);
+      ptr_append(path, idx, idx_token(idx, i));
       emit(ops, "add", path, json_array_get(b, i));
       path->len = keep;
     }
     for (size_t i = na; i > nb; i--) {
-      int l = snprintf(idx, sizeof idx, "%zu", i - 1);
-      ptr_append(path, idx, (size_t)l);
+      ptr_append(path, idx, idx_token(idx, i - 1));
       emit(ops, "remove", path, NULL);
       path->len = keep;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_int.h"
 #include "skiff/err.h"
 
 #define SK_JSON_DEFAULT_MAX_BYTES (16u << 20)
@@ -113,6 +114,9 @@ int sk_json_parse(const char *s, size_t len, size_t max_bytes, int max_depth, js
     if (err) snprintf(err, errlen, "1:1: document of %zu bytes exceeds the limit of %zu", len, max_bytes);
     return SK_ELIMIT;
   }
+  /* The fast reader takes what it is sure of; everything else (errors
+   * included) goes the jansson way below. */
+  if (sk__json_parse_fast(s, len, max_depth, out) == 0) return 0;
   /* jansson bounds depth itself (2048); reject deeper-than-asked before
    * building a tree by scanning brackets outside strings. */
   int depth = 0, in_str = 0, esc = 0, line = 1, col = 0;
