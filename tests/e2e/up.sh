@@ -2,7 +2,11 @@
 # End to end: the shipped examples/skiff.yaml and examples/echo.yaml (with
 # their ports moved to free ones) under the real `skiff up`: status, curl over
 # HTTP/1.1 and h2c, SIGHUP reload of the echo, kill -9 and restart, logs,
-# `skiff down` and Ctrl-C (SIGINT) both leaving no process behind.
+# `skiff down` and Ctrl-C (SIGINT) both leaving no process behind; every
+# daemon-to-daemon link that is mutual TLS (docs/control-security.md), above
+# all every admin listener: HTTPS with the daemon's own identity, /metrics
+# only for clients with a certificate from control's CA, all scraped by
+# skiff-telemetry over mTLS (up == 1).
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
@@ -70,6 +74,25 @@ start_up() {
 
 start_up
 grep -q "skiff-echo .*http://127.0.0.1:$PORT/" "$TMP/up.log" || fail "endpoints not printed"
+
+# admin listeners with admin_tls: true in skiff.yaml are HTTPS (admin.tls:
+# {identity: true}, docs/runtime/metrics-admin-store.md); /metrics there needs
+# a client certificate from control's CA: the test gets its own, as an
+# operator would, with the bootstrap admin token (a "client" identity)
+tls_admins=$(awk '$1 == "admin:" { a = $2 } $1 == "admin_tls:" && $2 == "true" { print a }' "$TMP/skiff.yaml")
+ADM_CA=$TMP/state-dirs/control-state/ca/bundle.pem
+ADM_CERT=
+admin_url() { if grep -qxF "$1" <<<"$tls_admins"; then echo "https://$1"; else echo "http://$1"; fi; }
+if [ -n "$tls_admins" ]; then
+  [ -n "${MAP[7400]:-}" ] || fail "admin_tls daemons but no skiff-control in the example"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/e2e.key" -subj /CN=e2e \
+    -addext subjectAltName=URI:spiffe://skiff.local/region/local/client/e2e 2>/dev/null |
+    jq -Rs '{csr: ., ttl: 3600}' |
+    curl -fsS -m 10 --cacert "$ADM_CA" -H "authorization: Bearer $(cat "$TMP/state-dirs/control-state/admin.token")" \
+      --data-binary @- "https://127.0.0.1:${MAP[7400]}/api/v1/ca/csr" | jq -r .chain >"$TMP/e2e.pem" ||
+    fail "no client certificate for the test from control's CA"
+  ADM_CERT="--cacert $ADM_CA --cert $TMP/e2e.pem --key $TMP/e2e.key"
+fi
 "$SKIFF" status --state-dir "$ST" | has -E "^skiff-echo +[0-9]+ .* yes +running" || fail "status: not ready"
 
 # HTTP/1.1 and h2c on the same port, with the version header
@@ -80,7 +103,8 @@ curl -fsS -m 10 --http2-prior-knowledge -D "$TMP/h" -o "$TMP/b" "http://127.0.0.
 grep -q '^HTTP/2 200' "$TMP/h" || fail "h2c status"
 grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "h2c version header"
 grep -q '"protocol": "HTTP/2"' "$TMP/b" || fail "not HTTP/2"
-curl -fsS -m 10 "http://127.0.0.1:$ADMIN/metrics" | has '^skiff_echo_requests_total{code="200"} 2' ||
+# shellcheck disable=SC2086 # ADM_CERT is a list of curl options
+curl -fsS -m 10 $ADM_CERT "$(admin_url "127.0.0.1:$ADMIN")/metrics" | has '^skiff_echo_requests_total{code="200"} 2' ||
   fail "metrics do not count the two requests"
 
 # the default platform: skiff-proxy's ingress in front of skiff-echo, and
@@ -103,13 +127,6 @@ if [ -n "${MAP[9090]:-}" ]; then
   wait_until 60 sh -c "curl -fsS -m 5 'http://127.0.0.1:${MAP[9090]}/api/v1/query?query=up' | grep -q '\"job\"'" ||
     fail "skiff-telemetry has no up series"
 fi
-
-# admin listeners with admin_tls: true in skiff.yaml are HTTPS (admin.tls:
-# {identity: true}, docs/runtime/metrics-admin-store.md); /metrics there needs a client
-# certificate from control's CA - policy's identity serves as one
-tls_admins=$(awk '$1 == "admin:" { a = $2 } $1 == "admin_tls:" && $2 == "true" { print a }' "$TMP/skiff.yaml")
-ADM_CERT="--cacert $TMP/state-dirs/control-state/ca/bundle.pem --cert $TMP/state-dirs/policy-state/identity/cert.pem --key $TMP/state-dirs/policy-state/identity/key.pem"
-admin_url() { if grep -qxF "$1" <<<"$tls_admins"; then echo "https://$1"; else echo "http://$1"; fi; }
 
 # mutual TLS between daemons (docs/control-security.md): control serves its
 # API only over TLS with a certificate from its own CA; skiff-policy got its
@@ -188,23 +205,53 @@ for a in $(grep -oE '^    admin: 127\.0\.0\.1:[0-9]+' "$TMP/skiff.yaml" | awk '{
   out=$(promtool check metrics <"$TMP/metrics.txt" 2>&1) || fail "promtool check metrics on $a: $out"
   [ -z "$out" ] || fail "promtool check metrics on $a: $out"
 done
-# the HTTPS admin listeners: plain HTTP gets no answer, /readyz needs only
-# control's bundle, /metrics without a client certificate is 403, and
-# skiff-telemetry still scrapes them (up == 1) over mutual TLS
-ADM_CA=$TMP/state-dirs/control-state/ca/bundle.pem
-for a in $tls_admins; do
+# Every daemon's admin listener is HTTPS with that daemon's own identity from
+# control's CA (skiff-control's is issued by itself): plain HTTP gets no
+# answer, /healthz and /readyz need only control's bundle, /metrics without a
+# client certificate is 403 (curl and openssl s_client), a certificate from
+# another CA fails the handshake, and skiff-telemetry scrapes every daemon
+# over mutual TLS with its own identity (up == 1 through its Prometheus API).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=rogue \
+  -addext subjectAltName=URI:spiffe://skiff.local/region/local/daemon/telemetry \
+  -keyout "$TMP/rogue.key" -out "$TMP/rogue.pem" 2>/dev/null || fail "cannot make the rogue certificate"
+# name admin admin_tls identity, one line per daemon of skiff.yaml
+awk '$1 == "-" && $2 == "name:" { if (n) print n, a, t, i; n = $3; a = "-"; t = "false"; i = "-"; next }
+     /^[a-z]/ { if (n) print n, a, t, i; n = ""; next }
+     n && $1 == "admin:" { a = $2 } n && $1 == "admin_tls:" { t = $2 } n && $1 == "identity:" { i = $2 }
+     END { if (n) print n, a, t, i }' "$TMP/skiff.yaml" >"$TMP/daemons.txt"
+[ "$(wc -l <"$TMP/daemons.txt")" = "$NDAEMONS" ] || fail "daemons of skiff.yaml not parsed: $(cat "$TMP/daemons.txt")"
+while read -r name a t ident; do
+  [ "$a" != - ] || fail "$name has no admin listener"
+  [ "$t" = true ] || fail "$name: admin $a is not HTTPS (admin_tls: $t)"
+  case $ident in
+  -) [ "$name" = skiff-control ] || fail "$name has no identity for its admin listener"; want=daemon/control ;;
+  */*) want=$ident ;;
+  *) want=daemon/$ident ;;
+  esac
+  grep -q "ready: https://$a/readyz" "$TMP/up.log" || fail "skiff up does not probe $name over https"
   code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$a/metrics" 2>/dev/null) || true
-  [ "$code" = 000 ] || fail "admin $a answered plain HTTP ($code)"
-  curl -fsS -m 5 --cacert "$ADM_CA" "https://$a/readyz" | has ready || fail "admin $a: /readyz over https"
+  [ "$code" = 000 ] || fail "admin $a ($name) answered plain HTTP ($code)"
+  echo | timeout 10 openssl s_client -connect "$a" -CAfile "$ADM_CA" -verify_return_error 2>/dev/null |
+    openssl x509 -noout -ext subjectAltName | has -E "URI:spiffe://skiff.local/region/local/$want(,|$)" ||
+    fail "admin $a ($name) does not serve the identity $want"
+  curl -fsS -m 5 --cacert "$ADM_CA" "https://$a/healthz" | has ok || fail "admin $a ($name): /healthz over https"
+  curl -fsS -m 5 --cacert "$ADM_CA" "https://$a/readyz" | has ready || fail "admin $a ($name): /readyz over https"
   code=$(curl -sS -m 5 --cacert "$ADM_CA" -o /dev/null -w '%{http_code}' "https://$a/metrics")
-  [ "$code" = 403 ] || fail "admin $a: /metrics without a client certificate answered $code"
-done
-if [ -n "${MAP[9090]:-}" ] && [ -n "$tls_admins" ]; then
-  for job in $(awk '$1 == "-" && $2 == "name:" { n = $3 } $1 == "admin_tls:" && $2 == "true" { print n }' "$TMP/skiff.yaml"); do
-    wait_until 60 sh -c "curl -fsS -m 5 -G --data-urlencode 'query=up{job=\"$job\"}' 'http://127.0.0.1:${MAP[9090]}/api/v1/query' | jq -e '.data.result[0].value[1] == \"1\"' >/dev/null" ||
-      fail "skiff-telemetry does not scrape $job over mTLS (up != 1)"
-  done
-fi
+  [ "$code" = 403 ] || fail "admin $a ($name): /metrics without a client certificate answered $code"
+  printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$a" |
+    timeout 10 openssl s_client -quiet -connect "$a" -CAfile "$ADM_CA" -verify_return_error >"$TMP/sc.out" 2>/dev/null || true
+  head -1 <"$TMP/sc.out" | has '^HTTP/1.1 403' || fail "admin $a ($name): openssl without a certificate got: $(head -1 <"$TMP/sc.out")"
+  code=$(curl -sS -m 5 --cacert "$ADM_CA" --cert "$TMP/rogue.pem" --key "$TMP/rogue.key" -o /dev/null \
+    -w '%{http_code}' "https://$a/metrics" 2>/dev/null) || true
+  [ "$code" = 000 ] || fail "admin $a ($name): a certificate from another CA got $code"
+  # shellcheck disable=SC2086 # ADM_CERT is a list of curl options
+  code=$(curl -sS -m 5 $ADM_CERT -o /dev/null -w '%{http_code}' "https://$a/metrics")
+  [ "$code" = 200 ] || fail "admin $a ($name): /metrics with the CA's client certificate answered $code"
+  if [ -n "${MAP[9090]:-}" ]; then
+    wait_until 60 sh -c "curl -fsS -m 5 -G --data-urlencode 'query=up{job=\"$name\"}' 'http://127.0.0.1:${MAP[9090]}/api/v1/query' | jq -e '.data.result[0].value[1] == \"1\"' >/dev/null" ||
+      fail "skiff-telemetry does not scrape $name over mTLS (up != 1)"
+  fi
+done <"$TMP/daemons.txt"
 
 # SIGHUP to the echo: a new version label, live, same pid
 pid=$(echo_field pid)

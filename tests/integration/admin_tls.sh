@@ -7,7 +7,8 @@
 # certificate-less clients in the handshake; `skiff up` probes readiness
 # over https (admin_tls: true, identity.ca) and skiff-telemetry scrapes the
 # listener over mTLS (scrape_tls) with up == 1 - and up == 0 without a
-# client certificate.
+# client certificate. skiff-control serves its admin with the identity it
+# issues itself (it is the CA).
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
@@ -110,6 +111,26 @@ has 'admin.tls.ca' <"$TMP/noca.out" || fail "no-ca error does not name admin.tls
 printf 'upstreams: [{name: a, addr: "127.0.0.1:1"}]\nadmin:\n  listen: 127.0.0.1:0\n  tls: {identity: true}\n' >"$TMP/noid.yaml"
 if "$BIN/skiff-testd" --config "$TMP/noid.yaml" >"$TMP/noid.out" 2>&1; then fail "tls identity without identity accepted"; fi
 has 'identity.control' <"$TMP/noid.out" || fail "tls.identity error does not name identity.control"
+
+# --- skiff-control is its own issuer: admin.tls.identity needs no identity
+# section, only its CA; here with a plain-HTTP API, so the identity exists
+# for the admin listener alone
+CADM=$(free_port)
+printf 'listen: 127.0.0.1:0\nstate_dir: %s/ctl\nadmin: {listen: 127.0.0.1:%s, tls: {identity: true}}\n' \
+  "$TMP" "$CADM" >"$TMP/ctl.yaml"
+"$BIN/skiff-control" --config "$TMP/ctl.yaml" >"$TMP/ctl.log" 2>&1 &
+pids+=($!)
+wait_until 30 curl -fsS --cacert "$TMP/ctl/ca/bundle.pem" "https://127.0.0.1:$CADM/readyz" ||
+  fail "control's admin over https with its own identity"
+echo | openssl s_client -connect "127.0.0.1:$CADM" -CAfile "$TMP/ctl/ca/bundle.pem" -verify_return_error 2>/dev/null |
+  openssl x509 -noout -ext subjectAltName | has 'URI:spiffe://skiff.local/region/local/daemon/control' ||
+  fail "control's admin does not serve control's identity"
+code=$(curl -sS -m 5 --cacert "$TMP/ctl/ca/bundle.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$CADM/metrics")
+[ "$code" = 403 ] || fail "control's admin /metrics without a client certificate: $code"
+printf 'listen: 127.0.0.1:0\nstate_dir: %s/ctl2\nca: false\nadmin: {listen: 127.0.0.1:0, tls: {identity: true}}\n' \
+  "$TMP" >"$TMP/ctl2.yaml"
+if "$BIN/skiff-control" --config "$TMP/ctl2.yaml" >"$TMP/ctl2.out" 2>&1; then fail "control without a CA served admin.tls.identity"; fi
+has 'admin.tls.identity needs the built-in CA' <"$TMP/ctl2.out" || fail "control: no CA error not named"
 
 # --- skiff-telemetry scrapes it over mTLS (scrape_tls); without a client
 # certificate the same scrape is up 0

@@ -560,6 +560,29 @@ static void test_bad_default_reported(void **state) {
   sk_config_errors_done(&e);
 }
 
+/* Key paths ("tls.cert", "backends[1].name") longer than the path buffer
+ * are refused with a message, never cut short into another key. */
+static void test_long_key_paths(void **state) {
+  char key[600];
+  memset(key, 'k', sizeof key - 1);
+  key[sizeof key - 1] = 0;
+  char y[2048];
+  /* 599 bytes at the top; "tls." + 508 = 512 bytes, one more than fits */
+  int w = snprintf(y, sizeof y, "%s: 1\ntls:\n  %.508s: x\n  %.400s: y\n", key, key, key);
+  assert_true(w > 0 && (size_t)w < sizeof y);
+  t_cfg_t c;
+  sk_config_errors_t e;
+  assert_int_equal(load(y, &c, &e), SK_ECONFIG);
+  char *all = all_errors(&e);
+  assert_has(all, "t.yaml:1:1: key path 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...' is longer than 511 bytes\n");
+  assert_has(all, "t.yaml:3:3: key path 'tls.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...' is longer than 511 bytes\n");
+  /* 404 bytes fit: an ordinary unknown key */
+  assert_has(all, "t.yaml:4:3: unknown key 'tls.kkkkkkkkkk");
+  assert_int_equal(e.n, 3);
+  sk_config_free(&schema, &c);
+  sk_config_errors_done(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -575,6 +598,7 @@ int main(void) {
       cmocka_unit_test(test_check_file),
       cmocka_unit_test(test_schema_doc),
       cmocka_unit_test(test_bad_default_reported),
+      cmocka_unit_test(test_long_key_paths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

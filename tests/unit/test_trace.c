@@ -37,7 +37,7 @@ static int rd_var(const uint8_t **p, const uint8_t *e, uint64_t *v) {
 /* Next field of a message; 1 = got one, 0 = end; fails the test on junk. */
 static int pb_next(const uint8_t **p, const uint8_t *e, pbf_t *f) {
   if (*p >= e) return 0;
-  uint64_t tag;
+  uint64_t tag = 0;
   assert_int_equal(rd_var(p, e, &tag), 0);
   f->field = (unsigned)(tag >> 3);
   f->wt = (unsigned)(tag & 7);
@@ -57,7 +57,7 @@ static int pb_next(const uint8_t **p, const uint8_t *e, pbf_t *f) {
     *p += 4;
     break;
   case 2: {
-    uint64_t n;
+    uint64_t n = 0;
     assert_int_equal(rd_var(p, e, &n), 0);
     assert_true(n <= (uint64_t)(e - *p));
     f->p = *p;
@@ -236,7 +236,7 @@ static void decode_request(const uint8_t *b, size_t n, decoded_t *d, const char 
   assert_true(pb_attr_str_eq(d->res.p, d->res.n, 1, "service.name", svc));
   assert_true(pb_get(d->rs.p, d->rs.n, 2, 0, &d->ss));
   assert_true(pb_get(d->ss.p, d->ss.n, 1, 0, &d->scope));
-  pbf_t sn;
+  pbf_t sn = {0};
   assert_true(pb_get(d->scope.p, d->scope.n, 1, 0, &sn));
   assert_int_equal(sn.n, 5);
   d->nspans = pb_count(d->ss.p, d->ss.n, 2);
@@ -275,7 +275,7 @@ static void test_span_encoding(void **state) {
   /* the fields recorded before the end */
   const uint8_t *m = (const uint8_t *)span.data;
   size_t n = span.len;
-  pbf_t f, any;
+  pbf_t f = {0}, any = {0};
   assert_true(pb_get(m, n, 5, 0, &f));
   assert_int_equal(f.n, 6);
   assert_memory_equal(f.p, "GET /x", 6);
@@ -300,7 +300,7 @@ static void test_span_encoding(void **state) {
   memcpy(&d, &f.v, sizeof d);
   assert_true(d == 0.25);
   assert_true(pb_get(m, n, 11, 0, &f)); /* event */
-  pbf_t g;
+  pbf_t g = {0};
   assert_true(pb_get(f.p, f.n, 1, 0, &g));
   assert_int_equal(g.wt, 1);
   assert_int_equal(g.v, 1500);

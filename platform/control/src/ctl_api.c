@@ -988,23 +988,25 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
                         .leaf_ttl_s = (int64_t)(cfg->ca_leaf_ttl_ms / 1000)};
     if ((rc = ctl_ca_open(&co, &a->ca, err, errlen)) < 0) goto fail;
   }
-  if (cfg->tls.identity) {
+  if (cfg->tls.identity || o->admin_identity) {
     if (!a->ca) {
-      snprintf(err, errlen, "tls.identity needs the built-in CA (ca: true and a state_dir)");
+      snprintf(err, errlen, "%s needs the built-in CA (ca: true and a state_dir)",
+               cfg->tls.identity ? "tls.identity" : "admin.tls.identity");
       rc = SK_ECONFIG;
       goto fail;
     }
-    if ((cfg->tls.cert && *cfg->tls.cert) || (cfg->tls.key && *cfg->tls.key)) {
+    if (cfg->tls.identity && ((cfg->tls.cert && *cfg->tls.cert) || (cfg->tls.key && *cfg->tls.key))) {
       snprintf(err, errlen, "tls.identity and tls.cert/tls.key exclude each other");
       rc = SK_ECONFIG;
       goto fail;
     }
     if ((rc = ctl_ident_open(loop, a->ca, o->state_dir, 0, a->log, &a->ident, err, errlen)) < 0) goto fail;
   }
-  if ((cfg->tls.cert && *cfg->tls.cert) || a->ident) {
+  if ((cfg->tls.cert && *cfg->tls.cert) || cfg->tls.identity) {
+    int id = cfg->tls.identity;
     sk_tls_opts_t to = {.is_server = 1,
-                        .cert_file = a->ident ? sk_ident_cert_path(a->ident) : cfg->tls.cert,
-                        .key_file = a->ident ? sk_ident_key_path(a->ident) : cfg->tls.key,
+                        .cert_file = id ? sk_ident_cert_path(a->ident) : cfg->tls.cert,
+                        .key_file = id ? sk_ident_key_path(a->ident) : cfg->tls.key,
                         .ca_file = cfg->tls.ca && *cfg->tls.ca ? cfg->tls.ca
                                    : a->ca                     ? ctl_ca_bundle_path(a->ca)
                                                                : NULL,
@@ -1051,6 +1053,7 @@ fail:
 
 int ctl_app_port(const ctl_app_t *a) { return sk_http_server_port(a->srv); }
 ctl_store_t *ctl_app_store(ctl_app_t *a) { return a->store; }
+sk_ident_t *ctl_app_ident(ctl_app_t *a) { return a->ident; }
 size_t ctl_app_watch_count(const ctl_app_t *a) { return a->nwatches; }
 void ctl_app_set_config(ctl_app_t *a, const ctl_config_t *cfg) { a->cfg = cfg; }
 

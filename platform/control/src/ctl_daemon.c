@@ -114,7 +114,8 @@ static int ctl_init(sk_daemon_t *d, void *cfgp) {
   ctl_app_t *a = NULL;
   char err[1024] = "";
   ctl_app_opts_t o = {.cfg = cfg, .state_dir = sk_daemon_state_dir(d), .metrics = sk_daemon_metrics(d),
-                      .log = sk_daemon_log(d)};
+                      .log = sk_daemon_log(d), .admin_identity = sk_daemon_common(d)->admin.enabled &&
+                                                             sk_daemon_common(d)->admin.tls.identity};
   if (!o.state_dir && cfg->ca) sk_log_warn(sk_daemon_log(d), "no state_dir: the CA and the bootstrap token are off");
   int rc = ctl_app_new(sk_daemon_loop(d), &o, &a, err, sizeof err);
   if (rc < 0) {
@@ -122,6 +123,9 @@ static int ctl_init(sk_daemon_t *d, void *cfgp) {
     return rc;
   }
   sk_daemon_set_data(d, a);
+  /* admin.tls.identity: the admin listener (started by the lifecycle after
+   * init) serves with control's own identity from its CA */
+  sk_daemon_set_ident(d, ctl_app_ident(a));
   char addr[300];
   sk_cfg_addr_t shown = cfg->listen;
   shown.port = ctl_app_port(a);
@@ -172,4 +176,5 @@ const sk_daemon_desc_t ctl_daemon_desc = {
     .reload = ctl_reload,
     .drain = ctl_drain,
     .fini = ctl_fini,
+    .own_identity = true,
 };

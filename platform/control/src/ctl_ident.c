@@ -50,6 +50,7 @@ int ctl_ident_open(uv_loop_t *loop, ctl_ca_t *ca, const char *state_dir, int64_t
                        .dns = sans,
                        .ndns = 3,
                        .ttl_s = ttl_s,
+                       .bundle = ctl_ca_bundle_path(ca), /* <dir>/bundle.pem: the admin listener's client CA */
                        .on_event = on_event,
                        .ud = log};
   if ((rc = sk_ident_new(loop, &o, out, err, errlen)) < 0) return rc;

@@ -69,10 +69,15 @@ typedef struct ctl_app_opts {
   const char *state_dir;  /* NULL: no CA, no bootstrap token file */
   sk_metrics_t *metrics;  /* may be NULL */
   sk_logger_t *log;       /* may be NULL */
+  bool admin_identity;    /* admin.tls.identity: control's identity is needed
+                             even when the API does not use it (tls.identity) */
 } ctl_app_opts_t;
 
 int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char *err, size_t errlen);
 int ctl_app_port(const ctl_app_t *a);
+/* Control's own identity (<state_dir>/identity) from its CA, or NULL when
+ * neither tls.identity nor admin_identity asked for it. */
+sk_ident_t *ctl_app_ident(ctl_app_t *a);
 ctl_store_t *ctl_app_store(ctl_app_t *a);
 /* Re-reads the policy paths of cfg (the old set stays on error). */
 int ctl_app_reload_policies(ctl_app_t *a, const ctl_config_t *cfg, char *err, size_t errlen);

@@ -14,11 +14,19 @@
 
 /* ---- field helpers ---- */
 
-void ctl__path(char *out, size_t len, const char *base, const char *key) {
-  snprintf(out, len, "%s%s%s", base, *base ? "." : "", key);
+/* Field paths name a field in messages; one that does not fit is cut and
+ * ends in "..." rather than naming another field. */
+static void path_cut(char *out, size_t len, int w) {
+  if ((w < 0 || (size_t)w >= len) && len > 4) memcpy(out + len - 4, "...", 4);
 }
 
-void ctl__index(char *out, size_t len, const char *base, size_t i) { snprintf(out, len, "%s[%zu]", base, i); }
+void ctl__path(char *out, size_t len, const char *base, const char *key) {
+  path_cut(out, len, snprintf(out, len, "%s%s%s", base, *base ? "." : "", key));
+}
+
+void ctl__index(char *out, size_t len, const char *base, size_t i) {
+  path_cut(out, len, snprintf(out, len, "%s[%zu]", base, i));
+}
 
 void ctl__known_keys(const json_t *obj, const char *field, const char *const *keys, ctl_errs_t *errs) {
   const char *k;

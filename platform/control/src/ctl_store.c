@@ -578,9 +578,10 @@ static int token_decode(const char *t, char *ns, size_t nslen, char *name, size_
   char *nl = strchr(buf, '\n');
   if (!nl || strchr(nl + 1, '\n')) return SK_EINVAL;
   *nl = 0;
-  if ((size_t)(nl - buf) >= nslen || strlen(nl + 1) >= namelen) return SK_EINVAL;
-  snprintf(ns, nslen, "%s", buf);
-  snprintf(name, namelen, "%s", nl + 1);
+  size_t nsl = (size_t)(nl - buf), nml = strlen(nl + 1);
+  if (nsl >= nslen || nml >= namelen) return SK_EINVAL;
+  memcpy(ns, buf, nsl + 1);
+  memcpy(name, nl + 1, nml + 1);
   return 0;
 }
 

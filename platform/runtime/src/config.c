@@ -453,6 +453,22 @@ static int convert_scalar(const sk_config_entry_t *e, void *field, const char *s
   }
 }
 
+/* ---- key paths ("a.b[2].c") ---- */
+
+/* prefix.key into out. SK_ENAMETOOLONG when it does not fit in n bytes:
+ * out then holds the path cut short, good enough for a message but not as
+ * a key. */
+static int join(char *out, size_t n, const char *prefix, const char *key) {
+  int w = snprintf(out, n, "%s%s%s", prefix, *prefix ? "." : "", key);
+  return w >= 0 && (size_t)w < n ? 0 : SK_ENAMETOOLONG;
+}
+
+/* path[i] into out; SK_ENAMETOOLONG as join. */
+static int join_index(char *out, size_t n, const char *path, size_t i) {
+  int w = snprintf(out, n, "%s[%zu]", path, i);
+  return w >= 0 && (size_t)w < n ? 0 : SK_ENAMETOOLONG;
+}
+
 /* ---- defaults and free ---- */
 
 static int defaults_rec(const sk_config_schema_t *s, void *obj, const char *prefix, sk_config_errors_t *errs) {
@@ -461,7 +477,7 @@ static int defaults_rec(const sk_config_schema_t *s, void *obj, const char *pref
     void *f = (char *)obj + e->offset;
     if (e->type == SK_CFG_SECTION) {
       char p[SK_CFG_PATH_MAX];
-      snprintf(p, sizeof p, "%s%s%s", prefix, *prefix ? "." : "", e->key);
+      (void)join(p, sizeof p, prefix, e->key); /* the schema's own keys; only messages use p */
       if (e->sub && defaults_rec(e->sub, f, p, errs) < 0) rc = SK_ECONFIG;
       continue;
     }
@@ -647,9 +663,6 @@ static size_t edit_distance(const char *a, const char *b) {
   return d[la][lb];
 }
 
-static void join(char *out, size_t n, const char *prefix, const char *key) {
-  snprintf(out, n, "%s%s%s", prefix, *prefix ? "." : "", key);
-}
 
 /* Records [line, col] of n and every node below it under its path. */
 static void json_where_rec(const sk__ynode_t *n, const char *path, json_t *where, int depth) {
@@ -661,14 +674,15 @@ static void json_where_rec(const sk__ynode_t *n, const char *path, json_t *where
   char p[SK_CFG_PATH_MAX];
   if (n->kind == SK__Y_SEQ) {
     size_t i = 0;
+    /* a path that does not fit is not recorded: lookups fall back to the
+     * nearest recorded parent (sk_cfg_json_where) */
     for (const sk__ynode_t *k = n->first; k; k = k->next, i++) {
-      snprintf(p, sizeof p, "%s[%zu]", path, i);
+      if (join_index(p, sizeof p, path, i) < 0) break;
       json_where_rec(k, p, where, depth + 1);
     }
   } else if (n->kind == SK__Y_MAP) {
     for (const sk__ynode_t *k = n->first; k && k->next; k = k->next->next) {
-      if (k->kind != SK__Y_SCALAR) continue;
-      join(p, sizeof p, path, k->str);
+      if (k->kind != SK__Y_SCALAR || join(p, sizeof p, path, k->str) < 0) continue;
       json_where_rec(k->next, p, where, depth + 1);
     }
   }
@@ -678,7 +692,9 @@ int sk_cfg_json_where(const sk_cfg_json_t *j, const char *path, int *line, int *
   *line = *col = 0;
   if (!j || !j->where || !path) return SK_ENOTFOUND;
   char p[SK_CFG_PATH_MAX];
-  snprintf(p, sizeof p, "%s", path);
+  size_t pl = strlen(path);
+  if (pl >= sizeof p) return SK_ENOTFOUND; /* longer than any recorded path */
+  memcpy(p, path, pl + 1);
   for (;;) {
     json_t *pos = json_object_get(j->where, p);
     if (pos) {
@@ -734,7 +750,10 @@ static void set_value(ctx_t *c, const sk_config_entry_t *e, void *f, const sk__y
       void *el = (char *)nl.v + i * e->sub->size;
       sk_config_defaults(e->sub, el, NULL);
       char p[SK_CFG_PATH_MAX];
-      snprintf(p, sizeof p, "%s[%zu]", path, i);
+      if (join_index(p, sizeof p, path, i) < 0) {
+        cerr(c, k, "%s: element %zu: the key path is longer than %d bytes", path, i, SK_CFG_PATH_MAX - 1);
+        continue;
+      }
       if (k->kind != SK__Y_MAP) {
         cerr(c, k, "%s: expected a mapping, got %s", p, sk__yaml_kind_name(k));
         continue;
@@ -826,7 +845,10 @@ static void walk_map(ctx_t *c, const bind_t *binds, size_t nb, const sk__ynode_t
       cerr(c, k, "%s%skeys must be plain strings, got %s", prefix, *prefix ? ": " : "", sk__yaml_kind_name(k));
       continue;
     }
-    join(path, sizeof path, prefix, k->str);
+    if (join(path, sizeof path, prefix, k->str) < 0) {
+      cerr(c, k, "key path '%.60s...' is longer than %d bytes", path, SK_CFG_PATH_MAX - 1);
+      continue;
+    }
     const sk_config_entry_t *hit = NULL;
     size_t idx = 0, bi = 0;
     for (size_t i = 0; i < nb && !hit; i++) {
@@ -866,14 +888,14 @@ static void walk_map(ctx_t *c, const bind_t *binds, size_t nb, const sk__ynode_t
   for (size_t i = 0; i < nb; i++) {
     for (const sk_config_entry_t *e = binds[i].schema->entries; e && e->key; e++, idx++) {
       if ((e->flags & SK_CFG_REQUIRED) && !seen[idx]) {
-        join(path, sizeof path, prefix, e->key);
+        (void)join(path, sizeof path, prefix, e->key); /* for the message */
         if (pos)
           cerr(c, pos, "missing required key '%s'", path);
         else
           cerr(c, NULL, "missing required key '%s'", path);
       } else if (e->type == SK_CFG_SECTION && !seen[idx] && e->sub) {
         /* an absent section can still lack required keys */
-        join(path, sizeof path, prefix, e->key);
+        if (join(path, sizeof path, prefix, e->key) < 0) continue; /* under a key already refused */
         bind_t b = {e->sub, (char *)binds[i].obj + e->offset};
         walk_map(c, &b, 1, NULL, path, pos);
       }
@@ -1042,7 +1064,7 @@ int sk_config_check_file(const sk_config_schema_t *const *schemas, size_t nschem
 static void doc_rec(const sk_config_schema_t *s, const char *prefix, sk_buf_t *b) {
   for (const sk_config_entry_t *e = s->entries; e && e->key; e++) {
     char key[SK_CFG_PATH_MAX];
-    join(key, sizeof key, prefix, e->key);
+    (void)join(key, sizeof key, prefix, e->key); /* the schema's own keys, far below the limit */
     char extra[320] = "";
     if (e->type == SK_CFG_ENUM && e->names) {
       size_t off = (size_t)snprintf(extra, sizeof extra, " (one of:");

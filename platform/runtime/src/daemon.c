@@ -83,6 +83,7 @@ struct sk_daemon {
   int pid_written;
   int init_called;
   sk_ident_t *ident;
+  int ident_borrowed; /* set by sk_daemon_set_ident: the daemon frees it */
   sk_gauge_t *g_ident_expiry;
   sk_counter_t *c_ident_ok, *c_ident_err;
 };
@@ -103,6 +104,19 @@ int sk_daemon_admin_port(sk_daemon_t *d) { return d->admin ? sk_admin_port(d->ad
 sk_metrics_t *sk_daemon_metrics(sk_daemon_t *d) { return d->metrics; }
 sk_admin_t *sk_daemon_admin(sk_daemon_t *d) { return d->admin; }
 sk_ident_t *sk_daemon_ident(sk_daemon_t *d) { return d->ident; }
+void sk_daemon_set_ident(sk_daemon_t *d, sk_ident_t *id) {
+  if (d->ident && !d->ident_borrowed) return;
+  d->ident = id;
+  d->ident_borrowed = id != NULL;
+}
+
+/* The lifecycle's identity goes; a borrowed one only forgets the pointer
+ * (its owner freed it in fini). */
+static void drop_ident(sk_daemon_t *d) {
+  if (!d->ident_borrowed) sk_ident_free(d->ident);
+  d->ident = NULL;
+  d->ident_borrowed = 0;
+}
 int sk_daemon_is_ready(sk_daemon_t *d) { return d->ready; }
 int sk_daemon_is_draining(sk_daemon_t *d) { return d->draining; }
 
@@ -151,8 +165,7 @@ static void finish_cb(uv_timer_t *t) {
   d->finishing = 1;
   uv_timer_stop(&d->drain_timer);
   if (d->desc->fini && d->init_called) d->desc->fini(d);
-  sk_ident_free(d->ident);
-  d->ident = NULL;
+  drop_ident(d);
   sk_admin_free(d->admin);
   d->admin = NULL;
   close_handle((uv_handle_t *)&d->sig_term);
@@ -211,15 +224,27 @@ void sk_daemon_stop(sk_daemon_t *d, int exit_code) {
   begin_drain(d, "stop requested");
 }
 
+static int start_admin(sk_daemon_t *d);
+
 static void run_init(sk_daemon_t *d) {
   d->init_called = 1;
-  if (!d->desc->init) return;
-  int rc = d->desc->init(d, d->cfg);
+  int rc = d->desc->init ? d->desc->init(d, d->cfg) : 0;
   if (rc < 0) {
     sk_log_kv(d->log, SK_LOG_ERROR, "init failed", "error", sk_strerror(rc), NULL);
     d->exit_code = 1;
     d->draining = 1;
     schedule_finish(d);
+    return;
+  }
+  /* desc->own_identity: the identity came from init (sk_daemon_set_ident) */
+  if (!d->admin && !d->draining && d->common.admin.enabled && d->common.admin.tls.identity) {
+    if (!d->ident)
+      sk_log(d->log, SK_LOG_ERROR, "admin.tls.identity: the daemon set up no identity of its own");
+    if (!d->ident || start_admin(d) < 0) {
+      d->exit_code = 1;
+      d->draining = 1;
+      schedule_finish(d);
+    }
   }
 }
 
@@ -607,7 +632,7 @@ int sk_daemon_main(const sk_daemon_desc_t *desc, int argc, char **argv) {
     d->exit_code = 1;
     goto out;
   }
-  if (d->common.admin.enabled && d->common.admin.tls.identity &&
+  if (d->common.admin.enabled && d->common.admin.tls.identity && !desc->own_identity &&
       (!d->common.identity.control || !*d->common.identity.control)) {
     sk_log(d->log, SK_LOG_ERROR, "admin.tls.identity needs identity.control (the daemon has no identity)");
     d->exit_code = 1;
@@ -646,8 +671,7 @@ out:
     if (!d->finishing) {
       /* reached only on early errors: nothing of the daemon's runs yet */
       if (d->init_called && desc->fini) desc->fini(d);
-      sk_ident_free(d->ident);
-      d->ident = NULL;
+      drop_ident(d);
       sk_admin_free(d->admin);
       d->admin = NULL;
       uv_walk(&d->loop, close_walk_cb, NULL);

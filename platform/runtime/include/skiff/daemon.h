@@ -63,7 +63,8 @@ typedef struct sk_daemon sk_daemon_t;
  *                  every TLS context built from its files reloads) */
 /* admin.tls (docs/runtime/metrics-admin-store.md): identity: true serves HTTPS with the
  * daemon's identity files (cert.pem, key.pem, bundle.pem; reloaded on
- * renewal) - the listener then starts once the identity is in place; or
+ * renewal) - the listener then starts once the identity is in place (for
+ * a desc->own_identity daemon: right after init, sk_daemon_set_ident); or
  * cert/key/ca name the files. client_auth: optional (default: /healthz and
  * /readyz open, other routes need a verified client certificate) or
  * require (the handshake refuses clients without one). */
@@ -115,6 +116,11 @@ typedef struct sk_daemon_desc {
   /* Release everything init made; close the daemon's uv handles. Called
    * once, also after a failed init. Optional. */
   void (*fini)(sk_daemon_t *d);
+  /* The daemon issues its own identity in-process (skiff-control, which is
+   * the CA): admin.tls.identity then needs no identity.control; init hands
+   * the identity over with sk_daemon_set_ident() and the admin listener
+   * starts right after init returns. */
+  bool own_identity;
 } sk_daemon_desc_t;
 
 /* The whole lifecycle; returns the process exit code. */
@@ -164,5 +170,10 @@ sk_admin_t *sk_daemon_admin(sk_daemon_t *d);
 /* The daemon's identity (identity.control set), or NULL. Valid from init
  * until fini returns: cert/key/bundle paths for the daemon's TLS contexts. */
 sk_ident_t *sk_daemon_ident(sk_daemon_t *d);
+/* For a daemon with desc->own_identity, called from init: the identity it
+ * keeps (the daemon stays its owner and frees it in fini). admin.tls.identity
+ * then serves with its files, reloaded on every renewal like any other
+ * daemon's. Ignored when the lifecycle already holds an identity. */
+void sk_daemon_set_ident(sk_daemon_t *d, sk_ident_t *id);
 
 #endif
