@@ -499,6 +499,85 @@ static void test_client_refused(void **state) {
   sk_http_client_free(cl);
 }
 
+/* A gate shared by two clients: 1 connection, 3 waiting requests. */
+typedef struct gate_state {
+  int conns, max_conns_seen, conn_refused;
+  int waits, wait_refused;
+  volatile int done;
+} gate_state_t;
+
+static int g_conn_open(void *ud) {
+  gate_state_t *g = ud;
+  if (g->conns >= 1) {
+    g->conn_refused++;
+    return SK_ELIMIT;
+  }
+  if (++g->conns > g->max_conns_seen) g->max_conns_seen = g->conns;
+  return 0;
+}
+static void g_conn_closed(void *ud) { ((gate_state_t *)ud)->conns--; }
+static int g_wait_start(void *ud) {
+  gate_state_t *g = ud;
+  if (g->waits >= 3) {
+    g->wait_refused++;
+    return SK_ELIMIT;
+  }
+  g->waits++;
+  return 0;
+}
+static void g_wait_end(void *ud) { ((gate_state_t *)ud)->waits--; }
+static void g_done(void *ud) { ((gate_state_t *)ud)->done++; }
+
+static void test_client_gate(void **state) {
+  gate_state_t gs = {0};
+  sk_http_client_gate_t gate = {g_conn_open, g_conn_closed, g_wait_start, g_wait_end, g_done, &gs, 5};
+  sk_http_client_opts_t o = {.host = "127.0.0.1", .port = g_port, .max_conns = 4, .gate = &gate};
+  sk_http_client_t *a, *b;
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &a), 0);
+  assert_int_equal(sk_http_client_new(&g_loop, &o, &b), 0);
+  cres_t ra[2], rb;
+  memset(ra, 0, sizeof ra);
+  memset(&rb, 0, sizeof rb);
+  /* a: two requests wait (one connection allowed, the second refused) */
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(sk_http_client_request(a, "GET", "/later", NULL, 0, NULL, 0, client_cb, &ra[i]), 0);
+  assert_int_equal(gs.waits, 2);
+  assert_int_equal(gs.conns, 1);
+  assert_true(gs.conn_refused >= 1);
+  /* b: a third may wait; its pool has no connection and gets none */
+  assert_int_equal(sk_http_client_request(b, "GET", "/hello?b", NULL, 0, NULL, 0, client_cb, &rb), 0);
+  assert_int_equal(gs.waits, 3);
+  /* a fourth may not: refused at once, no callback */
+  cres_t rx = {0};
+  assert_int_equal(sk_http_client_request(a, "GET", "/hello", NULL, 0, NULL, 0, client_cb, &rx), SK_ELIMIT);
+  assert_int_equal(gs.wait_refused, 1);
+  /* a's two go out one after the other on its one connection */
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(sk_test_run_until(&g_loop, &ra[i].done, 20000), 0);
+    assert_int_equal(ra[i].status, 200);
+  }
+  assert_int_equal(rx.done, 0);
+  /* a's idle connection keeps the one slot: b still waits, asking again */
+  volatile int never = 0;
+  sk_test_run_until(&g_loop, &never, 100);
+  assert_int_equal(rb.done, 0);
+  assert_int_equal(gs.waits, 1);
+  /* a lets its idle connection go: b gets the slot */
+  sk_http_client_close_idle(a);
+  assert_int_equal(sk_test_run_until(&g_loop, &rb.done, 20000), 0);
+  assert_int_equal(rb.err, 0);
+  assert_string_equal(rb.body, "hello b\n");
+  assert_int_equal(gs.max_conns_seen, 1);
+  assert_int_equal(gs.waits, 0);
+  sk_http_client_free(a);
+  sk_http_client_free(b);
+  volatile int *done = &gs.done;
+  for (int i = 0; i < 200 && gs.done < 2; i++) sk_test_run_until(&g_loop, &never, 10);
+  assert_int_equal(gs.done, 2); /* done once per client, after its connections */
+  assert_int_equal(gs.conns, 0);
+  (void)done;
+}
+
 typedef struct fetch_job {
   char url[256];
   int rc, status;
@@ -791,6 +870,7 @@ int main(void) {
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_client),
       cmocka_unit_test(test_client_refused),
+      cmocka_unit_test(test_client_gate),
       cmocka_unit_test(test_fetch),
       cmocka_unit_test(test_drain),
       cmocka_unit_test(test_idle_timeout),

@@ -423,6 +423,48 @@ static void test_list_and_validity(void **state) {
   assert_false(sk__h1_valid_value("a\r\nSet-Cookie: x"));
 }
 
+/* The writers' checks: every character class, at every position of a
+ * value (values are checked eight bytes at a time, the last word
+ * overlapping), and the head writer spilling past its stack buffer. */
+static void test_writer_checks(void **state) {
+  (void)state;
+  assert_int_equal(sk__h1_name_len("content-length"), 14);
+  assert_int_equal(sk__h1_name_len("!#$%&'*+-.^_`|~09azAZ"), 21);
+  assert_int_equal(sk__h1_name_len(""), -1);
+  assert_int_equal(sk__h1_name_len("a:b"), -1);
+  assert_int_equal(sk__h1_name_len("\x80"), -1);
+  assert_int_equal(sk__h1_value_len(""), 0);
+  assert_int_equal(sk__h1_value_len("obs-text \x80\xff and\ttab"), 19);
+  char v[40];
+  for (size_t n = 1; n < sizeof v; n++) {
+    for (size_t at = 0; at < n; at++) {
+      static const char bad[] = {'\r', '\n', 0x01, 0x1f, 0x7f};
+      for (size_t k = 0; k < sizeof bad; k++) {
+        memset(v, 'a', n);
+        v[n] = 0;
+        v[at] = bad[k];
+        assert_int_equal(sk__h1_value_len(v), -1);
+      }
+      memset(v, 'a', n);
+      v[at] = '\t';
+      assert_int_equal(sk__h1_value_len(v), (long)n);
+      v[at] = (char)0xa0;
+      assert_int_equal(sk__h1_value_len(v), (long)n);
+    }
+  }
+  char stack[8];
+  sk__h1_out_t o;
+  sk__h1_out_init(&o, stack, sizeof stack);
+  SK__H1_OUT_LIT(&o, "HTTP/1.1 ");
+  sk__h1_out_field(&o, "x", 1, "yz", 2);
+  char num[20];
+  sk__h1_out_add(&o, num, sk__h1_u64(num, 18446744073709551615ull));
+  sk__h1_out_add(&o, num, sk__h1_u64(num, 0));
+  assert_int_equal(o.len, 9 + 7 + 20 + 1);
+  assert_memory_equal(o.d, "HTTP/1.1 x: yz\r\n184467440737095516150", o.len);
+  sk__h1_out_done(&o);
+}
+
 /* sk_http_url_parse: the URL form every client of the runtime shares. */
 static void test_url_parse(void **state) {
   (void)state;
@@ -459,6 +501,7 @@ int main(void) {
       cmocka_unit_test(test_limits),         cmocka_unit_test(test_pipelined),
       cmocka_unit_test(test_response),       cmocka_unit_test(test_chunked),
       cmocka_unit_test(test_chunk_encoder),  cmocka_unit_test(test_list_and_validity),
+      cmocka_unit_test(test_writer_checks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,8 @@
 #include "sk_test.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -864,6 +866,171 @@ static void test_fault_l4(void **state) {
              "listeners[0].fault.drop_percent: expected a percentage between 0 and 100");
 }
 
+/* ---- state shared by worker threads (the proxy keeps one per process) ---- */
+
+#define SH_THREADS 4
+
+typedef struct rl_thread_arg {
+  px_ratelimit_t *rl;
+  int id;
+  int allowed;
+} rl_thread_arg_t;
+
+static void rl_route_thread(void *p) {
+  rl_thread_arg_t *a = p;
+  for (int i = 0; i < 50000; i++) a->allowed += px_ratelimit_allow(a->rl, "", T0 + (uint64_t)i, NULL);
+}
+
+static void rl_client_thread(void *p) {
+  rl_thread_arg_t *a = p;
+  char k[16];
+  for (int i = 0; i < 20000; i++) {
+    snprintf(k, sizeof k, "k%d", (i + a->id * 7) % 50);
+    a->allowed += px_ratelimit_allow(a->rl, k, T0, NULL);
+  }
+}
+
+static int run_rl_threads(px_ratelimit_t *rl, void (*fn)(void *)) {
+  rl_thread_arg_t a[SH_THREADS];
+  uv_thread_t t[SH_THREADS];
+  for (int i = 0; i < SH_THREADS; i++) {
+    a[i] = (rl_thread_arg_t){rl, i, 0};
+    assert_int_equal(uv_thread_create(&t[i], fn, &a[i]), 0);
+  }
+  int total = 0;
+  for (int i = 0; i < SH_THREADS; i++) {
+    uv_thread_join(&t[i]);
+    total += a[i].allowed;
+  }
+  return total;
+}
+
+/* One bucket hammered by 4 threads admits exactly its burst (the rate is
+ * 1/hour, so the 50us the threads span adds nothing): a lost CAS update
+ * would let more through. Per-client buckets in the shared table: exactly
+ * burst per client, however the threads interleave. */
+static void test_ratelimit_shared(void **state) {
+  px_ratelimit_config_t c;
+  px_ratelimit_config_default(&c);
+  c.enabled = 1;
+  c.requests_per_unit = 1;
+  c.unit_ms = 3600000;
+  c.burst = 5000;
+  px_ratelimit_t rl;
+  assert_int_equal(px_ratelimit_init(&rl, &c), 0);
+  assert_int_equal(run_rl_threads(&rl, rl_route_thread), 5000);
+  assert_int_equal(px_ratelimit_allow(&rl, "", T0, NULL), 0);
+  px_ratelimit_done(&rl);
+
+  c.per_client = PX_RL_KEY_HEADER;
+  snprintf(c.header, sizeof c.header, "x-api-key");
+  c.burst = 10;
+  c.max_clients = 64;
+  assert_int_equal(px_ratelimit_init(&rl, &c), 0);
+  assert_int_equal(run_rl_threads(&rl, rl_client_thread), 50 * 10);
+  assert_int_equal(rl.nclients, 50);
+  for (int i = 0; i < 50; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    assert_true(px_ratelimit_tokens(&rl, k, T0) < 1e-9);
+  }
+  px_ratelimit_done(&rl);
+
+  /* a table smaller than the clients: evictions under contention stay bounded */
+  c.max_clients = 8;
+  assert_int_equal(px_ratelimit_init(&rl, &c), 0);
+  int got = run_rl_threads(&rl, rl_client_thread);
+  assert_true(got >= 50 * 10);
+  assert_true(rl.nclients <= 8);
+  assert_true(rl.evictions > 0);
+  px_ratelimit_done(&rl);
+}
+
+typedef struct budget_thread_arg {
+  px_retry_budget_t *b;
+  const px_retry_config_t *c;
+  int over; /* times the limit was seen below the retries this thread holds */
+} budget_thread_arg_t;
+
+static void budget_thread(void *p) {
+  budget_thread_arg_t *a = p;
+  for (int i = 0; i < 100000; i++) {
+    px_budget_request_start(a->b);
+    px_budget_retry_start(a->b);
+    if (px_budget_limit(a->c, a->b) < 1) a->over++;
+    px_budget_retry_end(a->b);
+    px_budget_request_end(a->b);
+  }
+}
+
+/* The route's budget counts every worker's requests and retries: after
+ * 4 x 100000 start/end pairs from 4 threads both counters are back at 0 (a
+ * non-atomic ++/-- loses updates and drifts). */
+static void test_budget_shared(void **state) {
+  px_retry_config_t c;
+  px_retry_config_default(&c);
+  c.budget_percent = 100;
+  c.budget_min_concurrency = 0;
+  px_retry_budget_t b = {0};
+  budget_thread_arg_t a[SH_THREADS];
+  uv_thread_t t[SH_THREADS];
+  for (int i = 0; i < SH_THREADS; i++) {
+    a[i] = (budget_thread_arg_t){&b, &c, 0};
+    assert_int_equal(uv_thread_create(&t[i], budget_thread, &a[i]), 0);
+  }
+  for (int i = 0; i < SH_THREADS; i++) {
+    uv_thread_join(&t[i]);
+    assert_int_equal(a[i].over, 0); /* each thread's own request is always counted */
+  }
+  assert_int_equal(atomic_load(&b.active_requests), 0);
+  assert_int_equal(atomic_load(&b.active_retries), 0);
+}
+
+#define OUT_ROUNDS 300
+
+typedef struct out_thread_arg {
+  px_outlier_t *o;
+  uv_barrier_t *bar;
+  _Atomic int *ejected; /* EJECTED events per round */
+} out_thread_arg_t;
+
+static void outlier_thread(void *p) {
+  out_thread_arg_t *a = p;
+  for (int r = 0; r < OUT_ROUNDS; r++) {
+    uint64_t now = T0 + (uint64_t)r * S(1000); /* past any ejection of the round before */
+    uv_barrier_wait(a->bar);
+    for (int i = 0; i < 1000; i++) { /* the run crosses 2000 while all four are at it */
+      px_outlier_event_t ev = px_outlier_on_result(a->o, 0, PX_OUT_RESPONSE, 503, now);
+      if (ev == PX_OUTLIER_EJECTED) atomic_fetch_add(&a->ejected[r], 1);
+    }
+  }
+}
+
+/* One outlier table fed by 4 threads: every round their 5xx answers for an
+ * endpoint together reach the threshold; exactly one of them ejects it,
+ * whatever the interleaving (never zero, never two). */
+static void test_outlier_shared(void **state) {
+  px_outlier_t o = outlier_new("{\"consecutive_5xx\":2000,\"base_ejection_time\":\"10s\","
+                               "\"max_ejection_time\":\"10s\",\"max_ejection_percent\":100}",
+                               2); /* room for two ejections: only the re-check under the lock stops a second */
+  static _Atomic int ejected[OUT_ROUNDS];
+  for (int r = 0; r < OUT_ROUNDS; r++) atomic_init(&ejected[r], 0);
+  uv_barrier_t bar;
+  assert_int_equal(uv_barrier_init(&bar, SH_THREADS), 0);
+  out_thread_arg_t a = {&o, &bar, ejected};
+  uv_thread_t t[SH_THREADS];
+  for (int i = 0; i < SH_THREADS; i++) assert_int_equal(uv_thread_create(&t[i], outlier_thread, &a), 0);
+  for (int i = 0; i < SH_THREADS; i++) uv_thread_join(&t[i]);
+  uv_barrier_destroy(&bar);
+  for (int r = 0; r < OUT_ROUNDS; r++) {
+    if (atomic_load(&ejected[r]) != 1) fail_msg("round %d: %d ejections", r, atomic_load(&ejected[r]));
+  }
+  assert_true(o.ep[0].total_ejections == OUT_ROUNDS);
+  assert_int_equal(px_outlier_ejected_count(&o), 1);
+  assert_int_equal(px_outlier_is_ejected(&o, 0, T0 + (uint64_t)(OUT_ROUNDS - 1) * S(1000)), 1);
+  px_outlier_done(&o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rng),
@@ -882,6 +1049,9 @@ int main(void) {
       cmocka_unit_test(test_ratelimit_clients),
       cmocka_unit_test(test_fault_percentages),
       cmocka_unit_test(test_fault_l4),
+      cmocka_unit_test(test_ratelimit_shared),
+      cmocka_unit_test(test_budget_shared),
+      cmocka_unit_test(test_outlier_shared),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,8 @@ struct px_txn {
   px_wroute_t *wr;
   px_wcluster_t *wc;
   const char *listener;
-  uv_timer_t deadline; /* route timeout */
+  uv_timer_t deadline; /* route timeout, re-armed lazily (on_deadline) */
+  uint64_t deadline_due; /* loop time (ms) of the route timeout, 0 = none */
   uv_timer_t t2;       /* fault delay, retry backoff, per-try timeout */
   int t2_mode;
   px_try_t *cur;
@@ -74,7 +75,7 @@ static px_txn_t *txn_get(px_worker_t *w) {
   t->t2 = t2;
   t->all_next = keep_all;
   t->w = w;
-  w->live_txns++;
+  __atomic_fetch_add(&w->live_txns, 1, __ATOMIC_RELAXED); /* read by the metrics thread */
   return t;
 }
 
@@ -83,13 +84,16 @@ static void txn_maybe_free(px_txn_t *t) {
   px_worker_t *w = t->w;
   t->freed = 1;
   sk_span_discard(&t->span);
-  uv_timer_stop(&t->deadline);
+  /* the deadline timer may stay armed for the next txn on this slot (see
+   * on_deadline); it holds no loop open meanwhile */
+  t->deadline_due = 0;
+  uv_unref((uv_handle_t *)&t->deadline);
   uv_timer_stop(&t->t2);
   px_gen_unref(t->gen);
   t->gen = NULL;
   t->next_free = w->free_txns;
   w->free_txns = t;
-  w->live_txns--;
+  __atomic_fetch_sub(&w->live_txns, 1, __ATOMIC_RELAXED);
 }
 
 static px_try_t *try_get(px_worker_t *w) {
@@ -155,7 +159,7 @@ static void account(px_txn_t *t, int status, const char *reason, size_t bytes) {
 
 /* After the response went out: the txn is done. */
 static void finish(px_txn_t *t) {
-  if (t->wr) px_budget_request_end(&t->wr->budget);
+  if (t->wr) px_budget_request_end(t->wr->budget);
   t->wr = NULL;
   t->req = NULL;
   t->done = 1;
@@ -175,7 +179,7 @@ static void on_abort(sk_http_req_t *req, void *ud) {
   px_txn_t *t = ud;
   (void)req;
   px_trace_server_abort(&t->span);
-  if (t->wr) px_budget_request_end(&t->wr->budget);
+  if (t->wr) px_budget_request_end(t->wr->budget);
   t->wr = NULL;
   t->req = NULL;
   t->done = 1;
@@ -188,14 +192,11 @@ static void on_abort(sk_http_req_t *req, void *ud) {
 
 static int ep_available(px_worker_t *w, px_wcluster_t *wc, size_t i, uint64_t now) {
   px_ep_t *ep = wc->eps[i];
-  int ej = wc->outlier.ep ? px_outlier_is_ejected(&wc->outlier, i, now) : 0;
-  if (ej != ep->ejected) {
-    ep->ejected = ej;
-    if (ej) atomic_fetch_add(&ep->stats->ejected, 1);
-    else atomic_fetch_sub(&ep->stats->ejected, 1);
-  }
+  int ej = wc->outlier ? px_outlier_is_ejected(wc->outlier, i, now) : 0; /* process-wide */
+  if ((uint32_t)ej != atomic_load_explicit(&ep->stats->ejected, memory_order_relaxed))
+    atomic_store_explicit(&ep->stats->ejected, (uint32_t)ej, memory_order_relaxed); /* for /clusters */
   (void)w;
-  return !ej && !ep->unhealthy;
+  return !ej && !px_share_unhealthy(wc->sh, i);
 }
 
 static long pick_ep(px_worker_t *w, px_wcluster_t *wc) {
@@ -268,8 +269,8 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
     int est = 0;
     px_trace_try_end(&y->span, status, err < 0 || timed_out ? error_reason(out, err, &est) : NULL);
   }
-  if (wc->outlier.ep && (err < 0 || timed_out || resp)) {
-    px_outlier_event_t ev = px_outlier_on_result(&wc->outlier, y->ep_index, out, status, now);
+  if (wc->outlier && (err < 0 || timed_out || resp)) {
+    px_outlier_event_t ev = px_outlier_on_result(wc->outlier, y->ep_index, out, status, now);
     if (ev == PX_OUTLIER_EJECTED) {
       atomic_fetch_add(&y->ep->stats->ejections, 1);
       sk_counter_inc(wc->m_ejections);
@@ -286,15 +287,16 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
   t->endpoint = wc->cfg->endpoints[y->ep_index].addr;
   const px_route_t *rt = t->rt;
   if (rt->retry.enabled) {
-    px_retry_decision_t d = px_retry_should(&rt->retry, t->attempts, out, status, &t->wr->budget);
-    if (d == PX_RETRY_YES && px_breaker_try_acquire(&wc->breaker, PX_BRK_RETRIES) == 0) {
-      px_breaker_release(&wc->breaker, PX_BRK_RETRIES); /* taken again when the try starts */
+    px_retry_decision_t d = px_retry_should(&rt->retry, t->attempts, out, status, t->wr->budget);
+    if (d == PX_RETRY_YES && px_breaker_try_acquire(wc->breaker, PX_BRK_RETRIES) == 0) {
+      px_breaker_release(wc->breaker, PX_BRK_RETRIES); /* taken again when the try starts */
       sk_counter_inc(wc->m_retries);
       uint64_t ms = px_retry_backoff_ms(&rt->retry, t->attempts, &w->rng);
       t->t2_mode = T2_BACKOFF;
       uv_timer_start(&t->t2, on_t2, ms, 0);
       return;
     }
+    if (d == PX_RETRY_YES) px_share_brk_overflow(wc->sh, PX_BRK_RETRIES); /* max_retries */
   }
   if (err < 0 || timed_out) {
     int st;
@@ -316,31 +318,20 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
   finish(t);
 }
 
-/* Keeps skiff_proxy_circuit_open{cluster,kind} in step with this worker's
- * breaker: called after every acquire/release of a kind. */
-static void brk_note(px_wcluster_t *wc, px_brk_kind_t k) {
-  unsigned bit = 1u << k;
-  int open = px_breaker_is_open(&wc->breaker, k);
-  if (open == !!(wc->brk_open & bit)) return;
-  if (open) {
-    wc->brk_open |= bit;
-    sk_gauge_inc(wc->m_breaker_open[k]);
-  } else {
-    wc->brk_open &= ~bit;
-    sk_gauge_dec(wc->m_breaker_open[k]);
-  }
-}
+/* Keeps skiff_proxy_circuit_open{cluster,kind} in step with the cluster's
+ * (process-wide) breaker: called after every acquire/release of a kind. */
+static void brk_note(px_wcluster_t *wc, px_brk_kind_t k) { px_share_brk_note(wc->sh, k); }
 
 static void try_release(px_try_t *y) {
   px_txn_t *t = y->t;
   y->ep->active--;
   atomic_fetch_sub(&y->ep->stats->active, 1);
-  px_breaker_release(&y->wc->breaker, PX_BRK_REQUESTS);
+  px_breaker_release(y->wc->breaker, PX_BRK_REQUESTS);
   brk_note(y->wc, PX_BRK_REQUESTS);
   if (y->retry) {
-    px_breaker_release(&y->wc->breaker, PX_BRK_RETRIES);
+    px_breaker_release(y->wc->breaker, PX_BRK_RETRIES);
     brk_note(y->wc, PX_BRK_RETRIES);
-    if (t->wr) px_budget_retry_end(&t->wr->budget);
+    if (t->wr) px_budget_retry_end(t->wr->budget);
   }
   t->outstanding--;
 }
@@ -377,12 +368,13 @@ static void start_try(px_txn_t *t, int is_retry) {
     fail(t, 503, PX_REASON_NO_HEALTHY_UPSTREAM);
     return;
   }
-  if (px_breaker_try_acquire(&wc->breaker, PX_BRK_REQUESTS) < 0) {
+  if (px_breaker_try_acquire(wc->breaker, PX_BRK_REQUESTS) < 0) {
+    px_share_brk_overflow(wc->sh, PX_BRK_REQUESTS);
     fail(t, 503, PX_REASON_CIRCUIT_OPEN);
     return;
   }
   brk_note(wc, PX_BRK_REQUESTS);
-  if (is_retry && px_breaker_try_acquire(&wc->breaker, PX_BRK_RETRIES) < 0) is_retry = 0;
+  if (is_retry && px_breaker_try_acquire(wc->breaker, PX_BRK_RETRIES) < 0) is_retry = 0;
   if (is_retry) brk_note(wc, PX_BRK_RETRIES);
   px_try_t *y = try_get(w);
   px_ep_t *ep = wc->eps[i];
@@ -392,7 +384,7 @@ static void start_try(px_txn_t *t, int is_retry) {
   y->ep_index = (size_t)i;
   y->start_ns = uv_hrtime();
   y->retry = is_retry;
-  if (is_retry) px_budget_retry_start(&t->wr->budget);
+  if (is_retry) px_budget_retry_start(t->wr->budget);
   ep->active++;
   atomic_fetch_add(&ep->stats->active, 1);
   atomic_fetch_add(&ep->stats->requests, 1);
@@ -408,7 +400,13 @@ static void start_try(px_txn_t *t, int is_retry) {
   sk_http_req_t *req = t->req;
   int rc = sk_http_client_request(ep->client, req->method, t->target, t->hdrs, t->nh, req->body, req->body_len,
                                   on_upstream, y);
-  if (rc < 0) {
+  if (rc == SK_ELIMIT) { /* max_pending_requests (the pool's gate): our answer, not an upstream failure */
+    try_release(y);
+    t->cur = NULL;
+    px_trace_try_end(&y->span, 0, PX_REASON_CIRCUIT_OPEN);
+    try_put(w, y);
+    fail(t, 503, PX_REASON_CIRCUIT_OPEN);
+  } else if (rc < 0) {
     y->stale = 0;
     on_upstream(SK_ECONNREFUSED, NULL, y);
   }
@@ -434,9 +432,18 @@ static void on_t2(uv_timer_t *h) {
   }
 }
 
+/* The deadline timer of a txn slot is not stopped when the txn ends: the
+ * next txn on the slot keeps it when it fires no later than its own
+ * deadline, and here it re-arms for what is left, so a request normally
+ * costs no timer operation. */
 static void on_deadline(uv_timer_t *h) {
   px_txn_t *t = h->data;
-  if (t->done || !t->req) return;
+  if (t->freed || t->done || !t->req || !t->deadline_due) return;
+  uint64_t now = uv_now(h->loop);
+  if (now < t->deadline_due) {
+    uv_timer_start(h, on_deadline, t->deadline_due - now, 0);
+    return;
+  }
   uv_timer_stop(&t->t2);
   t->t2_mode = T2_NONE;
   if (t->cur) {
@@ -485,7 +492,13 @@ static void after_fault(px_txn_t *t) {
   int ci = pick_cluster(t);
   t->wc = &t->gen->clusters[ci];
   t->target = px_rewrite_target(t->rt, t->req, t->req->pool);
-  if (t->rt->timeout_ms) uv_timer_start(&t->deadline, on_deadline, t->rt->timeout_ms, 0);
+  if (t->rt->timeout_ms) {
+    uint64_t ms = t->rt->timeout_ms;
+    t->deadline_due = uv_now(&t->w->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&t->deadline) || uv_timer_get_due_in(&t->deadline) > ms)
+      uv_timer_start(&t->deadline, on_deadline, ms, 0);
+    uv_ref((uv_handle_t *)&t->deadline);
+  }
   if (t->w->in_upstream_cb) {
     t->t2_mode = T2_START;
     uv_timer_start(&t->t2, on_t2, 0, 0);
@@ -520,13 +533,13 @@ void px_http_handle(sk_http_req_t *req, void *ud) {
     return;
   }
   t->wr = &g->routes[rt->index];
-  px_budget_request_start(&t->wr->budget);
+  px_budget_request_start(t->wr->budget);
   sk_http_req_on_abort(req, on_abort, t);
   if (rt->rate_limit.enabled) {
     char key[300];
     uint32_t ra = 1;
     px_ratelimit_key(&rt->rate_limit, req, key, sizeof key);
-    if (!px_ratelimit_allow(&t->wr->rl, key, uv_hrtime(), &ra)) {
+    if (!px_ratelimit_allow(t->wr->rl, key, uv_hrtime(), &ra)) {
       char v[16];
       snprintf(v, sizeof v, "%u", ra);
       sk_http_header_t h = {"retry-after", v};

@@ -4,9 +4,18 @@
  * each with its own uv loop, its own copy of every listener (SO_REUSEPORT)
  * and its own upstream connection pools. The active px_config_t is swapped
  * under px_proxy.mu; a worker picks it up on an async wakeup and builds a
- * px_gen_t (its per-worker view: cluster pools, limiters, budgets). A
- * request holds its gen until it ends, so in-flight requests finish on the
- * config they started with. */
+ * px_gen_t (its per-worker view: cluster pools, plus pointers to the
+ * process-wide resilience state of each cluster and route). A request
+ * holds its gen until it ends, so in-flight requests finish on the config
+ * they started with.
+ *
+ * Resilience state is per process, not per worker (px_share.c): breakers,
+ * outlier state and health flags per cluster (px_scluster_t), rate-limit
+ * buckets and retry budgets per route (px_sroute_t). Each is keyed by the
+ * cluster's or route's name plus the settings it depends on, so a reload
+ * that leaves a cluster or route unchanged keeps its state, and every
+ * worker's gen points at the same object. Health probes run on worker 0
+ * only, one runner per cluster (px_prober_t). */
 #ifndef SKIFF_PX_INT_H
 #define SKIFF_PX_INT_H
 
@@ -77,8 +86,8 @@ typedef struct px_ep_stats {
   char addr[300];
   _Atomic uint32_t active;     /* requests in flight, all workers */
   _Atomic uint64_t requests;
-  _Atomic uint32_t ejected;    /* workers that have it ejected */
-  _Atomic uint32_t unhealthy;  /* workers whose health check fails it */
+  _Atomic uint32_t ejected;    /* 1 while outlier detection has it ejected (refreshed on picks) */
+  _Atomic uint32_t unhealthy;  /* probers whose health check fails it (one per process) */
   _Atomic uint64_t ejections;
 } px_ep_stats_t;
 
@@ -88,32 +97,93 @@ typedef struct px_ep {
   px_worker_t *w;
   char *key; /* cluster|host:port|proto|tls|timeouts: same key = same pool across reloads */
   sk_http_client_t *client;
+  struct px_scluster *gate_sh; /* the client's gate counts into it (the gate holds the reference), or NULL */
   uint32_t active;
   int refs;
-  int ejected, unhealthy;
   px_ep_stats_t *stats;
   sk_counter_t *m_rq[6]; /* upstream_rq_total{class}: 1xx..5xx, error */
   struct px_ep *next;
 } px_ep_t;
+
+/* ---- process-wide resilience state (px_share.c) ---- */
+
+typedef struct px_scluster {
+  char *key;  /* name + endpoints + tls + breaker/outlier/health settings */
+  int refs;   /* under px_proxy.mu */
+  size_t n;   /* endpoints, in the config's order */
+  px_breaker_t breaker;
+  px_outlier_t outlier;       /* cfg.enabled == 0 when off */
+  _Atomic uint8_t *unhealthy; /* per endpoint, written by the one prober */
+  _Atomic unsigned brk_open;  /* bit per kind: counted as open in the gauge */
+  sk_gauge_t *m_breaker_open[PX_BRK_NKINDS]; /* circuit_open{cluster,kind} */
+  sk_counter_t *m_overflow[PX_BRK_NKINDS];   /* circuit_overflow_total{cluster,kind} */
+  _Atomic int conn_demand; /* a pool was refused a connection: idle ones should go */
+  px_proxy_t *p;
+  px_ep_stats_t **stats;      /* per endpoint */
+  struct px_scluster *next;
+} px_scluster_t;
+
+typedef struct px_sroute {
+  char *key; /* name (or index) + rate limit settings */
+  int refs;  /* under px_proxy.mu */
+  px_ratelimit_t rl;
+  px_retry_budget_t budget;
+  struct px_sroute *next;
+} px_sroute_t;
+
+/* Finds or makes the shared state for a cluster / route of a config and
+ * takes a reference; _unref drops it (the last one frees). Any thread. */
+px_scluster_t *px_share_cluster(px_proxy_t *p, const px_cluster_t *c);
+px_scluster_t *px_share_cluster_ref(px_proxy_t *p, px_scluster_t *s);
+void px_share_cluster_unref(px_proxy_t *p, px_scluster_t *s);
+px_sroute_t *px_share_route(px_proxy_t *p, const px_route_t *r);
+void px_share_route_unref(px_proxy_t *p, px_sroute_t *s);
+/* Keeps skiff_proxy_circuit_open{cluster,kind} (0 or 1) in step with the
+ * shared breaker: call after every acquire/release of kind k. */
+void px_share_brk_note(px_scluster_t *s, px_brk_kind_t k);
+/* Counts one refusal of kind k in skiff_proxy_circuit_overflow_total. */
+void px_share_brk_overflow(px_scluster_t *s, px_brk_kind_t k);
+/* The upstream client gate enforcing the cluster's max_connections and
+ * max_pending_requests (process-wide) on every pool of the cluster: 1 and
+ * *g filled, with a new reference to s that the gate's done hook drops,
+ * when either limit is set; 0 (nothing to enforce) otherwise. */
+int px_share_gate(px_scluster_t *s, const px_cluster_t *c, sk_http_client_gate_t *g);
+/* Health verdict of endpoint i as published by the prober. */
+static inline int px_share_unhealthy(const px_scluster_t *s, size_t i) {
+  return i < s->n && atomic_load_explicit(&((px_scluster_t *)s)->unhealthy[i], memory_order_relaxed) != 0;
+}
+
+/* The one health prober of a cluster (worker 0 runs them all). */
+typedef struct px_prober {
+  px_proxy_t *p;
+  px_scluster_t *sh; /* a reference */
+  px_config_t *cfg;  /* a reference: the runner borrows the cluster's TLS context and strings */
+  px_hc_runner_t *r;
+  struct px_prober *next;
+} px_prober_t;
+/* Probes cfg->clusters[ci] on w's loop, publishing into sh. */
+int px_prober_new(px_worker_t *w, px_config_t *cfg, size_t ci, px_scluster_t *sh, px_prober_t **out);
+void px_prober_free(px_prober_t *pr); /* on the prober's loop; accepts NULL */
+
+/* ---- per-worker view ---- */
 
 typedef struct px_wcluster {
   const px_cluster_t *cfg;
   px_ep_t **eps;
   size_t n;
   uint32_t rr;
-  px_outlier_t outlier;
-  px_breaker_t breaker;
-  px_hc_runner_t *hc;
+  px_scluster_t *sh;     /* process-wide state (a reference) */
+  px_breaker_t *breaker; /* &sh->breaker */
+  px_outlier_t *outlier; /* &sh->outlier, NULL when outlier detection is off */
   sk_counter_t *m_requests[7]; /* requests_total per class for "no route" use */
-  sk_gauge_t *m_breaker_open[PX_BRK_NKINDS]; /* circuit_open{cluster,kind} */
-  unsigned brk_open;                         /* bit per kind: counted as open in the gauge */
   sk_counter_t *m_ejections;
   sk_counter_t *m_retries;
 } px_wcluster_t;
 
 typedef struct px_wroute {
-  px_ratelimit_t rl;
-  px_retry_budget_t budget;
+  px_sroute_t *sh;             /* process-wide state (a reference) */
+  px_ratelimit_t *rl;          /* &sh->rl */
+  px_retry_budget_t *budget;   /* &sh->budget */
 } px_wroute_t;
 
 struct px_gen {
@@ -148,6 +218,7 @@ struct px_worker {
   uv_sem_t started;
   int start_rc;
   atomic_int want_swap, want_drain, want_stop;
+  atomic_int want_trim; /* close idle upstream connections of clusters with conn_demand */
   px_gen_t *gen;
   px_wlistener_t *listeners;
   px_ep_t *eps;
@@ -159,6 +230,8 @@ struct px_worker {
   int draining, drained_reported;
   int in_upstream_cb;
   int access_fd;
+  px_prober_t *probers;     /* worker 0 only: one per health-checked cluster */
+  sk_counter_t *m_requests; /* skiff_proxy_worker_requests_total{worker} */
 };
 
 /* ---- the proxy ---- */
@@ -186,16 +259,21 @@ struct px_proxy {
   uv_async_t drained_async;
   int drained_async_init;
   atomic_int drained_workers;
+  atomic_int stopping; /* px_proxy_free began: no more cross-worker wakeups */
   void (*drain_cb)(void *ud);
   void *drain_ud;
   px_port_t ports[PX_MAX_LISTENERS * 4];
   size_t nports;
   px_ep_stats_t *stats;
   size_t nstats, capstats;
+  px_scluster_t *sclusters; /* under mu */
+  px_sroute_t *sroutes;     /* under mu */
   int access_fd; /* -1 = off */
   char *access_path;
   /* metrics */
   sk_mfamily_t *f_requests, *f_duration, *f_upstream, *f_retries, *f_ejections, *f_breaker;
+  sk_mfamily_t *f_overflow; /* skiff_proxy_circuit_overflow_total{cluster,kind} */
+  sk_mfamily_t *f_worker_requests;
   sk_gauge_t *g_active_conns, *g_active_reqs;
   sk_counter_t *c_reloads, *c_reload_errors;
   sk_counter_t *c_spans_exported, *c_spans_dropped;
@@ -216,6 +294,9 @@ json_t *px_proxy_clusters_json(px_proxy_t *p);
 px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char *addr);
 
 /* worker side (px_worker.c) */
+/* Asks every worker to close its idle upstream connections of clusters
+ * whose conn_demand is set (a pool waits for a max_connections slot). */
+void px_proxy_want_trim(px_proxy_t *p);
 px_gen_t *px_gen_ref(px_gen_t *g);
 void px_gen_unref(px_gen_t *g);
 
@@ -235,8 +316,10 @@ void px_obs_thread_done(void); /* frees the thread's access-log buffer */
 void px_obs_request(px_worker_t *w, const px_route_t *rt, const char *cluster, int status, uint64_t dur_ns);
 
 /* tracing (px_trace.c): the `tracing` section -> a tracer (NULL when off;
- * out NULL = validate only); spans per request and per upstream try */
-int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_t *errs, sk_tracer_t **out);
+ * out NULL = validate only); spans per request and per upstream try.
+ * ident: the daemon's identity, for tracing.tls.identity (may be NULL). */
+int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_t *errs, sk_ident_t *ident,
+                     sk_tracer_t **out);
 void px_trace_server_begin(px_worker_t *w, const sk_http_req_t *req, const px_route_t *rt, sk_span_t *s,
                            px_trace_t *tr, sk_http_header_t *hdrs, size_t nh);
 void px_trace_server_end(sk_span_t *s, int status, const char *reason, const char *cluster);

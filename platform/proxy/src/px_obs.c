@@ -1,5 +1,6 @@
 /* px_obs.c - access log lines and Prometheus metrics. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -56,10 +57,19 @@ int px_obs_init(px_proxy_t *p) {
   sk_metrics_counter_family(m, "skiff_proxy_outlier_ejections_total", "Endpoints ejected by outlier detection.",
                             l_cluster, 1, &p->f_ejections);
   sk_metrics_gauge_family(m, "skiff_proxy_circuit_open",
-                          "Workers whose circuit breaker for the cluster is at its limit, by kind "
-                          "(requests, retries); 0 = closed.",
+                          "1 while the cluster's circuit breaker (one per process) is at its limit, by kind "
+                          "(connections, pending, requests, retries); 0 = closed.",
                           l_brk, 2, &p->f_breaker);
+  sk_metrics_counter_family(m, "skiff_proxy_circuit_overflow_total",
+                            "Times the cluster's circuit breaker refused, by kind: requests answered 503 "
+                            "(pending, requests), retries not made, connection opens deferred (connections).",
+                            l_brk, 2, &p->f_overflow);
+  static const char *const l_worker[] = {"worker"};
+  sk_metrics_counter_family(m, "skiff_proxy_worker_requests_total",
+                            "Downstream requests answered, by worker thread (how SO_REUSEPORT spread them).",
+                            l_worker, 1, &p->f_worker_requests);
   if (p->f_breaker) sk_mfamily_set_max_children(p->f_breaker, 20000);
+  if (p->f_overflow) sk_mfamily_set_max_children(p->f_overflow, 20000);
   if (p->f_requests) sk_mfamily_set_max_children(p->f_requests, 20000);
   if (p->f_upstream) sk_mfamily_set_max_children(p->f_upstream, 20000);
   sk_metrics_gauge(m, "skiff_proxy_active_requests", "Requests in flight.", &p->g_active_reqs);
@@ -85,13 +95,15 @@ typedef struct mcache_ent {
   int cls;
   sk_counter_t *c;
 } mcache_ent_t;
-static _Thread_local mcache_ent_t mcache[PX_MCACHE];
+static _Thread_local mcache_ent_t *mcache; /* PX_MCACHE entries, on first use (px_obs_thread_done frees) */
 
 void px_obs_request(px_worker_t *w, const px_route_t *rt, const char *cluster, int status, uint64_t dur_ns) {
   px_proxy_t *p = w->p;
+  sk_counter_inc(w->m_requests);
   if (!p->f_requests) return;
   int cls = status / 100;
   if (cls < 1 || cls > 5) cls = 5;
+  if (!mcache) mcache = sk_xcalloc(PX_MCACHE, sizeof *mcache);
   uintptr_t hv = ((uintptr_t)rt >> 4) * 31 + ((uintptr_t)cluster >> 3) * 17 + (uintptr_t)cls;
   mcache_ent_t *e = &mcache[hv % PX_MCACHE];
   if (!e->c || e->route != rt || e->cluster != cluster || e->cls != cls) {
@@ -190,4 +202,8 @@ void px_access_log(px_worker_t *w, const px_config_t *cfg, const sk_http_req_t *
   *bp = b;
 }
 
-void px_obs_thread_done(void) { sk_buf_done(&log_buf); }
+void px_obs_thread_done(void) {
+  sk_buf_done(&log_buf);
+  free(mcache);
+  mcache = NULL;
+}

@@ -7,11 +7,17 @@
  * uv_hrtime() scale, nanoseconds, any fixed origin) and randomness from a
  * caller-owned px_rng_t, so the unit tests are deterministic.
  *
- * Threading: every state object is owned by one worker (one uv loop) and is
- * not locked. Two exceptions are built on C11 atomics and MAY be shared by
- * all workers when a process-wide limit is wanted: px_breaker_t and the
- * route-wide bucket inside px_ratelimit_t (px_rl_bucket_t). Per-client rate
- * limit tables, outlier, health and retry-budget state are per worker.
+ * Threading: the proxy keeps one of each state object per process (per
+ * cluster or route), shared by every worker thread, so limits and ejections
+ * are process-wide. The hot paths are lock-free C11 atomics: breaker
+ * counters, the retry budget, the route-wide bucket (one CAS on a word),
+ * outlier counters and the ejected-until time. Two rare or small sections
+ * take a lock: an outlier ejection/un-ejection decision (a spinlock per
+ * cluster, taken only when a run of errors reaches its threshold or an
+ * ejection expires) and the per-client bucket table (a mutex per route,
+ * held for one lookup). Health check state (px_hc_t, px_hc_runner_t) is
+ * owned by the one loop that probes; it publishes results through a
+ * callback.
  *
  * Configuration: each policy has a plain config struct, filled with its
  * documented defaults by px_<x>_config_default() and from a jansson value by
@@ -29,6 +35,7 @@
 #define SKIFF_PX_RESIL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -132,18 +139,25 @@ int px_retry_config_parse(const json_t *j, const char *path, px_retry_config_t *
  * flight (started, not finished) and retries in flight (a retry try was
  * started and has not finished). */
 typedef struct px_retry_budget {
-  uint32_t active_requests;
-  uint32_t active_retries;
+  _Atomic uint32_t active_requests; /* atomics: one budget serves every worker */
+  _Atomic uint32_t active_retries;
 } px_retry_budget_t;
 
-static inline void px_budget_request_start(px_retry_budget_t *b) { b->active_requests++; }
-static inline void px_budget_request_end(px_retry_budget_t *b) {
-  if (b->active_requests) b->active_requests--;
+/* Decrement that never goes below zero (an end without a start is ignored). */
+static inline void px__atomic_dec_floor(_Atomic uint32_t *v) {
+  uint32_t cur = atomic_load_explicit(v, memory_order_relaxed);
+  while (cur && !atomic_compare_exchange_weak_explicit(v, &cur, cur - 1, memory_order_relaxed,
+                                                       memory_order_relaxed)) {
+  }
 }
-static inline void px_budget_retry_start(px_retry_budget_t *b) { b->active_retries++; }
-static inline void px_budget_retry_end(px_retry_budget_t *b) {
-  if (b->active_retries) b->active_retries--;
+static inline void px_budget_request_start(px_retry_budget_t *b) {
+  atomic_fetch_add_explicit(&b->active_requests, 1, memory_order_relaxed);
 }
+static inline void px_budget_request_end(px_retry_budget_t *b) { px__atomic_dec_floor(&b->active_requests); }
+static inline void px_budget_retry_start(px_retry_budget_t *b) {
+  atomic_fetch_add_explicit(&b->active_retries, 1, memory_order_relaxed);
+}
+static inline void px_budget_retry_end(px_retry_budget_t *b) { px__atomic_dec_floor(&b->active_retries); }
 /* max(min_concurrency, active_requests * percent / 100) */
 uint32_t px_budget_limit(const px_retry_config_t *c, const px_retry_budget_t *b);
 
@@ -167,7 +181,7 @@ int px_retry_retriable(const px_retry_config_t *c, px_outcome_t out, int status)
 uint64_t px_retry_backoff_ms(const px_retry_config_t *c, uint32_t attempt, px_rng_t *rng);
 const char *px_retry_decision_name(px_retry_decision_t d);
 
-/* ==== circuit breaker (per cluster; atomics: may be shared by workers) ==== */
+/* ==== circuit breaker (per cluster, shared by the workers; atomics) ==== */
 
 typedef enum px_brk_kind {
   PX_BRK_CONNECTIONS = 0, /* upstream connections open */
@@ -194,8 +208,9 @@ typedef struct px_breaker {
 
 void px_breaker_init(px_breaker_t *b, const px_breaker_config_t *c);
 /* Takes one slot of `kind`: 0, or SK_ELIMIT when at the limit (answer 503
- * with reason circuit_open for CONNECTIONS/PENDING/REQUESTS; for RETRIES
- * just do not retry). */
+ * with reason circuit_open for PENDING/REQUESTS; for RETRIES just do not
+ * retry; for CONNECTIONS do not open one, the request waits as pending:
+ * the upstream pools ask through px_share_gate, px_share.c). */
 int px_breaker_try_acquire(px_breaker_t *b, px_brk_kind_t kind);
 void px_breaker_release(px_breaker_t *b, px_brk_kind_t kind);
 /* 1 while the kind is at its limit ("open"): the breaker-state gauge. */
@@ -204,7 +219,7 @@ uint32_t px_breaker_current(const px_breaker_t *b, px_brk_kind_t kind);
 uint64_t px_breaker_overflows(const px_breaker_t *b, px_brk_kind_t kind);
 const char *px_brk_kind_name(px_brk_kind_t kind); /* "connections", "pending", "requests", "retries" */
 
-/* ==== outlier detection (per cluster per worker) ==== */
+/* ==== outlier detection (per cluster, shared by the workers) ==== */
 
 typedef struct px_outlier_config {
   int enabled;
@@ -220,17 +235,22 @@ void px_outlier_config_default(px_outlier_config_t *c);
 int px_outlier_config_parse(const json_t *j, const char *path, px_outlier_config_t *out, char *err,
                             size_t errlen);
 
+/* Shared by all workers: counters and ejected_until are atomics read and
+ * bumped without a lock; ejecting, un-ejecting and the multiplier's decay
+ * happen under px_outlier_t.lock. */
 typedef struct px_outlier_ep {
-  uint32_t cons_5xx, cons_gw;
-  uint32_t ejections;        /* multiplier: grows per ejection, decays while healthy */
-  uint64_t total_ejections;  /* counter for metrics */
-  uint64_t ejected_until;    /* ns; 0 = not ejected */
-  uint64_t last_decay;       /* ns */
+  _Atomic uint32_t cons_5xx, cons_gw;
+  _Atomic uint32_t ejections;        /* multiplier: grows per ejection, decays while healthy */
+  _Atomic uint64_t total_ejections;  /* counter for metrics */
+  _Atomic uint64_t ejected_until;    /* ns; 0 = not ejected */
+  _Atomic uint64_t last_decay;       /* ns */
 } px_outlier_ep_t;
 
 typedef struct px_outlier {
   px_outlier_config_t cfg;
-  size_t n, nejected;
+  size_t n;
+  _Atomic size_t nejected;
+  atomic_flag lock; /* spinlock for the rare state changes */
   px_outlier_ep_t *ep;
 } px_outlier_t;
 
@@ -244,7 +264,9 @@ typedef enum px_outlier_event {
 } px_outlier_event_t;
 
 /* Records one try's result against endpoint i (PX_OUT_LOCAL is ignored;
- * connect failures, resets and timeouts count as gateway errors and 5xx). */
+ * connect failures, resets and timeouts count as gateway errors and 5xx).
+ * Safe from any thread: when several threads see the run reach its
+ * threshold at once, exactly one of them gets PX_OUTLIER_EJECTED. */
 px_outlier_event_t px_outlier_on_result(px_outlier_t *o, size_t i, px_outcome_t out, int status,
                                         uint64_t now_ns);
 /* Un-ejects lazily when the time has passed. */
@@ -255,7 +277,7 @@ int px_outlier_is_ejected(px_outlier_t *o, size_t i, uint64_t now_ns);
 size_t px_outlier_sweep(px_outlier_t *o, uint64_t now_ns);
 size_t px_outlier_ejected_count(const px_outlier_t *o);
 
-/* ==== active health checks (per cluster per worker) ==== */
+/* ==== active health checks (per cluster; one prober per process) ==== */
 
 #define PX_HC_MAX_STATUS_RANGES 8
 
@@ -324,7 +346,7 @@ const px_hc_t *px_hc_runner_state(const px_hc_runner_t *r);
 /* Stops probing; memory goes once the loop has run the closes. Accepts NULL. */
 void px_hc_runner_free(px_hc_runner_t *r);
 
-/* ==== local rate limit (per route) ==== */
+/* ==== local rate limit (per route, shared by the workers) ==== */
 
 typedef enum px_rl_key_kind {
   PX_RL_KEY_NONE = 0,   /* one bucket for the whole route */
@@ -360,7 +382,9 @@ typedef struct px_ratelimit {
   uint64_t interval_ns;  /* time per token */
   uint64_t tolerance_ns; /* burst * interval */
   px_rl_bucket_t route;
-  /* per-client table (per worker) */
+  /* per-client table: shared by the workers, under mu */
+  pthread_mutex_t mu;
+  int mu_init;
   px_rl_client_t **slots;
   size_t nslots, nclients;
   px_rl_client_t *lru_head, *lru_tail; /* head = most recent */

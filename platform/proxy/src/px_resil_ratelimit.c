@@ -1,6 +1,9 @@
 /* px_resil_ratelimit.c - local rate limiting: token buckets kept as a
  * theoretical arrival time (GCRA), one per route or one per client in a
- * bounded LRU table. */
+ * bounded LRU table. One px_ratelimit_t serves every worker: the route
+ * bucket is a single atomic word advanced by compare-and-swap, the client
+ * table is looked up and updated under a mutex (one hash lookup, one LRU
+ * move, one GCRA step). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +99,13 @@ int px_ratelimit_init(px_ratelimit_t *rl, const px_ratelimit_config_t *c) {
     rl->slots = calloc(PX_RL_MIN_SLOTS, sizeof *rl->slots);
     if (!rl->slots) return SK_ENOMEM;
     rl->nslots = PX_RL_MIN_SLOTS;
+    if (pthread_mutex_init(&rl->mu, NULL) != 0) {
+      free(rl->slots);
+      rl->slots = NULL;
+      rl->nslots = 0;
+      return SK_ENOMEM;
+    }
+    rl->mu_init = 1;
   }
   return 0;
 }
@@ -110,6 +120,8 @@ void px_ratelimit_done(px_ratelimit_t *rl) {
   rl->slots = NULL;
   rl->lru_head = rl->lru_tail = NULL;
   rl->nslots = rl->nclients = 0;
+  if (rl->mu_init) pthread_mutex_destroy(&rl->mu);
+  rl->mu_init = 0;
 }
 
 const char *px_ratelimit_key(const px_ratelimit_config_t *c, const sk_http_req_t *req, char *buf,
@@ -265,9 +277,10 @@ int px_ratelimit_allow(px_ratelimit_t *rl, const char *key, uint64_t now_ns, uin
         break;
     }
   } else {
+    pthread_mutex_lock(&rl->mu);
     px_rl_client_t *c = client_get(rl, key ? key : "", 1);
-    if (!c) return 1; /* out of memory: fail open */
-    ok = gcra(rl, &c->tat, now_ns, &wait);
+    ok = c ? gcra(rl, &c->tat, now_ns, &wait) : 1; /* out of memory: fail open */
+    pthread_mutex_unlock(&rl->mu);
   }
   if (!ok && retry_after_s) {
     uint64_t s = (wait + UINT64_C(999999999)) / UINT64_C(1000000000);
@@ -281,8 +294,10 @@ double px_ratelimit_tokens(px_ratelimit_t *rl, const char *key, uint64_t now_ns)
   if (rl->cfg.per_client == PX_RL_KEY_NONE || !rl->slots) {
     tat = atomic_load_explicit(&rl->route.tat, memory_order_relaxed);
   } else {
+    pthread_mutex_lock(&rl->mu);
     px_rl_client_t *c = client_get(rl, key ? key : "", 0);
     tat = c ? c->tat : 0;
+    pthread_mutex_unlock(&rl->mu);
   }
   uint64_t backlog = tat > now_ns ? tat - now_ns : 0;
   if (backlog >= rl->tolerance_ns) return 0;

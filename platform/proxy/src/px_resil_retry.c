@@ -139,7 +139,8 @@ int px_retry_config_parse(const json_t *j, const char *path, px_retry_config_t *
 }
 
 uint32_t px_budget_limit(const px_retry_config_t *c, const px_retry_budget_t *b) {
-  uint64_t lim = (uint64_t)b->active_requests * c->budget_percent / 100;
+  uint64_t lim = (uint64_t)atomic_load_explicit(&((px_retry_budget_t *)b)->active_requests, memory_order_relaxed) *
+                 c->budget_percent / 100;
   if (lim < c->budget_min_concurrency) lim = c->budget_min_concurrency;
   return lim > UINT32_MAX ? UINT32_MAX : (uint32_t)lim;
 }
@@ -170,7 +171,9 @@ px_retry_decision_t px_retry_should(const px_retry_config_t *c, uint32_t attempt
                                     int status, const px_retry_budget_t *b) {
   if (!px_retry_retriable(c, out, status)) return PX_RETRY_NO;
   if (attempt >= c->attempts) return PX_RETRY_EXHAUSTED;
-  if (b && b->active_retries >= px_budget_limit(c, b)) return PX_RETRY_BUDGET;
+  if (b && atomic_load_explicit(&((px_retry_budget_t *)b)->active_retries, memory_order_relaxed) >=
+               px_budget_limit(c, b))
+    return PX_RETRY_BUDGET;
   return PX_RETRY_YES;
 }
 

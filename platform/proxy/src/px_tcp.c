@@ -66,7 +66,7 @@ static void pair_maybe_free(px_tpair_t *p) {
       free(c);
     }
   sk_buf_done(&p->early);
-  p->w->tcp_conns--;
+  __atomic_fetch_sub(&p->w->tcp_conns, 1, __ATOMIC_RELAXED); /* read by the metrics thread */
   px_gen_unref(p->gen);
   free(p);
 }
@@ -216,7 +216,7 @@ void px_tcp_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
   px_tpair_t *p = sk_xcalloc(1, sizeof *p);
   p->w = w;
   p->down = c;
-  w->tcp_conns++;
+  __atomic_fetch_add(&w->tcp_conns, 1, __ATOMIC_RELAXED);
   sk_conn_set_cbs(c, &down_cbs, p);
   if (!g || wl->idx < 0) {
     sk_conn_abort(c);
@@ -244,7 +244,7 @@ void px_tcp_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
   uint64_t now = uv_hrtime();
   for (size_t k = 0; k < wc->n; k++) {
     size_t i = wc->rr++ % wc->n;
-    if (!(wc->outlier.ep && px_outlier_is_ejected(&wc->outlier, i, now)) && !wc->eps[i]->unhealthy) {
+    if (!(wc->outlier && px_outlier_is_ejected(wc->outlier, i, now)) && !px_share_unhealthy(wc->sh, i)) {
       idx = (long)i;
       break;
     }

@@ -34,15 +34,21 @@ px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char 
 
 /* ---- generations ---- */
 
-static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i) {
+/* A cluster with max_connections or max_pending_requests binds its pools
+ * to its shared state sh (the pool's gate counts into sh's breaker for the
+ * pool's whole life), so sh is part of the key. */
+static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_scluster_t *sh) {
   char key[1200];
   const px_endpoint_t *e = &c->endpoints[i];
-  snprintf(key, sizeof key, "%s|%s|%d|%s|%llu|%llu|%llu|%u", c->name, e->addr, c->h2, c->tls_sig,
+  sk_http_client_gate_t gate;
+  int gated = px_share_gate(sh, c, &gate);
+  snprintf(key, sizeof key, "%s|%s|%d|%s|%llu|%llu|%llu|%u|%p", c->name, e->addr, c->h2, c->tls_sig,
            (unsigned long long)c->connect_timeout_ms, (unsigned long long)c->idle_timeout_ms,
-           (unsigned long long)c->request_timeout_ms, c->max_conns);
+           (unsigned long long)c->request_timeout_ms, c->max_conns, gated ? (void *)sh : NULL);
   for (px_ep_t *ep = w->eps; ep; ep = ep->next)
     if (!strcmp(ep->key, key)) {
       ep->refs++;
+      if (gated) px_share_cluster_unref(w->p, sh); /* the pool has its gate already */
       return ep;
     }
   px_ep_t *ep = sk_xcalloc(1, sizeof *ep);
@@ -59,8 +65,14 @@ static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i) {
                              .max_body_bytes = 64u << 20,
                              .connect_timeout_ms = c->connect_timeout_ms,
                              .request_timeout_ms = c->request_timeout_ms,
-                             .idle_timeout_ms = c->idle_timeout_ms};
-  if (sk_http_client_new(&w->loop, &o, &ep->client) < 0) ep->client = NULL;
+                             .idle_timeout_ms = c->idle_timeout_ms,
+                             .gate = gated ? &gate : NULL};
+  if (sk_http_client_new(&w->loop, &o, &ep->client) < 0) {
+    ep->client = NULL;
+    if (gated) px_share_cluster_unref(w->p, sh); /* no client: its done hook never runs */
+  } else if (gated) {
+    ep->gate_sh = sh;
+  }
   ep->next = w->eps;
   w->eps = ep;
   return ep;
@@ -74,26 +86,9 @@ static void ep_unref(px_ep_t *ep) {
       *pp = ep->next;
       break;
     }
-  if (ep->ejected) atomic_fetch_sub(&ep->stats->ejected, 1);
-  if (ep->unhealthy) atomic_fetch_sub(&ep->stats->unhealthy, 1);
   sk_http_client_free(ep->client);
   free(ep->key);
   free(ep);
-}
-
-typedef struct hc_ud {
-  px_wcluster_t *wc;
-} hc_ud_t;
-
-static void hc_change(void *ud, size_t i, int healthy) {
-  px_wcluster_t *wc = ud;
-  if (i >= wc->n) return;
-  px_ep_t *ep = wc->eps[i];
-  int un = !healthy;
-  if (un == ep->unhealthy) return;
-  ep->unhealthy = un;
-  if (un) atomic_fetch_add(&ep->stats->unhealthy, 1);
-  else atomic_fetch_sub(&ep->stats->unhealthy, 1);
 }
 
 static px_gen_t *gen_new(px_worker_t *w, px_config_t *cfg) {
@@ -109,34 +104,23 @@ static px_gen_t *gen_new(px_worker_t *w, px_config_t *cfg) {
     wc->cfg = cc;
     wc->n = cc->nendpoints;
     wc->eps = sk_xcalloc(wc->n + 1, sizeof *wc->eps);
-    for (size_t i = 0; i < wc->n; i++) wc->eps[i] = ep_get(w, cc, i);
+    /* breaker, outlier state and health flags: one per process */
+    wc->sh = px_share_cluster(p, cc);
+    for (size_t i = 0; i < wc->n; i++) wc->eps[i] = ep_get(w, cc, i, wc->sh);
     wc->rr = (uint32_t)w->id;
-    if (cc->outlier.enabled) px_outlier_init(&wc->outlier, &cc->outlier, wc->n);
-    px_breaker_config_t bc;
-    memset(&bc, 0, sizeof bc);
-    px_breaker_init(&wc->breaker, cc->breaker.enabled ? &cc->breaker : &bc);
+    wc->breaker = &wc->sh->breaker;
+    wc->outlier = wc->sh->outlier.cfg.enabled ? &wc->sh->outlier : NULL;
     const char *v[1] = {cc->name};
     if (p->f_retries) sk_counter_with(p->f_retries, v, &wc->m_retries);
     if (p->f_ejections) sk_counter_with(p->f_ejections, v, &wc->m_ejections);
-    if (p->f_breaker) {
-      static const px_brk_kind_t kinds[] = {PX_BRK_REQUESTS, PX_BRK_RETRIES}; /* the ones the core enforces */
-      for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        const char *bv[2] = {cc->name, px_brk_kind_name(kinds[k])};
-        sk_gauge_with(p->f_breaker, bv, &wc->m_breaker_open[kinds[k]]);
-      }
-    }
-    if (cc->health.enabled) {
-      px_hc_target_t *tg = sk_xcalloc(wc->n + 1, sizeof *tg);
-      for (size_t i = 0; i < wc->n; i++)
-        tg[i] = (px_hc_target_t){cc->endpoints[i].host, cc->endpoints[i].port, cc->tls, cc->sni};
-      if (px_hc_runner_new(&w->loop, &cc->health, tg, wc->n, px_rng_next(&w->rng), hc_change, wc, &wc->hc) < 0)
-        wc->hc = NULL;
-      free(tg);
-    }
   }
   g->routes = sk_xcalloc(cfg->nroutes + 1, sizeof *g->routes);
-  for (size_t r = 0; r < cfg->nroutes; r++)
-    if (cfg->routes[r].rate_limit.enabled) px_ratelimit_init(&g->routes[r].rl, &cfg->routes[r].rate_limit);
+  for (size_t r = 0; r < cfg->nroutes; r++) { /* rate limiter and retry budget: one per process */
+    px_wroute_t *wr = &g->routes[r];
+    wr->sh = px_share_route(p, &cfg->routes[r]);
+    wr->rl = &wr->sh->rl;
+    wr->budget = &wr->sh->budget;
+  }
   return g;
 }
 
@@ -147,20 +131,14 @@ px_gen_t *px_gen_ref(px_gen_t *g) {
 
 void px_gen_unref(px_gen_t *g) {
   if (!g || --g->refs > 0) return;
+  px_proxy_t *p = g->w->p;
   for (size_t c = 0; c < g->cfg->nclusters; c++) {
     px_wcluster_t *wc = &g->clusters[c];
-    px_hc_runner_free(wc->hc);
-    for (size_t i = 0; i < wc->n; i++) {
-      /* health state goes with the runner */
-      if (wc->eps[i]->unhealthy && wc->hc) hc_change(wc, i, 1);
-      ep_unref(wc->eps[i]);
-    }
+    for (size_t i = 0; i < wc->n; i++) ep_unref(wc->eps[i]);
     free(wc->eps);
-    px_outlier_done(&wc->outlier);
-    for (int k = 0; k < PX_BRK_NKINDS; k++) /* a generation leaving while open */
-      if (wc->brk_open & (1u << k)) sk_gauge_dec(wc->m_breaker_open[k]);
+    px_share_cluster_unref(p, wc->sh);
   }
-  for (size_t r = 0; r < g->cfg->nroutes; r++) px_ratelimit_done(&g->routes[r].rl);
+  for (size_t r = 0; r < g->cfg->nroutes; r++) px_share_route_unref(p, g->routes[r].sh);
   free(g->clusters);
   free(g->routes);
   px_config_unref(g->cfg);
@@ -259,6 +237,41 @@ static void wl_retire(px_wlistener_t *wl) {
   }
 }
 
+/* Worker 0 probes for the whole process: one prober per health-checked
+ * cluster of g. A cluster whose shared state is unchanged keeps its prober
+ * (and so its endpoints' health); the others start afresh. */
+static void probers_apply(px_worker_t *w, px_gen_t *g) {
+  px_prober_t *old = w->probers, *keep = NULL;
+  w->probers = NULL;
+  for (size_t c = 0; c < g->cfg->nclusters; c++) {
+    const px_cluster_t *cc = &g->cfg->clusters[c];
+    if (!cc->health.enabled) continue;
+    px_prober_t **pp = &old, *found = NULL;
+    for (; *pp; pp = &(*pp)->next)
+      if ((*pp)->sh == g->clusters[c].sh) {
+        found = *pp;
+        *pp = found->next;
+        break;
+      }
+    if (!found) {
+      int r = px_prober_new(w, g->cfg, c, g->clusters[c].sh, &found);
+      if (r < 0) {
+        if (w->p->o.log)
+          sk_log_kv(w->p->o.log, SK_LOG_ERROR, "cannot start health checks", "cluster", cc->name, "error",
+                    sk_strerror(r), NULL);
+        continue;
+      }
+    }
+    found->next = keep;
+    keep = found;
+  }
+  for (px_prober_t *pr = old, *n; pr; pr = n) {
+    n = pr->next;
+    px_prober_free(pr);
+  }
+  w->probers = keep;
+}
+
 /* Makes the current config this worker's: new gen, listeners reconciled.
  * Returns a negative code when a listener could not be opened (the gen is
  * still swapped; the listener is missing). */
@@ -307,6 +320,7 @@ static int worker_apply(px_worker_t *w) {
   w->listeners = keep;
   px_gen_t *prev = w->gen;
   w->gen = g;
+  if (w->id == 0) probers_apply(w, g);
   px_gen_unref(prev);
   return rc;
 }
@@ -357,9 +371,31 @@ static void worker_stop(px_worker_t *w) {
     wl_free(wl);
   }
   w->listeners = NULL;
+  for (px_prober_t *pr = w->probers, *n; pr; pr = n) {
+    n = pr->next;
+    px_prober_free(pr);
+  }
+  w->probers = NULL;
   px_gen_unref(w->gen);
   w->gen = NULL;
   uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
+/* Idle upstream connections of clusters where a pool waits for a
+ * max_connections slot go (px_share.c, the client gate). */
+static void worker_trim(px_worker_t *w) {
+  for (px_ep_t *ep = w->eps; ep; ep = ep->next)
+    if (ep->gate_sh && atomic_load_explicit(&ep->gate_sh->conn_demand, memory_order_relaxed))
+      sk_http_client_close_idle(ep->client);
+}
+
+void px_proxy_want_trim(px_proxy_t *p) {
+  if (atomic_load(&p->stopping)) return;
+  int n = __atomic_load_n(&p->nworkers, __ATOMIC_ACQUIRE); /* workers whose wake handle exists */
+  for (int i = 0; i < n; i++) {
+    px_worker_t *w = &p->workers[i];
+    if (!atomic_exchange(&w->want_trim, 1)) uv_async_send(&w->wake);
+  }
 }
 
 static void on_wake(uv_async_t *a) {
@@ -368,6 +404,7 @@ static void on_wake(uv_async_t *a) {
     worker_stop(w);
     return;
   }
+  if (atomic_exchange(&w->want_trim, 0)) worker_trim(w);
   if (atomic_exchange(&w->want_swap, 0)) worker_apply(w);
   if (atomic_exchange(&w->want_drain, 0)) worker_drain(w);
   if (w->draining) worker_check_drained(w);
@@ -375,6 +412,12 @@ static void on_wake(uv_async_t *a) {
 
 static void worker_main(void *arg) {
   px_worker_t *w = arg;
+  if (w->p->f_worker_requests) {
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    const char *v[1] = {id};
+    sk_counter_with(w->p->f_worker_requests, v, &w->m_requests);
+  }
   w->start_rc = worker_apply(w);
   uv_sem_post(&w->started);
   uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -451,7 +494,7 @@ int px_proxy_new(uv_loop_t *main_loop, px_config_t *cfg, const px_opts_t *o, px_
     /* one at a time, so workers after the first reuse the first's ephemeral ports */
     uv_thread_create(&w->thread, worker_main, w);
     uv_sem_wait(&w->started);
-    p->nworkers = i + 1;
+    __atomic_store_n(&p->nworkers, i + 1, __ATOMIC_RELEASE); /* read by px_proxy_want_trim */
     if (w->start_rc < 0) {
       rc = w->start_rc;
       break;
@@ -513,12 +556,15 @@ static void proxy_closed(uv_handle_t *h) { free(h->data); }
 
 void px_proxy_free(px_proxy_t *p) {
   if (!p) return;
+  atomic_store(&p->stopping, 1);
   for (int i = 0; i < p->nworkers; i++) {
     atomic_store(&p->workers[i].want_stop, 1);
     uv_async_send(&p->workers[i].wake);
   }
+  /* every worker joined before any loop closes: a worker still stopping
+   * may wake another (px_proxy_want_trim) that has stopped already */
+  for (int i = 0; i < p->nworkers; i++) uv_thread_join(&p->workers[i].thread);
   for (int i = 0; i < p->nworkers; i++) {
-    uv_thread_join(&p->workers[i].thread);
     uv_loop_close(&p->workers[i].loop);
     uv_sem_destroy(&p->workers[i].started);
   }
@@ -531,6 +577,18 @@ void px_proxy_free(px_proxy_t *p) {
   }
   free(p->workers);
   px_config_unref(p->cfg);
+  /* every gen and prober is gone with its worker, and with it the shared
+   * state; a failed start can leave some behind */
+  while (p->sclusters) {
+    px_scluster_t *s = p->sclusters;
+    s->refs = 1;
+    px_share_cluster_unref(p, s);
+  }
+  while (p->sroutes) {
+    px_sroute_t *s = p->sroutes;
+    s->refs = 1;
+    px_share_route_unref(p, s);
+  }
   for (stats_node_t *n = (stats_node_t *)p->stats, *nx; n; n = nx) {
     nx = n->next;
     free(n);

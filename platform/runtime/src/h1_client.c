@@ -13,6 +13,7 @@
 
 #define H1C_MAX_HEAD (64 * 1024)
 #define H1C_MAX_FIELDS 256
+#define H1C_HEAD_STACK 2048 /* request heads up to this size are built on the stack */
 
 enum { C_IDLE = 0, C_HEAD, C_BODY, C_CLOSING, C_DEAD };
 
@@ -22,7 +23,8 @@ struct sk__h1_client {
   void (*on_idle)(sk__h1_client_t *h, void *ud);
   void (*on_gone)(sk__h1_client_t *h, void *ud);
   void *ud;
-  uv_timer_t idle;
+  uv_timer_t idle;    /* re-armed lazily: see h1c_idle_cb */
+  uint64_t idle_since; /* loop time (ms) the connection last went idle */
   int state;
   sk__http_creq_t *cur;
   int is_head, req_close;
@@ -61,9 +63,17 @@ static void h1c_fail(sk__h1_client_t *h, int err) {
   h1c_complete(h, err, NULL);
 }
 
+/* The idle timer is left armed while a request runs and when the
+ * connection goes idle again; it only counts once it fires. */
 static void h1c_idle_cb(uv_timer_t *t) {
   sk__h1_client_t *h = t->data;
-  if (h->state == C_IDLE) h1c_close_conn(h, 0);
+  if (h->state != C_IDLE) return; /* busy: armed again when it next goes idle */
+  uint64_t ms = sk__http_client_idle_ms(h->cl), idle = uv_now(t->loop) - h->idle_since;
+  if (idle < ms) {
+    uv_timer_start(t, h1c_idle_cb, ms - idle, 0);
+    return;
+  }
+  h1c_close_conn(h, 0);
 }
 
 static void h1c_finish(sk__h1_client_t *h) {
@@ -80,7 +90,9 @@ static void h1c_finish(sk__h1_client_t *h) {
   int keep = h->keep_alive && !h->req_close && h->in.len == 0 && h->state == C_BODY;
   if (keep) {
     h->state = C_IDLE;
-    uv_timer_start(&h->idle, h1c_idle_cb, sk__http_client_idle_ms(h->cl), 0);
+    h->idle_since = uv_now(h->idle.loop);
+    if (!uv_is_active((uv_handle_t *)&h->idle)) /* else it fires earlier and re-arms */
+      uv_timer_start(&h->idle, h1c_idle_cb, sk__http_client_idle_ms(h->cl), 0);
   } else {
     h1c_close_conn(h, 0);
   }
@@ -129,13 +141,7 @@ static void h1c_process(sk__h1_client_t *h) {
       resp->pool = pool;
       resp->status = hd.status;
       resp->version = hd.version;
-      resp->headers.v = sk_pool_alloc(pool, (hd.nfields ? hd.nfields : 1) * sizeof(sk_http_header_t));
-      resp->headers.cap = hd.nfields;
-      for (size_t i = 0; i < hd.nfields; i++) {
-        sk_http_header_t *o = &resp->headers.v[resp->headers.n++];
-        o->name = sk_pool_strndup(pool, hd.fields[i].name, hd.fields[i].name_len);
-        o->value = sk_pool_strndup(pool, hd.fields[i].value, hd.fields[i].value_len);
-      }
+      sk__http_headers_from_h1(&resp->headers, &hd, pool);
       h->resp = resp;
       h->body_kind = hd.body;
       h->body_left = hd.content_length;
@@ -284,31 +290,41 @@ sk__h1_client_t *sk__h1_client_new(sk_conn_t *c, sk_http_client_t *cl,
 int sk__h1_client_submit(sk__h1_client_t *h, sk__http_creq_t *r) {
   if (!h || h->state >= C_CLOSING) return SK_ECLOSED;
   if (h->state != C_IDLE || h->cur) return SK_EBUSY;
-  uv_timer_stop(&h->idle);
-  sk_buf_t b;
-  sk_buf_init(&b);
+  char stack[H1C_HEAD_STACK];
+  sk__h1_out_t b;
+  sk__h1_out_init(&b, stack, sizeof stack);
   int have_host = 0;
   h->req_close = 0;
-  sk_buf_printf(&b, "%s %s HTTP/1.1\r\n", r->method, r->path);
+  size_t ml = strlen(r->method), pl = strlen(r->path);
+  sk__h1_out_add(&b, r->method, ml);
+  SK__H1_OUT_LIT(&b, " ");
+  sk__h1_out_add(&b, r->path, pl);
+  SK__H1_OUT_LIT(&b, " HTTP/1.1\r\n");
   for (size_t i = 0; i < r->headers.n; i++) {
     const char *n = r->headers.v[i].name, *v = r->headers.v[i].value;
-    if (!sk__h1_valid_name(n) || !sk__h1_valid_value(v)) continue;
-    if (!strcasecmp(n, "content-length") || !strcasecmp(n, "transfer-encoding")) continue;
-    if (!strcasecmp(n, "host")) have_host = 1;
-    if (!strcasecmp(n, "connection") && sk__h1_list_has(v, strlen(v), "close")) h->req_close = 1;
-    sk_buf_printf(&b, "%s: %s\r\n", n, v);
+    long nl = sk__h1_name_len(n), vl = sk__h1_value_len(v);
+    if (nl <= 0 || vl < 0) continue;
+    if (nl == 14 && sk__h1_ieq_lit(n, "content-length", 14)) continue;
+    if (nl == 17 && sk__h1_ieq_lit(n, "transfer-encoding", 17)) continue;
+    if (nl == 4 && sk__h1_ieq_lit(n, "host", 4)) have_host = 1;
+    if (nl == 10 && sk__h1_ieq_lit(n, "connection", 10) && sk__h1_list_has(v, (size_t)vl, "close"))
+      h->req_close = 1;
+    sk__h1_out_field(&b, n, (size_t)nl, v, (size_t)vl);
   }
-  if (!have_host && r->authority) sk_buf_printf(&b, "host: %s\r\n", r->authority);
-  int needs_len = r->body_len || !strcmp(r->method, "POST") || !strcmp(r->method, "PUT") ||
-                  !strcmp(r->method, "PATCH");
-  if (needs_len) sk_buf_printf(&b, "content-length: %zu\r\n", r->body_len);
-  sk_buf_puts(&b, "\r\n");
-  int rc = sk_conn_write(h->conn, b.data, b.len);
-  sk_buf_done(&b);
+  if (!have_host && r->authority) sk__h1_out_field(&b, "host", 4, r->authority, strlen(r->authority));
+  int needs_len = r->body_len || (ml == 4 && !memcmp(r->method, "POST", 4)) ||
+                  (ml == 3 && !memcmp(r->method, "PUT", 3)) || (ml == 5 && !memcmp(r->method, "PATCH", 5));
+  if (needs_len) {
+    char num[20];
+    sk__h1_out_field(&b, "content-length", 14, num, sk__h1_u64(num, r->body_len));
+  }
+  SK__H1_OUT_LIT(&b, "\r\n");
+  int rc = sk_conn_write(h->conn, b.d, b.len);
+  sk__h1_out_done(&b);
   if (rc >= 0 && r->body_len) rc = sk_conn_write(h->conn, r->body, r->body_len);
   if (rc < 0) return rc;
   h->cur = r;
-  h->is_head = !strcmp(r->method, "HEAD");
+  h->is_head = ml == 4 && !memcmp(r->method, "HEAD", 4);
   h->state = C_HEAD;
   sk__h1_parser_reset(&h->parser);
   r->proto = h;

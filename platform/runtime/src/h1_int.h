@@ -1,13 +1,15 @@
 /* h1_int.h - the HTTP/1.x codec: a strict, incremental, allocation-free
  * parser for request and response heads, the chunked transfer coding both
  * ways, and the framing rules of RFC 9112 section 6. Pure: no I/O, no
- * allocation, so it is easy to fuzz. Used by h1_server.c and h1_client.c.
+ * allocation (but for the head writer's rare heap spill), so it is easy to
+ * fuzz. Used by h1_server.c and h1_client.c.
  * Not a public header. */
 #ifndef SKIFF_H1_INT_H
 #define SKIFF_H1_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A header field as it appears in the head (not NUL-terminated). Values
  * are trimmed of leading and trailing whitespace; name case is preserved. */
@@ -86,6 +88,69 @@ int sk__h1_list_has(const char *v, size_t n, const char *token);
 int sk__h1_valid_name(const char *s);
 int sk__h1_valid_value(const char *s);
 int sk__h1_is_tchar(unsigned char c);
+
+/* Character classes of RFC 9110 5.1 and 5.5, one table lookup each. */
+#define SK__H1_C_TCHAR 1u /* token character */
+#define SK__H1_C_VALUE 2u /* field-vchar, SP, HTAB, obs-text */
+extern const unsigned char sk__h1_ctype[256];
+/* Length of a valid field name / value (NUL-terminated), or -1 when it
+ * holds a character that may not be sent (a name must not be empty). The
+ * check and the length in one pass, for writers that need both. */
+long sk__h1_name_len(const char *s);
+long sk__h1_value_len(const char *s);
+
+/* ASCII lower case. */
+static inline unsigned char sk__h1_lc(unsigned char c) {
+  return (unsigned char)((unsigned)c - 'A' < 26u ? c | 0x20 : c);
+}
+/* s[0..n) equals the lower-case literal lit of length n, ignoring case. */
+static inline int sk__h1_ieq_lit(const char *s, const char *lit, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (sk__h1_lc((unsigned char)s[i]) != (unsigned char)lit[i]) return 0;
+  return 1;
+}
+
+/* ---- writing heads ----
+ * Heads are assembled with memcpy into a buffer on the caller's stack,
+ * moving to the heap only when a head outgrows it, and handed to the
+ * connection in one write. */
+typedef struct sk__h1_out {
+  char *d;
+  size_t len, cap;
+  int heap; /* d is malloc'ed */
+} sk__h1_out_t;
+
+static inline void sk__h1_out_init(sk__h1_out_t *o, char *buf, size_t cap) {
+  o->d = buf;
+  o->len = 0;
+  o->cap = cap;
+  o->heap = 0;
+}
+void sk__h1_out_grow(sk__h1_out_t *o, size_t n); /* room for n more bytes */
+void sk__h1_out_done(sk__h1_out_t *o);
+static inline void sk__h1_out_add(sk__h1_out_t *o, const void *s, size_t n) {
+  if (o->cap - o->len < n) sk__h1_out_grow(o, n);
+  memcpy(o->d + o->len, s, n);
+  o->len += n;
+}
+#define SK__H1_OUT_LIT(o, lit) sk__h1_out_add((o), (lit), sizeof(lit) - 1)
+/* "name: value\r\n" */
+static inline void sk__h1_out_field(sk__h1_out_t *o, const char *name, size_t nl, const char *value,
+                                    size_t vl) {
+  if (o->cap - o->len < nl + vl + 4) sk__h1_out_grow(o, nl + vl + 4);
+  char *p = o->d + o->len;
+  memcpy(p, name, nl);
+  p += nl;
+  *p++ = ':';
+  *p++ = ' ';
+  memcpy(p, value, vl);
+  p += vl;
+  *p++ = '\r';
+  *p++ = '\n';
+  o->len = (size_t)(p - o->d);
+}
+/* Decimal digits of v into out (no NUL); returns how many. */
+size_t sk__h1_u64(char out[20], uint64_t v);
 
 /* ---- chunked transfer coding ---- */
 

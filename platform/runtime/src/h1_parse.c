@@ -3,36 +3,126 @@
  * smuggling) is refused rather than guessed at. */
 #include "h1_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "skiff/err.h"
+#include "skiff/mem.h"
 
 #define SK__H1_HEAD_CAP (1u << 20)
 #define SK__H1_MAX_LEADING_CRLF 8
 
+#define T_ SK__H1_C_TCHAR
+#define V_ SK__H1_C_VALUE
 /* tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
- *         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
-int sk__h1_is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
-  return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+ *         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+ * field values: VCHAR, SP, HTAB and obs-text (0x80-0xff) */
+const unsigned char sk__h1_ctype[256] = {
+    ['\t'] = V_,
+    [' '] = V_,
+    ['!'] = T_ | V_,
+    ['"'] = V_,
+    ['#' ... '\''] = T_ | V_,
+    ['(' ... ')'] = V_,
+    ['*' ... '+'] = T_ | V_,
+    [','] = V_,
+    ['-' ... '.'] = T_ | V_,
+    ['/'] = V_,
+    ['0' ... '9'] = T_ | V_,
+    [':' ... '@'] = V_,
+    ['A' ... 'Z'] = T_ | V_,
+    ['[' ... ']'] = V_,
+    ['^' ... '`'] = T_ | V_,
+    ['a' ... 'z'] = T_ | V_,
+    ['{'] = V_,
+    ['|'] = T_ | V_,
+    ['}'] = V_,
+    ['~'] = T_ | V_,
+    [0x80 ... 0xff] = V_,
+};
+#undef T_
+#undef V_
+
+int sk__h1_is_tchar(unsigned char c) { return sk__h1_ctype[c] & SK__H1_C_TCHAR; }
 
 /* field-vchar / SP / HTAB */
-static int is_vchar_ws(unsigned char c) { return c == '\t' || c == ' ' || (c > 0x20 && c != 0x7f); }
+static inline int is_vchar_ws(unsigned char c) { return sk__h1_ctype[c] & SK__H1_C_VALUE; }
 
-int sk__h1_valid_name(const char *s) {
-  if (!s || !*s) return 0;
-  for (; *s; s++)
-    if (!sk__h1_is_tchar((unsigned char)*s)) return 0;
+long sk__h1_name_len(const char *s) {
+  if (!s || !*s) return -1;
+  const unsigned char *p = (const unsigned char *)s;
+  for (; *p; p++)
+    if (!(sk__h1_ctype[*p] & SK__H1_C_TCHAR)) return -1;
+  return (long)(p - (const unsigned char *)s);
+}
+
+/* 1 when none of the 8 bytes at p can be rejected in a field value
+ * (none is a control character or DEL); 0 means look byte by byte. */
+static inline int value_word_ok(const char *p) {
+  uint64_t x, d;
+  memcpy(&x, p, 8);
+  d = x ^ 0x7f7f7f7f7f7f7f7full; /* a DEL byte becomes 0 */
+  return !(((x - 0x2020202020202020ull) & ~x) & 0x8080808080808080ull) &&
+         !(((d - 0x0101010101010101ull) & ~d) & 0x8080808080808080ull);
+}
+
+/* Are v[0..n) all allowed in a field value? Word by word, the last word
+ * overlapping the one before; byte by byte when a word has a suspect. */
+static int value_ok(const char *v, size_t n) {
+  if (n >= 8) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      if (!value_word_ok(v + i)) goto bytes;
+    if (i == n || value_word_ok(v + n - 8)) return 1;
+  }
+bytes:
+  for (size_t i = 0; i < n; i++)
+    if (!(sk__h1_ctype[(unsigned char)v[i]] & SK__H1_C_VALUE)) return 0;
   return 1;
 }
 
-int sk__h1_valid_value(const char *s) {
-  if (!s) return 0;
-  for (; *s; s++)
-    if (!is_vchar_ws((unsigned char)*s)) return 0;
-  return 1;
+long sk__h1_value_len(const char *s) {
+  if (!s) return -1;
+  size_t n = strlen(s);
+  return value_ok(s, n) ? (long)n : -1;
+}
+
+int sk__h1_valid_name(const char *s) { return sk__h1_name_len(s) > 0; }
+
+int sk__h1_valid_value(const char *s) { return sk__h1_value_len(s) >= 0; }
+
+void sk__h1_out_grow(sk__h1_out_t *o, size_t n) {
+  if (o->cap - o->len >= n) return;
+  size_t nc = o->cap ? o->cap * 2 : 256;
+  while (nc - o->len < n) nc *= 2;
+  if (o->heap) {
+    o->d = sk_xrealloc(o->d, nc);
+  } else {
+    char *d = sk_xmalloc(nc);
+    if (o->len) memcpy(d, o->d, o->len);
+    o->d = d;
+    o->heap = 1;
+  }
+  o->cap = nc;
+}
+
+void sk__h1_out_done(sk__h1_out_t *o) {
+  if (o->heap) free(o->d);
+  o->d = NULL;
+  o->len = o->cap = 0;
+  o->heap = 0;
+}
+
+size_t sk__h1_u64(char out[20], uint64_t v) {
+  char tmp[20];
+  size_t k = 0, o = 0;
+  do {
+    tmp[k++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (k) out[o++] = tmp[--k];
+  return o;
 }
 
 void sk__h1_parser_init(sk__h1_parser_t *p, size_t max_head_bytes, size_t max_fields,
@@ -56,9 +146,12 @@ static int fail(sk__h1_parser_t *p, int status, const char *msg) {
   return SK_EHTTP;
 }
 
-static int ieq(const char *a, size_t n, const char *lit) {
+static inline int ieq(const char *a, size_t n, const char *lit) {
   size_t l = strlen(lit);
-  return n == l && strncasecmp(a, lit, l) == 0;
+  if (n != l) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (sk__h1_lc((unsigned char)a[i]) != sk__h1_lc((unsigned char)lit[i])) return 0;
+  return 1;
 }
 
 const sk__h1_field_t *sk__h1_find(const sk__h1_head_t *h, const char *name) {
@@ -104,7 +197,23 @@ static int find_head_end(sk__h1_parser_t *p, const char *buf, size_t len, size_t
   size_t i = p->scan > start ? p->scan : start;
   size_t lim = len < p->max_head_bytes ? len : p->max_head_bytes;
   for (; i < lim; i++) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* eight bytes at a time to the next byte below 0x0e (NUL, LF and CR
+     * are): the lowest flagged byte of the word is exactly the first one */
+    while (i + 8 <= lim) {
+      uint64_t x;
+      memcpy(&x, buf + i, 8);
+      uint64_t m = (x - 0x0e0e0e0e0e0e0e0eull) & ~x & 0x8080808080808080ull;
+      if (m) {
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        break;
+      }
+      i += 8;
+    }
+    if (i >= lim) break;
+#endif
     unsigned char c = (unsigned char)buf[i];
+    if (c >= 0x0e) continue;
     if (c == 0) return fail(p, 400, "NUL byte in the message head");
     if (c == '\n') {
       if (i == 0 || buf[i - 1] != '\r') return fail(p, 400, "bare LF in the message head");
@@ -150,9 +259,7 @@ static int parse_fields(sk__h1_parser_t *p, const char *buf, size_t pos, size_t 
     size_t vs = c + 1, ve = ll;
     while (vs < ve && is_ows(line[vs])) vs++;
     while (ve > vs && is_ows(line[ve - 1])) ve--;
-    for (size_t i = vs; i < ve; i++)
-      if (!is_vchar_ws((unsigned char)line[i]))
-        return fail(p, 400, "invalid character in header field value");
+    if (!value_ok(line + vs, ve - vs)) return fail(p, 400, "invalid character in header field value");
     if (h->nfields >= p->max_fields) return fail(p, 431, "too many header fields");
     sk__h1_field_t *f = &p->fields[h->nfields++];
     f->name = line;

@@ -7,7 +7,10 @@
  * the handler works (pipelined requests) stay buffered, bounded, and are
  * parsed only after the response ended. One uv timer serves the state:
  * header deadline (408), body deadline (408), keep-alive idle (silent
- * close). */
+ * close). The timer is re-armed lazily: a change of state records the new
+ * deadline and leaves an armed timer alone when it fires no later, and the
+ * callback re-arms for what is left, so a keep-alive request costs no
+ * timer operation at all. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,7 @@ typedef struct h1s {
   const sk_http_server_opts_t *o;
   uv_timer_t timer;
   int timer_kind;
+  uint64_t due;                /* loop time (ms) when timer_kind's deadline passes */
   int state;
   sk_buf_t in;                 /* received, not yet consumed */
   sk__h1_parser_t parser;
@@ -67,14 +71,15 @@ static void h1_timer_cb(uv_timer_t *t);
 static void h1_set_timer(h1s_t *s, int kind) {
   uint64_t ms = 0;
   if (s->timer_kind == kind) return;
-  uv_timer_stop(&s->timer);
   s->timer_kind = kind;
   switch (kind) {
   case T_IDLE: ms = s->o->idle_timeout_ms; break;
   case T_HEADER: ms = s->o->header_timeout_ms; break;
   case T_BODY: ms = s->o->body_timeout_ms; break;
-  default: return;
+  default: return; /* T_NONE: an armed timer finds nothing to do */
   }
+  s->due = uv_now(s->timer.loop) + ms;
+  if (uv_is_active((uv_handle_t *)&s->timer) && uv_timer_get_due_in(&s->timer) <= ms) return;
   uv_timer_start(&s->timer, h1_timer_cb, ms, 0);
 }
 
@@ -140,6 +145,12 @@ static void h1_fail(h1s_t *s, int status, const char *why) {
 static void h1_timer_cb(uv_timer_t *t) {
   h1s_t *s = t->data;
   int kind = s->timer_kind;
+  if (kind == T_NONE) return; /* armed again when a deadline is set */
+  uint64_t now = uv_now(t->loop);
+  if (now < s->due) { /* fired for an earlier deadline: wait for the rest */
+    uv_timer_start(t, h1_timer_cb, s->due - now, 0);
+    return;
+  }
   s->timer_kind = T_NONE;
   switch (kind) {
   case T_IDLE: h1_close(s); break;
@@ -160,11 +171,20 @@ static int h1_write(h1s_t *s, const void *d, size_t n) {
   return rc;
 }
 
-static void h1_date(char out[40]) {
+/* The Date value, formatted once a second per thread. */
+static size_t h1_date(char out[40]) {
+  static _Thread_local time_t last = -1;
+  static _Thread_local char cached[40];
+  static _Thread_local size_t clen;
   time_t now = time(NULL);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    clen = strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  memcpy(out, cached, clen + 1);
+  return clen;
 }
 
 static int h1_parse_u64(const char *v, uint64_t *out) {
@@ -178,58 +198,88 @@ static int h1_parse_u64(const char *v, uint64_t *out) {
   return 0;
 }
 
+/* The response head is assembled with memcpy on the stack (no printf, no
+ * allocation for heads up to this size) and queued with one write. */
+#define H1_HEAD_STACK 2048
+
 static int h1_start(sk_http_req_t *r, int status, const sk_http_header_t *h, size_t n) {
   h1s_t *s = r->_int->proto;
   if (s->state == S_CLOSING) return SK_ECLOSED;
   if (status < 200 || status > 999) return SK_EINVAL; /* interim responses are not offered */
-  sk_buf_t b;
-  sk_buf_init(&b);
+  char stack[H1_HEAD_STACK];
+  sk__h1_out_t b;
+  sk__h1_out_init(&b, stack, sizeof stack);
   int have_date = 0, have_server = 0, rc;
   s->resp_nobody = s->is_head || status == 204 || status == 304;
   s->resp_fixed = s->resp_chunked = 0;
   s->resp_left = 0;
   if (!s->keep_alive || s->draining || sk__http_server_draining(s->hc->srv)) s->close_after = 1;
   if (s->peer_eof && s->in.len == 0) s->close_after = 1; /* nothing else will come */
-  sk_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, sk_http_status_text(status));
+  /* "HTTP/1.1 200 OK\r\n" */
+  char sl[16] = "HTTP/1.1 ";
+  sl[9] = (char)('0' + status / 100);
+  sl[10] = (char)('0' + status / 10 % 10);
+  sl[11] = (char)('0' + status % 10);
+  sl[12] = ' ';
+  sk__h1_out_add(&b, sl, 13);
+  const char *why = sk_http_status_text(status);
+  sk__h1_out_add(&b, why, strlen(why));
+  SK__H1_OUT_LIT(&b, "\r\n");
   for (size_t i = 0; i < n; i++) {
     const char *name = h[i].name, *value = h[i].value ? h[i].value : "";
-    if (!sk__h1_valid_name(name) || !sk__h1_valid_value(value)) continue; /* never split */
-    if (!strcasecmp(name, "transfer-encoding") || !strcasecmp(name, "keep-alive")) continue;
-    if (!strcasecmp(name, "connection")) {
-      if (sk__h1_list_has(value, strlen(value), "close")) s->close_after = 1;
-      continue;
+    long nl = sk__h1_name_len(name), vl = sk__h1_value_len(value);
+    if (nl <= 0 || vl < 0) continue; /* never split */
+    switch (nl) {
+    case 4:
+      if (sk__h1_ieq_lit(name, "date", 4)) have_date = 1;
+      break;
+    case 6:
+      if (sk__h1_ieq_lit(name, "server", 6)) have_server = 1;
+      break;
+    case 10:
+      if (sk__h1_ieq_lit(name, "keep-alive", 10)) continue;
+      if (sk__h1_ieq_lit(name, "connection", 10)) {
+        if (sk__h1_list_has(value, (size_t)vl, "close")) s->close_after = 1;
+        continue;
+      }
+      break;
+    case 14:
+      if (sk__h1_ieq_lit(name, "content-length", 14)) {
+        uint64_t cl;
+        if (s->resp_fixed || h1_parse_u64(value, &cl) < 0) continue;
+        s->resp_fixed = 1;
+        s->resp_left = cl;
+      }
+      break;
+    case 17:
+      if (sk__h1_ieq_lit(name, "transfer-encoding", 17)) continue;
+      break;
+    default: break;
     }
-    if (!strcasecmp(name, "content-length")) {
-      uint64_t cl;
-      if (s->resp_fixed || h1_parse_u64(value, &cl) < 0) continue;
-      s->resp_fixed = 1;
-      s->resp_left = cl;
-    }
-    if (!strcasecmp(name, "date")) have_date = 1;
-    if (!strcasecmp(name, "server")) have_server = 1;
-    sk_buf_printf(&b, "%s: %s\r\n", name, value);
+    sk__h1_out_field(&b, name, (size_t)nl, value, (size_t)vl);
   }
   if (!have_date) {
     char d[40];
-    h1_date(d);
-    sk_buf_printf(&b, "date: %s\r\n", d);
+    size_t dl = h1_date(d);
+    sk__h1_out_field(&b, "date", 4, d, dl);
   }
-  if (!have_server && s->o->server_name) sk_buf_printf(&b, "server: %s\r\n", s->o->server_name);
+  if (!have_server && s->o->server_name)
+    sk__h1_out_field(&b, "server", 6, s->o->server_name, strlen(s->o->server_name));
   if (s->resp_nobody) {
     if (s->is_head) s->resp_left = 0; /* the length describes the GET body */
   } else if (!s->resp_fixed) {
     if (s->version >= 11) {
       s->resp_chunked = 1;
-      sk_buf_puts(&b, "transfer-encoding: chunked\r\n");
+      SK__H1_OUT_LIT(&b, "transfer-encoding: chunked\r\n");
     } else {
       s->close_after = 1; /* close-delimited */
     }
   }
-  if (s->close_after) sk_buf_puts(&b, "connection: close\r\n");
-  else if (s->version < 11) sk_buf_puts(&b, "connection: keep-alive\r\n");
-  sk_buf_puts(&b, "\r\n");
-  rc = h1_write(s, b.data, b.len);
-  sk_buf_done(&b);
+  if (s->close_after) SK__H1_OUT_LIT(&b, "connection: close\r\n");
+  else if (s->version < 11) SK__H1_OUT_LIT(&b, "connection: keep-alive\r\n");
+  SK__H1_OUT_LIT(&b, "\r\n");
+  rc = h1_write(s, b.d, b.len);
+  sk__h1_out_done(&b);
   return rc < 0 ? rc : 0;
 }
 
@@ -304,8 +354,7 @@ static const struct sk__http_req_ops h1_ops = {
 static void h1_dispatch(h1s_t *s) {
   sk_http_req_t *r = s->req;
   s->state = S_HANDLER;
-  uv_timer_stop(&s->timer);
-  s->timer_kind = T_NONE;
+  s->timer_kind = T_NONE; /* the timer may stay armed: it will find nothing to do */
   r->body = s->body.len ? (const uint8_t *)s->body.data : (const uint8_t *)"";
   r->body_len = s->body.len;
   sk__http_req_dispatch(r); /* may respond and end at once */
@@ -318,14 +367,7 @@ static void h1_begin_request(h1s_t *s, const sk__h1_head_t *hd) {
   r->method = sk_pool_strndup(r->pool, hd->method, hd->method_len);
   r->target = sk_pool_strndup(r->pool, hd->target, hd->target_len);
   r->version = hd->version;
-  r->headers.v = sk_pool_alloc(r->pool, (hd->nfields ? hd->nfields : 1) * sizeof(sk_http_header_t));
-  r->headers.cap = hd->nfields;
-  r->headers.n = 0;
-  for (size_t i = 0; i < hd->nfields; i++) {
-    sk_http_header_t *o = &r->headers.v[r->headers.n++];
-    o->name = sk_pool_strndup(r->pool, hd->fields[i].name, hd->fields[i].name_len);
-    o->value = sk_pool_strndup(r->pool, hd->fields[i].value, hd->fields[i].value_len);
-  }
+  sk__http_headers_from_h1(&r->headers, hd, r->pool);
   s->version = hd->version;
   s->keep_alive = hd->keep_alive;
   s->is_head = hd->method_len == 4 && memcmp(hd->method, "HEAD", 4) == 0;
@@ -435,8 +477,12 @@ static void h1_on_data(sk__http_conn_t *hc, const uint8_t *d, size_t n) {
   h1s_t *s = hc->proto_data;
   if (!s || s->state == S_CLOSING || n == 0) return;
   sk_buf_append(&s->in, d, n);
-  if (s->state == S_HEAD && s->timer_kind == T_IDLE) h1_set_timer(s, T_HEADER);
-  if (s->in_process) return; /* cannot happen with libuv callbacks, but stay safe */
+  /* a head that does not complete in this read gets the header deadline
+   * from h1_process; a complete one costs no timer change */
+  if (s->in_process) { /* cannot happen with libuv callbacks, but stay safe */
+    if (s->state == S_HEAD && s->timer_kind == T_IDLE) h1_set_timer(s, T_HEADER);
+    return;
+  }
   h1_process(s);
 }
 

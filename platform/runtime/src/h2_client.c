@@ -408,6 +408,8 @@ sk__h2_client_t *sk__h2_client_new(sk_conn_t *c, sk_http_client_t *cl,
   return s;
 }
 
+size_t sk__h2_client_open_streams(const sk__h2_client_t *s) { return s ? s->nstreams : 0; }
+
 int sk__h2_client_can_submit(const sk__h2_client_t *s) {
   if (!s || s->goaway || s->closing || s->dead || s->gone_called || s->core_closed) return 0;
   uint32_t maxs = nghttp2_session_get_remote_settings(s->session,

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "h1_int.h"
 #include "http_int.h"
 #include "skiff/err.h"
 
@@ -95,10 +96,15 @@ static void h2s_flush(sk__h2s_t *h);
 
 /* ---------------- small helpers ---------------- */
 
+/* Connection-specific fields (RFC 9113 8.2.2), by length first. */
 static int h2s_is_conn_header(const char *n) {
-  return !strcasecmp(n, "connection") || !strcasecmp(n, "keep-alive") ||
-         !strcasecmp(n, "transfer-encoding") || !strcasecmp(n, "upgrade") ||
-         !strcasecmp(n, "proxy-connection");
+  switch (strlen(n)) {
+  case 7: return sk__h1_ieq_lit(n, "upgrade", 7);
+  case 10: return sk__h1_ieq_lit(n, "connection", 10) || sk__h1_ieq_lit(n, "keep-alive", 10);
+  case 16: return sk__h1_ieq_lit(n, "proxy-connection", 16);
+  case 17: return sk__h1_ieq_lit(n, "transfer-encoding", 17);
+  default: return 0;
+  }
 }
 
 static char *h2s_lower_dup(sk_pool_t *p, const char *s, size_t *len) {
@@ -315,13 +321,18 @@ static int h2s_start(sk__h2s_stream_t *st, sk_pool_t *pool, int status,
   if (n > 4096) return SK_E2BIG;
   nghttp2_nv *nv = sk_pool_alloc(pool, (n + 2) * sizeof *nv);
   size_t k = 0;
-  char *sv = sk_pool_printf(pool, "%d", status);
-  h2s_nv(&nv[k++], ":status", 7, sv, strlen(sv));
+  char *sv = sk_pool_alloc(pool, 4); /* 200..999 */
+  size_t svl = sk__h1_u64(sv, (uint64_t)status);
+  sv[svl] = 0;
+  h2s_nv(&nv[k++], ":status", 7, sv, svl);
   int have_server = 0;
   for (size_t i = 0; i < n; i++) {
     if (!hdrs[i].name || !hdrs[i].value || hdrs[i].name[0] == ':') continue;
     if (h2s_is_conn_header(hdrs[i].name)) continue;
-    if (!strcasecmp(hdrs[i].name, "te") && strcasecmp(hdrs[i].value, "trailers")) continue;
+    const char *hn = hdrs[i].name;
+    if (sk__h1_lc((unsigned char)hn[0]) == 't' && sk__h1_lc((unsigned char)hn[1]) == 'e' && !hn[2] &&
+        strcasecmp(hdrs[i].value, "trailers"))
+      continue;
     size_t nl, vl = strlen(hdrs[i].value);
     char *lname = h2s_lower_dup(pool, hdrs[i].name, &nl);
     if (!nghttp2_check_header_name((const uint8_t *)lname, nl) ||

@@ -7,7 +7,14 @@
  * response shares; sk__http_creq_complete() runs the user's callback and
  * frees it. The client itself is reference counted: one reference for the
  * user, one per connection (connecting or open), so callbacks arriving
- * after sk_http_client_free() still find it. */
+ * after sk_http_client_free() still find it.
+ *
+ * Deadlines: every plain request of a client has the same timeout, so the
+ * requests in start order are also in deadline order. They sit on one list
+ * watched by one client timer, armed for the oldest and re-armed lazily
+ * when it fires, so a request costs no timer operation (a timer per
+ * request would cost an allocation, a heap insert and removal and a close).
+ * Streams, whose idle deadline moves with every piece, keep a timer each. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,17 +43,44 @@ struct sk_http_client {
   sk__http_creq_t *qhead, *qtail; /* waiting for a connection */
   sk__h2_client_t *h2;
   int h2_connecting;
+  uv_timer_t dl;                  /* deadlines of plain requests (dl_head first) */
+  sk__http_creq_t *dl_head, *dl_tail;
+  int dl_init;
+  sk_http_client_gate_t gate;     /* all NULL without opts.gate */
+  uv_timer_t *gate_timer;         /* asks conn_open again; holds a reference while armed */
 };
 
 static void cl_pump(sk_http_client_t *cl);
 
-static void cl_unref(sk_http_client_t *cl) {
-  if (--cl->refs > 0) return;
+static void timer_free_cb(uv_handle_t *h);
+
+static void cl_destroy(void *arg) {
+  sk_http_client_t *cl = arg;
+  if (cl->gate_timer) {
+    if (uv_is_closing((uv_handle_t *)cl->gate_timer)) /* closed by someone walking the loop */
+      sk__http_after_closes(cl->loop, free, cl->gate_timer);
+    else
+      uv_close((uv_handle_t *)cl->gate_timer, timer_free_cb);
+  }
+  if (cl->gate.done) cl->gate.done(cl->gate.ud);
   sk_tls_ctx_unref(cl->o.tls);
   free(cl->host);
   free(cl->sni);
   free(cl->authority);
   free(cl);
+}
+
+static void cl_dl_closed(uv_handle_t *h) { cl_destroy(h->data); }
+
+static void cl_unref(sk_http_client_t *cl) {
+  if (--cl->refs > 0) return;
+  if (!cl->dl_init) {
+    cl_destroy(cl);
+  } else if (!uv_is_closing((uv_handle_t *)&cl->dl)) {
+    uv_close((uv_handle_t *)&cl->dl, cl_dl_closed);
+  } else { /* closed by someone walking the loop */
+    sk__http_after_closes(cl->loop, cl_destroy, cl);
+  }
 }
 
 size_t sk__http_client_max_body(const sk_http_client_t *cl) {
@@ -59,7 +93,17 @@ uint64_t sk__http_client_idle_ms(const sk_http_client_t *cl) {
 
 /* ---------------- requests ---------------- */
 
+/* A request counted by gate.wait_start left the queue. */
+static inline void q_gate_end(sk_http_client_t *cl, sk__http_creq_t *r) {
+  if (!r->gate_wait) return;
+  r->gate_wait = 0;
+  if (cl->gate.wait_end) cl->gate.wait_end(cl->gate.ud);
+}
+
 static void q_remove(sk_http_client_t *cl, sk__http_creq_t *r) {
+  if (!r->queued) return;
+  r->queued = 0;
+  q_gate_end(cl, r);
   sk__http_creq_t **pp = &cl->qhead, *prev = NULL;
   while (*pp && *pp != r) {
     prev = *pp;
@@ -71,13 +115,8 @@ static void q_remove(sk_http_client_t *cl, sk__http_creq_t *r) {
   r->next = NULL;
 }
 
-static int q_has(const sk_http_client_t *cl, const sk__http_creq_t *r) {
-  for (const sk__http_creq_t *q = cl->qhead; q; q = q->next)
-    if (q == r) return 1;
-  return 0;
-}
-
 static void q_push(sk_http_client_t *cl, sk__http_creq_t *r) {
+  r->queued = 1;
   r->next = NULL;
   if (cl->qtail) cl->qtail->next = r;
   else cl->qhead = r;
@@ -90,6 +129,8 @@ static sk__http_creq_t *q_pop(sk_http_client_t *cl) {
   cl->qhead = r->next;
   if (!cl->qhead) cl->qtail = NULL;
   r->next = NULL;
+  r->queued = 0;
+  q_gate_end(cl, r);
   return r;
 }
 
@@ -100,6 +141,7 @@ void sk__http_client_requeue(sk_http_client_t *cl, sk__http_creq_t *r) {
     sk__http_creq_complete(r, SK_ECANCELED, NULL);
     return;
   }
+  r->queued = 1;
   r->next = cl->qhead;
   cl->qhead = r;
   if (!cl->qtail) cl->qtail = r;
@@ -108,9 +150,67 @@ void sk__http_client_requeue(sk_http_client_t *cl, sk__http_creq_t *r) {
 
 static void timer_free_cb(uv_handle_t *h) { free(h); }
 
+/* ---- the deadline list of plain requests ---- */
+
+static void dl_cb(uv_timer_t *t);
+
+/* Arms the timer for the oldest request unless it is armed already: then
+ * it fires no later (for that request, or one that has completed since)
+ * and re-arms itself for what is left. */
+static void dl_arm(sk_http_client_t *cl) {
+  if (!cl->dl_head || uv_is_active((uv_handle_t *)&cl->dl) || uv_is_closing((uv_handle_t *)&cl->dl))
+    return;
+  uint64_t now = uv_now(cl->loop), due = cl->dl_head->due;
+  uv_timer_start(&cl->dl, dl_cb, due > now ? due - now : 0, 0);
+}
+
+static void dl_push(sk_http_client_t *cl, sk__http_creq_t *r) {
+  if (!cl->dl_init) {
+    uv_timer_init(cl->loop, &cl->dl);
+    cl->dl.data = cl;
+    cl->dl_init = 1;
+  }
+  uint64_t ms = cl->o.request_timeout_ms;
+  r->due = uv_now(cl->loop) + ms;
+  r->on_dl = 1;
+  r->dl_next = NULL;
+  r->dl_prev = cl->dl_tail;
+  if (cl->dl_tail) cl->dl_tail->dl_next = r;
+  else cl->dl_head = r;
+  cl->dl_tail = r;
+  dl_arm(cl);
+  uv_ref((uv_handle_t *)&cl->dl); /* a request waits: keep the loop alive */
+}
+
+static void dl_remove(sk_http_client_t *cl, sk__http_creq_t *r) {
+  if (!r->on_dl) return;
+  r->on_dl = 0;
+  if (r->dl_prev) r->dl_prev->dl_next = r->dl_next;
+  else cl->dl_head = r->dl_next;
+  if (r->dl_next) r->dl_next->dl_prev = r->dl_prev;
+  else cl->dl_tail = r->dl_prev;
+  r->dl_prev = r->dl_next = NULL;
+  /* nothing waits: the timer may stay armed, but holds no loop open */
+  if (!cl->dl_head) uv_unref((uv_handle_t *)&cl->dl);
+}
+
+static void dl_cb(uv_timer_t *t) {
+  sk_http_client_t *cl = t->data;
+  uint64_t now = uv_now(t->loop);
+  cl->refs++; /* completing may free the client */
+  sk__http_creq_t *r;
+  while ((r = cl->dl_head) != NULL && r->due <= now) {
+    if (r->cancel) r->cancel(r); /* the protocol lets go of it */
+    sk__http_creq_complete(r, SK_ETIMEDOUT, NULL); /* takes it off the list */
+  }
+  dl_arm(cl);
+  cl_unref(cl);
+}
+
 void sk__http_creq_complete(sk__http_creq_t *r, int err, sk_http_resp_t *resp) {
   sk_http_client_t *cl = r->cl;
-  if (q_has(cl, r)) q_remove(cl, r);
+  q_remove(cl, r);
+  dl_remove(cl, r);
   if (r->timer) {
     uv_timer_stop(r->timer);
     uv_close((uv_handle_t *)r->timer, timer_free_cb);
@@ -175,6 +275,7 @@ static void pc_on_gone(sk__h1_client_t *h, void *ud) {
   if (pc->next) pc->next->prev = pc->prev;
   cl->nconns--;
   free(pc);
+  if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   if (!cl->freeing) cl_pump(cl); /* a slot opened for queued requests */
   cl_unref(cl);
 }
@@ -187,6 +288,7 @@ static void fail_queue(sk_http_client_t *cl, int err) {
 static void on_h2_gone(sk__h2_client_t *s, void *ud) {
   sk_http_client_t *cl = ud;
   if (cl->h2 == s) cl->h2 = NULL;
+  if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   if (!cl->freeing) cl_pump(cl);
   cl_unref(cl);
 }
@@ -196,6 +298,7 @@ static void on_connected(sk_conn_t *c, int err, void *ud) {
   int h2 = cl->o.version == 20;
   if (h2) cl->h2_connecting = 0;
   else cl->connecting--;
+  if ((err < 0 || !c) && cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   if (err < 0 || !c) {
     /* with no other way to reach the origin, every waiting request fails;
      * otherwise the oldest one does and the rest wait */
@@ -214,6 +317,7 @@ static void on_connected(sk_conn_t *c, int err, void *ud) {
     const char *alpn = sk_conn_alpn(c);
     if (cl->o.tls && (!alpn || strcmp(alpn, "h2") != 0)) {
       sk_conn_close(c);
+      if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
       if (!cl->freeing) fail_queue(cl, SK_EPROTO);
       cl_unref(cl);
       return;
@@ -238,7 +342,41 @@ static void on_connected(sk_conn_t *c, int err, void *ud) {
   pc_on_idle(pc->h1, pc);
 }
 
+static void gate_timer_cb(uv_timer_t *t) {
+  sk_http_client_t *cl = t->data;
+  if (!cl->freeing) cl_pump(cl);
+  cl_unref(cl); /* the reference taken when armed */
+}
+
+/* The gate refused a connection: ask again in retry_ms (once armed, the
+ * timer holds a client reference until it fires or the client is freed). */
+static void gate_arm(sk_http_client_t *cl) {
+  if (!cl->gate_timer) {
+    cl->gate_timer = sk_xmalloc(sizeof *cl->gate_timer);
+    uv_timer_init(cl->loop, cl->gate_timer);
+    cl->gate_timer->data = cl;
+  }
+  if (uv_is_active((uv_handle_t *)cl->gate_timer) || uv_is_closing((uv_handle_t *)cl->gate_timer)) return;
+  cl->refs++;
+  uv_timer_start(cl->gate_timer, gate_timer_cb, cl->gate.retry_ms, 0);
+}
+
+/* 1 when a request submitted now goes out at once (nothing queued, and an
+ * idle HTTP/1.1 connection or a free h2 stream). */
+static int cl_can_send_now(const sk_http_client_t *cl) {
+  if (cl->qhead) return 0;
+  if (cl->o.version == 20) return cl->h2 && sk__h2_client_can_submit(cl->h2);
+  for (const pconn_t *pc = cl->conns; pc; pc = pc->next)
+    if (!pc->busy) return 1;
+  return 0;
+}
+
+/* SK_ELIMIT when the gate says not now. */
 static int start_connect(sk_http_client_t *cl) {
+  if (cl->gate.conn_open && cl->gate.conn_open(cl->gate.ud) != 0) {
+    gate_arm(cl);
+    return SK_ELIMIT;
+  }
   sk_connect_opts_t co = {
       .host = cl->host,
       .port = cl->o.port,
@@ -254,6 +392,7 @@ static int start_connect(sk_http_client_t *cl) {
     if (cl->o.version == 20) cl->h2_connecting = 0;
     else cl->connecting--;
     cl->refs--;
+    if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   }
   return rc;
 }
@@ -269,7 +408,7 @@ static void cl_pump(sk_http_client_t *cl) {
     }
     if (cl->qhead && !cl->h2 && !cl->h2_connecting) {
       int rc = start_connect(cl);
-      if (rc < 0) fail_queue(cl, rc);
+      if (rc < 0 && rc != SK_ELIMIT) fail_queue(cl, rc); /* SK_ELIMIT: the gate timer asks again */
     }
     return;
   }
@@ -283,7 +422,7 @@ static void cl_pump(sk_http_client_t *cl) {
   while (waiting > cl->connecting && cl->nconns + cl->connecting < cl->o.max_conns) {
     int rc = start_connect(cl);
     if (rc < 0) {
-      if (cl->nconns + cl->connecting == 0) fail_queue(cl, rc);
+      if (rc != SK_ELIMIT && cl->nconns + cl->connecting == 0) fail_queue(cl, rc);
       break;
     }
   }
@@ -311,6 +450,9 @@ int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_
   if (!cl->o.request_timeout_ms) cl->o.request_timeout_ms = 30000;
   if (!cl->o.idle_timeout_ms) cl->o.idle_timeout_ms = 30000;
   if (!cl->o.stream_idle_timeout_ms) cl->o.stream_idle_timeout_ms = 60000;
+  if (o->gate) cl->gate = *o->gate;
+  if (!cl->gate.retry_ms) cl->gate.retry_ms = 10;
+  cl->o.gate = NULL;
   int tls_default = cl->o.tls ? 443 : 80;
   if (strchr(o->host, ':')) /* IPv6 literal */
     cl->authority = o->port == tls_default ? sk_xstrdup(o->host) : NULL;
@@ -336,6 +478,11 @@ static int creq_start(sk_http_client_t *cl, const char *method, const char *path
     if (!sk__h1_is_tchar((unsigned char)*m)) return SK_EINVAL;
   for (const char *p = path; *p; p++)
     if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return SK_EINVAL;
+  int gate_wait = 0;
+  if (cl->gate.wait_start && !cl_can_send_now(cl)) {
+    if (cl->gate.wait_start(cl->gate.ud) != 0) return SK_ELIMIT;
+    gate_wait = 1;
+  }
   sk_pool_t *pool = sk_pool_new();
   sk__http_creq_t *r = sk_pool_calloc(pool, sizeof *r);
   r->cl = cl;
@@ -343,25 +490,39 @@ static int creq_start(sk_http_client_t *cl, const char *method, const char *path
   r->method = sk_pool_strdup(pool, method);
   r->path = sk_pool_strdup(pool, path);
   r->scheme = cl->o.tls ? "https" : "http";
+  /* the request owns copies: name and value of a field share one piece */
   const char *host = NULL;
+  r->headers.v = sk_pool_alloc(pool, (nhdrs ? nhdrs : 1) * sizeof *r->headers.v);
+  r->headers.cap = nhdrs;
   for (size_t i = 0; i < nhdrs; i++) {
-    if (!hdrs[i].name) continue;
-    if (!strcasecmp(hdrs[i].name, "host")) host = hdrs[i].value;
-    sk_http_headers_add(&r->headers, pool, hdrs[i].name, hdrs[i].value);
+    const char *n = hdrs[i].name, *v = hdrs[i].value ? hdrs[i].value : "";
+    if (!n) continue;
+    size_t nl = strlen(n), vl = strlen(v);
+    char *d = sk_pool_alloc(pool, nl + vl + 2);
+    memcpy(d, n, nl + 1);
+    memcpy(d + nl + 1, v, vl + 1);
+    sk_http_header_t *o = &r->headers.v[r->headers.n++];
+    o->name = d;
+    o->value = d + nl + 1;
+    if (nl == 4 && hdrs[i].value && sk__h1_ieq_lit(n, "host", 4)) host = o->value;
   }
-  r->authority = sk_pool_strdup(pool, host ? host : cl->authority);
+  r->authority = host ? host : sk_pool_strdup(pool, cl->authority);
   r->body = len ? sk_pool_memdup(pool, body, len) : NULL;
   r->body_len = len;
   r->cb = cb;
   r->ud = ud;
   r->scbs = scbs;
   r->sud = scbs ? ud : NULL;
-  r->timer = sk_xmalloc(sizeof *r->timer);
-  uv_timer_init(cl->loop, r->timer);
-  r->timer->data = r;
-  uv_timer_start(r->timer, creq_timeout,
-                 scbs ? cl->o.stream_idle_timeout_ms : cl->o.request_timeout_ms, 0);
+  if (scbs) {
+    r->timer = sk_xmalloc(sizeof *r->timer);
+    uv_timer_init(cl->loop, r->timer);
+    r->timer->data = r;
+    uv_timer_start(r->timer, creq_timeout, cl->o.stream_idle_timeout_ms, 0);
+  } else {
+    dl_push(cl, r);
+  }
   if (out) *out = r;
+  r->gate_wait = gate_wait;
   q_push(cl, r);
   cl_pump(cl); /* may complete r (connect failed at once): *out is set first */
   return 0;
@@ -390,17 +551,33 @@ void sk_http_stream_cancel(sk_http_stream_t *r) {
   sk__http_creq_complete(r, SK_ECANCELED, NULL);
 }
 
+void sk_http_client_close_idle(sk_http_client_t *cl) {
+  if (!cl || cl->freeing) return;
+  for (pconn_t *pc = cl->conns, *next; pc; pc = next) {
+    next = pc->next;
+    if (pc->busy) continue;
+    pc->busy = 1; /* closing: the pump must not hand it a request */
+    sk__h1_client_close(pc->h1); /* gone (and the slot back) comes later */
+  }
+  if (cl->h2 && !cl->qhead && sk__h2_client_open_streams(cl->h2) == 0)
+    sk__h2_client_close(cl->h2); /* takes no new streams from now; gone comes later */
+}
+
 void sk_http_client_free(sk_http_client_t *cl) {
   if (!cl || cl->freeing) return;
   cl->freeing = 1;
   cl->refs++;
+  if (cl->gate_timer && uv_is_active((uv_handle_t *)cl->gate_timer)) {
+    uv_timer_stop(cl->gate_timer);
+    cl->refs--; /* the armed timer's reference (the guard above keeps refs > 0) */
+  }
   fail_queue(cl, SK_ECANCELED);
   for (pconn_t *pc = cl->conns, *next; pc; pc = next) {
     next = pc->next;
     sk__h1_client_close(pc->h1); /* fails its request; gone comes later */
   }
   if (cl->h2) sk__h2_client_close(cl->h2);
-  cl_unref(cl);
+  cl->refs--;   /* the guard taken above (the user's reference keeps refs > 0) */
   cl_unref(cl); /* the user's reference */
 }
 

@@ -91,6 +91,11 @@ void sk__http_req_dispatch(sk_http_req_t *r);
 void sk__http_req_abort(sk_http_req_t *r);
 void sk__http_req_free(sk_http_req_t *r);
 
+/* The fields of a parsed HTTP/1 head (h1_int.h) copied into pool as
+ * NUL-terminated strings, all in one piece: fills hs (n, cap, v). */
+struct sk__h1_head;
+void sk__http_headers_from_h1(sk_http_headers_t *hs, const struct sk__h1_head *h, sk_pool_t *pool);
+
 /* Parse a W3C traceparent value; on success copies the 32 hex trace id
  * (lower case) into out[33] and returns 0. */
 int sk__http_traceparent_trace_id(const char *v, char out[33]);
@@ -109,7 +114,13 @@ struct sk__http_creq {
   size_t body_len;
   sk_http_client_cb cb;
   void *ud;
-  uv_timer_t *timer;        /* request timeout, owned by the client core */
+  uv_timer_t *timer;        /* streams: idle timeout, owned by the client core */
+  /* plain requests: the deadline, on the client's list in start order
+   * (every plain request of a client has the same timeout) */
+  uint64_t due;
+  sk__http_creq_t *dl_prev, *dl_next;
+  int on_dl, queued;
+  int gate_wait;            /* counted by the client's gate.wait_start while queued */
   /* Set by the protocol that carries the request, so the core can cancel
    * it (timeout, client freed); the protocol must not call complete after. */
   void (*cancel)(sk__http_creq_t *r);
@@ -150,6 +161,8 @@ sk__h2_client_t *sk__h2_client_new(sk_conn_t *c, sk_http_client_t *cl,
  * SETTINGS_MAX_CONCURRENT_STREAMS). */
 int sk__h2_client_can_submit(const sk__h2_client_t *s);
 int sk__h2_client_submit(sk__h2_client_t *s, sk__http_creq_t *r);
+/* Streams open on the session (0 = the connection is idle). */
+size_t sk__h2_client_open_streams(const sk__h2_client_t *s);
 /* Fails open requests with SK_ECANCELED and closes the connection. */
 void sk__h2_client_close(sk__h2_client_t *s);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "h1_int.h"
 #include "http_int.h"
 #include "skiff/err.h"
 #include "skiff/http.h"
@@ -43,8 +44,11 @@ struct sk_http_server {
 
 const char *sk_http_headers_get(const sk_http_headers_t *h, const char *name) {
   if (!h || !name) return NULL;
-  for (size_t i = 0; i < h->n; i++)
-    if (h->v[i].name && !strcasecmp(h->v[i].name, name)) return h->v[i].value;
+  unsigned char c0 = sk__h1_lc((unsigned char)name[0]);
+  for (size_t i = 0; i < h->n; i++) {
+    const char *n = h->v[i].name;
+    if (n && sk__h1_lc((unsigned char)n[0]) == c0 && !strcasecmp(n, name)) return h->v[i].value;
+  }
   return NULL;
 }
 
@@ -153,6 +157,26 @@ int sk__http_traceparent_trace_id(const char *v, char out[33]) {
   return 0;
 }
 
+void sk__http_headers_from_h1(sk_http_headers_t *hs, const sk__h1_head_t *h, sk_pool_t *pool) {
+  size_t n = h->nfields, bytes = 0;
+  for (size_t i = 0; i < n; i++) bytes += h->fields[i].name_len + h->fields[i].value_len + 2;
+  hs->v = sk_pool_alloc(pool, (n ? n : 1) * sizeof *hs->v);
+  hs->cap = n;
+  hs->n = n;
+  char *d = n ? sk_pool_alloc(pool, bytes) : NULL;
+  for (size_t i = 0; i < n; i++) {
+    const sk__h1_field_t *f = &h->fields[i];
+    hs->v[i].name = d;
+    memcpy(d, f->name, f->name_len);
+    d += f->name_len;
+    *d++ = 0;
+    hs->v[i].value = d;
+    memcpy(d, f->value, f->value_len);
+    d += f->value_len;
+    *d++ = 0;
+  }
+}
+
 /* ---------------- requests ---------------- */
 
 sk_http_req_t *sk__http_req_new(sk__http_conn_t *hc, const struct sk__http_req_ops *ops,
@@ -186,7 +210,10 @@ void sk__http_req_dispatch(sk_http_req_t *r) {
   if (!r->target) r->target = "/";
   const char *t = r->target;
   /* absolute-form (RFC 9112 3.2.2): its authority wins over Host */
-  size_t skip = !strncasecmp(t, "http://", 7) ? 7 : !strncasecmp(t, "https://", 8) ? 8 : 0;
+  size_t skip = t[0] == '/'                     ? 0 /* origin-form, the usual case */
+                : !strncasecmp(t, "http://", 7)  ? 7
+                : !strncasecmp(t, "https://", 8) ? 8
+                                                 : 0;
   if (skip) {
     const char *a = t + skip;
     size_t alen = strcspn(a, "/?#");
@@ -268,12 +295,15 @@ int sk_http_respond(sk_http_req_t *req, int status, const sk_http_header_t *hdrs
   sk_http_header_t *h = sk_pool_alloc(req->pool, (nhdrs + 1) * sizeof *h);
   size_t n = 0;
   for (size_t i = 0; i < nhdrs; i++) {
-    if (hdrs[i].name && !strcasecmp(hdrs[i].name, "content-length")) continue;
+    const char *hn = hdrs[i].name;
+    if (hn && sk__h1_lc((unsigned char)hn[0]) == 'c' && !strcasecmp(hn, "content-length")) continue;
     h[n++] = hdrs[i];
   }
   if (with_cl) {
+    char *v = sk_pool_alloc(req->pool, 21);
+    v[sk__h1_u64(v, len)] = 0;
     h[n].name = "content-length";
-    h[n].value = sk_pool_printf(req->pool, "%zu", len);
+    h[n].value = v;
     n++;
   }
   int rc = sk_http_resp_start(req, status, h, n);

@@ -2,23 +2,26 @@
  *
  * Bytes from the socket go into the SSL's input BIO; whatever the SSL
  * wants to send lands in its output BIO and is queued on the uv stream.
- * A connection owns two uv handles (the TCP stream and one timer) and, while
- * resolving a name, a getaddrinfo request; it is freed once all of them have
- * been closed, right after on_close. The timer serves one purpose per state:
- * the connect/handshake deadline, then a zero-delay "pump" that delivers
- * plaintext left inside the SSL after a read_stop/read_start, then the
- * deadline of a graceful close.
+ * A connection owns three uv handles (the TCP stream, one timer and one
+ * prepare handle) and, while resolving a name, a getaddrinfo request; it is
+ * freed once all of them have been closed, right after on_close. The timer
+ * serves one purpose per state: the connect/handshake deadline, then a
+ * zero-delay "pump" that delivers plaintext left inside the SSL after a
+ * read_stop/read_start, then the deadline of a graceful close.
  *
  * Writes are coalesced per connection: while the connection is open, small
  * writes (plaintext, or what the SSL produced) are appended to a pending
- * buffer that the same timer, armed with zero delay, flushes on the next
- * loop turn before the loop polls again, so an HTTP/1.1 response head and
- * body, or a request and its body, leave in one write(2). A buffer past
+ * buffer that the prepare handle flushes right before the loop polls again
+ * (after this turn's callbacks and the next turn's timers), so an HTTP/1.1
+ * response head and body, or a request and its body, leave in one write(2).
+ * A prepare handle is started and stopped in constant time, where a
+ * zero-delay timer costs two heap operations per flush. A buffer past
  * SK_NET_COALESCE_MAX, large writes, a graceful close and every write in
  * another state flush at once, keeping the byte order. */
 #include "skiff/net.h"
 
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +40,10 @@
 #define SK_NET_READ_BUF (64 * 1024)
 #define SK_NET_TLS_CHUNK (16 * 1024)
 #define SK_NET_COALESCE_MAX SK_CONN_LOW_WATER /* flush the pending buffer now beyond this */
-#define SK_NET_PEND_MIN 2048
+/* The first pending buffer, header included, is 1 KiB: small enough for
+ * malloc's per-thread cache (it comes and goes with every flush), large
+ * enough for a typical HTTP/1.1 head and a small body; it doubles beyond. */
+#define SK_NET_PEND_FIRST 1024
 
 enum sk__conn_state {
   SK__C_CONNECTING = 0, /* resolving / connecting (client) */
@@ -52,9 +58,9 @@ struct sk__wreq;
 struct sk_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uv_prepare_t flush; /* runs the coalesced write before the loop polls */
   uv_shutdown_t shut;
-  uv_connect_t creq;
-  uv_getaddrinfo_t gai;
+  struct sk__conn_dial *dial; /* connecting (client) only: the requests */
   uv_loop_t *loop;
   int state;
   int pending; /* open handles + requests that must finish before free */
@@ -93,6 +99,13 @@ struct sk_listener {
   uint64_t hs_ms;
   int stopping, closed, freed;
   sk_conn_t *pending; /* accepted, handshake not done */
+};
+
+/* What only an outgoing connection needs (256 bytes an accepted one does
+ * not carry); freed with the connection, after both requests ended. */
+struct sk__conn_dial {
+  uv_connect_t creq;
+  uv_getaddrinfo_t gai;
 };
 
 struct sk__wreq {
@@ -137,6 +150,7 @@ static void sk__conn_destroy(sk_conn_t *c) {
   if (c->visible && c->cbs.on_close) c->cbs.on_close(c, c->err);
   SSL_free(c->ssl);
   free(c->pend);
+  free(c->dial);
   if (c->ai_list) uv_freeaddrinfo(c->ai_list);
   free(c->alpn);
   free(c->spiffe);
@@ -166,6 +180,8 @@ static void sk__conn_finish(sk_conn_t *c) {
   uv_timer_stop(&c->timer);
   if (!uv_is_closing((uv_handle_t *)&c->timer))
     uv_close((uv_handle_t *)&c->timer, sk__conn_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&c->flush))
+    uv_close((uv_handle_t *)&c->flush, sk__conn_handle_closed);
   if (c->tcp_live && !uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, sk__conn_handle_closed);
 }
@@ -201,7 +217,9 @@ static sk_conn_t *sk__conn_alloc(uv_loop_t *loop) {
   c->loop = loop;
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
-  c->pending = 1;
+  uv_prepare_init(loop, &c->flush);
+  c->flush.data = c;
+  c->pending = 2;
   return c;
 }
 
@@ -298,7 +316,10 @@ static int sk__conn_flush(sk_conn_t *c) {
   if (!w) return 0;
   c->pend = NULL;
   c->pend_cap = 0;
-  c->flush_armed = 0;
+  if (c->flush_armed) {
+    c->flush_armed = 0;
+    uv_prepare_stop(&c->flush);
+  }
   if (w->len == 0 || !c->tcp_live || c->shut_pending || c->shut_done ||
       c->state == SK__C_CLOSED || c->state == SK__C_CONNECTING) {
     free(w); /* nothing to send, or the write side is already gone */
@@ -309,8 +330,8 @@ static int sk__conn_flush(sk_conn_t *c) {
 
 static void sk__conn_on_timer(uv_timer_t *t);
 
-/* The timer's zero-delay turn while open: the coalesced bytes go out. */
-static void sk__conn_timer_flush(sk_conn_t *c) {
+/* Before the loop polls, while open: the coalesced bytes go out. */
+static void sk__conn_turn_flush(sk_conn_t *c) {
   if (!c->flush_armed) return;
   int r = sk__conn_flush(c);
   if (r < 0) {
@@ -320,11 +341,30 @@ static void sk__conn_timer_flush(sk_conn_t *c) {
   sk__conn_maybe_drain(c); /* it all went at once: no write callback will */
 }
 
+/* Set while a flush runs in the loop's prepare phase. A prepare handle
+ * started from there (by a write in an on_drain callback) would only run
+ * on the next turn, after the loop has polled, maybe for long: such a
+ * write arms the connection's timer with zero delay instead, which keeps
+ * the poll from blocking and flushes first thing on the next turn. */
+static _Thread_local int sk__tl_in_prepare;
+
+static void sk__conn_on_prepare(uv_prepare_t *h) {
+  sk_conn_t *c = h->data;
+  if (c->state == SK__C_OPEN) {
+    sk__tl_in_prepare++;
+    sk__conn_turn_flush(c);
+    sk__tl_in_prepare--;
+  } else if (c->flush_armed) { /* cannot happen: other states flush at once */
+    c->flush_armed = 0;
+    uv_prepare_stop(h);
+  }
+}
+
 /* Makes room for n more pending bytes and returns where they go. */
 static char *sk__conn_pend_room(sk_conn_t *c, size_t n) {
   size_t used = c->pend ? c->pend->len : 0;
   if (!c->pend || used + n > c->pend_cap) {
-    size_t cap = c->pend_cap ? c->pend_cap * 2 : SK_NET_PEND_MIN;
+    size_t cap = c->pend_cap ? c->pend_cap * 2 : SK_NET_PEND_FIRST - sizeof(struct sk__wreq);
     while (cap < used + n) cap *= 2;
     struct sk__wreq *w = sk_xrealloc(c->pend, sizeof *w + cap);
     if (!c->pend) w->len = 0;
@@ -337,11 +377,12 @@ static char *sk__conn_pend_room(sk_conn_t *c, size_t n) {
 /* After bytes were added to the pending buffer: flush now when it is big,
  * otherwise once this loop turn is over. */
 static int sk__conn_pend_added(sk_conn_t *c) {
-  /* the timer is a deadline in the other states: no coalescing there */
+  /* no coalescing in the other states: the bytes go at once */
   if (c->pend->len >= SK_NET_COALESCE_MAX || c->state != SK__C_OPEN) return sk__conn_flush(c);
   if (!c->flush_armed) {
     c->flush_armed = 1;
-    if (!c->pump_armed) uv_timer_start(&c->timer, sk__conn_on_timer, 0, 0);
+    if (sk__tl_in_prepare) uv_timer_start(&c->timer, sk__conn_on_timer, 0, 0);
+    else uv_prepare_start(&c->flush, sk__conn_on_prepare);
   }
   if (sk_conn_write_queued(c) > SK_CONN_LOW_WATER) c->need_drain = 1;
   return 0;
@@ -463,10 +504,42 @@ int sk_conn_write(sk_conn_t *c, const void *data, size_t len) {
 
 /* ---------------- reading ---------------- */
 
+/* Each thread reads into one buffer for the socket's bytes and one for
+ * TLS plaintext, allocated at its first read and freed when it exits. As
+ * static thread-local arrays they were zeroed for every thread when it
+ * started: 80 KiB of memory per thread before any connection. */
+typedef struct sk__net_bufs {
+  char rbuf[SK_NET_READ_BUF];
+  uint8_t plain[SK_NET_TLS_CHUNK];
+} sk__net_bufs_t;
+
+static _Thread_local sk__net_bufs_t *sk__tl_bufs;
+static pthread_key_t sk__bufs_key;
+static pthread_once_t sk__bufs_once = PTHREAD_ONCE_INIT;
+static int sk__bufs_key_ok;
+
+static void sk__net_bufs_done(void *arg) {
+  if (sk__tl_bufs == arg) sk__tl_bufs = NULL;
+  free(arg);
+}
+
+static void sk__net_bufs_key(void) {
+  sk__bufs_key_ok = pthread_key_create(&sk__bufs_key, sk__net_bufs_done) == 0;
+}
+
+static sk__net_bufs_t *sk__net_bufs(void) {
+  if (sk__tl_bufs) return sk__tl_bufs;
+  pthread_once(&sk__bufs_once, sk__net_bufs_key);
+  sk__net_bufs_t *b = sk_xmalloc(sizeof *b);
+  if (sk__bufs_key_ok) pthread_setspecific(sk__bufs_key, b);
+  sk__tl_bufs = b;
+  return b;
+}
+
 static void sk__conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  static _Thread_local char rbuf[SK_NET_READ_BUF];
-  buf->base = rbuf;
-  buf->len = sizeof rbuf;
+  sk__net_bufs_t *b = sk__net_bufs();
+  buf->base = b->rbuf;
+  buf->len = sizeof b->rbuf;
 }
 
 static void sk__conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
@@ -563,10 +636,10 @@ static void sk__conn_tls_handshake_done(sk_conn_t *c) {
 }
 
 static void sk__conn_tls_read(sk_conn_t *c) {
-  static _Thread_local uint8_t plain[SK_NET_TLS_CHUNK];
+  uint8_t *plain = sk__net_bufs()->plain;
   while (c->state == SK__C_OPEN && !c->user_paused) {
     ERR_clear_error();
-    int r = SSL_read(c->ssl, plain, sizeof plain);
+    int r = SSL_read(c->ssl, plain, SK_NET_TLS_CHUNK);
     if (r > 0) {
       sk__conn_deliver(c, plain, (size_t)r);
       continue;
@@ -619,7 +692,7 @@ static void sk__conn_on_timer(uv_timer_t *t) {
   case SK__C_OPEN: {
     int pump = c->pump_armed;
     c->pump_armed = 0;
-    sk__conn_timer_flush(c);
+    sk__conn_turn_flush(c); /* armed from a prepare-phase callback */
     if (pump && c->state == SK__C_OPEN && c->ssl && !c->user_paused) sk__conn_tls_read(c);
     break;
   }
@@ -947,8 +1020,8 @@ static void sk__conn_try_next(sk_conn_t *c) {
     sk__conn_fail(c, r);
     return;
   }
-  c->creq.data = c;
-  r = uv_tcp_connect(&c->creq, &c->tcp, c->ai_next->ai_addr, sk__conn_on_connect);
+  c->dial->creq.data = c;
+  r = uv_tcp_connect(&c->dial->creq, &c->tcp, c->ai_next->ai_addr, sk__conn_on_connect);
   if (r < 0) {
     c->last_err = sk_err_from_uv(r);
     c->ai_next = c->ai_next->ai_next;
@@ -979,6 +1052,7 @@ int sk_conn_connect(uv_loop_t *loop, const sk_connect_opts_t *o, sk_connect_fn f
     return SK_EINVAL;
   if (o->tls && sk_tls_ctx_is_server(o->tls)) return SK_EINVAL;
   sk_conn_t *c = sk__conn_alloc(loop);
+  c->dial = sk_xcalloc(1, sizeof *c->dial);
   if (o->tls) {
     if ((rc = sk__conn_tls_setup(c, o->tls)) < 0) goto fail;
     SSL_set_connect_state(c->ssl);
@@ -1001,9 +1075,9 @@ int sk_conn_connect(uv_loop_t *loop, const sk_connect_opts_t *o, sk_connect_fn f
                                               : sizeof(struct sockaddr_in);
     memcpy(ai->ai_addr, &ss, sizeof ss);
     c->ai_next = ai;
-    c->creq.data = c;
+    c->dial->creq.data = c;
     if ((rc = sk__conn_tcp_init(c)) == 0) {
-      rc = uv_tcp_connect(&c->creq, &c->tcp, ai->ai_addr, sk__conn_on_connect);
+      rc = uv_tcp_connect(&c->dial->creq, &c->tcp, ai->ai_addr, sk__conn_on_connect);
       rc = sk_err_from_uv(rc);
     }
     c->ai_next = NULL; /* one address only */
@@ -1017,8 +1091,8 @@ int sk_conn_connect(uv_loop_t *loop, const sk_connect_opts_t *o, sk_connect_fn f
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  c->gai.data = c;
-  rc = uv_getaddrinfo(loop, &c->gai, sk__conn_on_resolved, o->host, portstr, &hints);
+  c->dial->gai.data = c;
+  rc = uv_getaddrinfo(loop, &c->dial->gai, sk__conn_on_resolved, o->host, portstr, &hints);
   if (rc < 0) {
     rc = sk_err_from_uv(rc);
     goto fail;

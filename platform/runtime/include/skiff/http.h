@@ -161,7 +161,35 @@ typedef struct sk_http_client_opts {
   uint64_t request_timeout_ms; /* whole exchange, default 30000 */
   uint64_t idle_timeout_ms;   /* pooled idle connection lifetime, default 30000 */
   uint64_t stream_idle_timeout_ms; /* sk_http_client_stream: longest silence, default 60000 */
+  const struct sk_http_client_gate *gate; /* optional admission limits (below); copied */
 } sk_http_client_opts_t;
+
+/* Admission limits a client asks before it opens a connection and before a
+ * request starts waiting for one: for caps shared by many clients (all the
+ * pools of one upstream cluster, on every thread), which the user counts.
+ * Every hook may be NULL; they run on the client's loop thread, so a gate
+ * shared across threads must be thread-safe (atomics).
+ *
+ * conn_open: a connection is about to be opened. 0 = go ahead (the slot is
+ *   held until conn_closed); anything else = not now: the requests stay
+ *   queued and the client asks again every retry_ms while they wait (its
+ *   own connections finishing also take them).
+ * conn_closed: a connection conn_open allowed is gone (or never connected).
+ * wait_start: a request cannot go out at once (no idle connection, no free
+ *   h2 stream) and would queue. 0 = it may wait (held until wait_end);
+ *   anything else = sk_http_client_request/_stream return SK_ELIMIT at
+ *   once, no callback.
+ * wait_end: that request left the queue (sent, failed, timed out, ...).
+ * done: the client and all its connections are gone; no hook runs after. */
+typedef struct sk_http_client_gate {
+  int (*conn_open)(void *ud);
+  void (*conn_closed)(void *ud);
+  int (*wait_start)(void *ud);
+  void (*wait_end)(void *ud);
+  void (*done)(void *ud);
+  void *ud;
+  uint64_t retry_ms; /* default 10 */
+} sk_http_client_gate_t;
 
 int sk_http_client_new(uv_loop_t *loop, const sk_http_client_opts_t *o, sk_http_client_t **out);
 /* Sends a request on a pooled or new connection. Headers, path and body are
@@ -201,6 +229,12 @@ int sk_http_client_stream(sk_http_client_t *cl, const char *method, const char *
                           sk_http_stream_t **out);
 void sk_http_stream_cancel(sk_http_stream_t *st);
 
+/* Closes the connections that carry no request now: idle HTTP/1.1
+ * keep-alive connections, an h2 connection with no stream open (their gate
+ * slots come back as they close); busy ones are left alone. For a gate
+ * user whose shared connection limit is held by idle connections while
+ * another client waits for a slot. */
+void sk_http_client_close_idle(sk_http_client_t *cl);
 /* Fails pending requests with SK_ECANCELED and closes every connection. */
 void sk_http_client_free(sk_http_client_t *cl);
 
