@@ -19,7 +19,8 @@
 #      per core = accepted spans / CPU seconds skiff-telemetry used
 #      (utime+stime from /proc/PID/stat).
 # Usage: bench/telemetry/run.sh
-#   (env: SERIES SAMPLES BATCH CONNS N SPANS_PER SPAN_BODIES SPAN_CONNS SPAN_SECS; BUILD=dir)
+#   (env: SERIES SAMPLES BATCH CONNS N SPANS_PER SPAN_BODIES SPAN_CONNS SPAN_SECS; BUILD=dir;
+#    SPAN_ONLY=1 runs part 4 alone, without Prometheus)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/support/lib.sh"
@@ -43,7 +44,8 @@ trap cleanup EXIT
 
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKIFF_TESTS=OFF >/dev/null
 cmake --build "$BUILD" --target skiff-telemetry >/dev/null
-command -v prometheus >/dev/null || { echo "prometheus is required (apt-get install prometheus)" >&2; exit 1; }
+[ "${SPAN_ONLY:-0}" = 1 ] || command -v prometheus >/dev/null ||
+  { echo "prometheus is required (apt-get install prometheus)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
 T0=$(date +%s)
@@ -96,25 +98,30 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime (fields after "(comm)" hold no spaces here)
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
-echo "ingest: $SERIES series x $SAMPLES samples, $BATCH samples/request, $CONNS connections"
-start_prom; PROM=$URL; PROM_PID=$PID
-start_skiff skiff false; SK=$URL; SK_PID=$PID
-start_skiff skiff-nosync true; SKN=$URL; SKN_PID=$PID; SKN_INGEST=$INGEST
+if [ "${SPAN_ONLY:-0}" = 1 ]; then
+  start_skiff skiff-nosync true; SKN_PID=$PID; SKN_INGEST=$INGEST
+else
+  echo "ingest: $SERIES series x $SAMPLES samples, $BATCH samples/request, $CONNS connections"
+  start_prom; PROM=$URL; PROM_PID=$PID
+  start_skiff skiff false; SK=$URL; SK_PID=$PID
+  start_skiff skiff-nosync true; SKN=$URL; SKN_PID=$PID; SKN_INGEST=$INGEST
 
-printf '%-28s ' "prometheus:"; $RW "$PROM/api/v1/write"
-printf '%-28s ' "skiff-telemetry (durable):"; $RW "$SK/api/v1/write"
-printf '%-28s ' "skiff-telemetry (no_sync):"; $RW "$SKN/api/v1/write"
-echo "RSS after ingest: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
-python3 "$ROOT/bench/telemetry/hist_write.py" --t0-ms "${T0}000" "$PROM/api/v1/write" "$SK/api/v1/write"
-echo "RSS after histogram: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+  printf '%-28s ' "prometheus:"; $RW "$PROM/api/v1/write"
+  printf '%-28s ' "skiff-telemetry (durable):"; $RW "$SK/api/v1/write"
+  printf '%-28s ' "skiff-telemetry (no_sync):"; $RW "$SKN/api/v1/write"
+  echo "RSS after ingest: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+  python3 "$ROOT/bench/telemetry/hist_write.py" --t0-ms "${T0}000" "$PROM/api/v1/write" "$SK/api/v1/write"
+  echo "RSS after histogram: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
 
-T_END=$T0
-echo "query latency, $N runs each, same data:"
-echo "-- prometheus"
-python3 "$ROOT/bench/telemetry/query_latency.py" "$PROM" "$N" "$T_END" "${QUERIES[@]}"
-echo "-- skiff-telemetry"
-python3 "$ROOT/bench/telemetry/query_latency.py" "$SK" "$N" "$T_END" "${QUERIES[@]}"
-echo "RSS after queries: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+  T_END=$T0
+  echo "query latency, $N runs each, same data:"
+  echo "-- prometheus"
+  python3 "$ROOT/bench/telemetry/query_latency.py" "$PROM" "$N" "$T_END" "${QUERIES[@]}"
+  echo "-- skiff-telemetry"
+  python3 "$ROOT/bench/telemetry/query_latency.py" "$SK" "$N" "$T_END" "${QUERIES[@]}"
+  echo "RSS after queries: prometheus $(rss_kb "$PROM_PID") kB, skiff-telemetry $(rss_kb "$SK_PID") kB"
+
+fi
 
 echo "OTLP span ingest (skiff-telemetry no_sync): $SPANS_PER spans/request, $SPAN_CONNS connections, ${SPAN_SECS}s"
 python3 "$ROOT/bench/telemetry/otlp_spans.py" "$TMP/spans" "$SPAN_BODIES" "$SPANS_PER" "${T0}000000000"

@@ -762,13 +762,293 @@ static void test_retention_batches(void **state) {
   unlink(path);
 }
 
+/* ---- the span store's JSON writer and schema ---- */
+
+/* attributes as a JSON array through the writer */
+static void attrs_write(sk_buf_t *b, Otlp__KeyValue *const *kv, size_t n) {
+  int first = 1;
+  sk_buf_append(b, "[", 1);
+  for (size_t i = 0; i < n; i++) {
+    if (!kv[i]) continue;
+    if (!first) sk_buf_append(b, ",", 1);
+    first = 0;
+    tl_pb_json_write(b, &kv[i]->base);
+  }
+  sk_buf_append(b, "]", 1);
+}
+
+/* writer output parses to the same document as the jansson tree */
+static void assert_same_json(sk_buf_t *b, json_t *tree) {
+  json_error_t je;
+  json_t *got = json_loadb(b->data ? b->data : "", b->len, JSON_DECODE_ANY, &je);
+  if (!got) fail_msg("writer output does not parse: %s: %.*s", je.text, (int)b->len, b->data);
+  if (!json_equal(got, tree)) {
+    char *t = json_dumps(tree, JSON_COMPACT | JSON_ENCODE_ANY);
+    fail_msg("writer %.*s\ntree   %s", (int)b->len, b->data, t);
+  }
+  json_decref(got);
+  json_decref(tree);
+}
+
+static const char rich_traces[] =
+      "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":"
+      "\"w\\u00e9b \\\"q\\\" \\\\ \\n\\t\\u0001 \\u2603\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"s\",\"version\":"
+      "\"1\"},\"spans\":[{\"traceId\":\"0102030405060708090a0b0c0d0e0f10\",\"spanId\":\"1112131415161718\","
+      "\"parentSpanId\":\"2122232425262728\",\"traceState\":\"k=v\",\"name\":\"op\",\"kind\":2,"
+      "\"startTimeUnixNano\":\"1700000000000000000\",\"endTimeUnixNano\":\"18446744073709551615\","
+      "\"attributes\":[{\"key\":\"i\",\"value\":{\"intValue\":\"-9223372036854775808\"}},"
+      "{\"key\":\"d\",\"value\":{\"doubleValue\":1}},{\"key\":\"d2\",\"value\":{\"doubleValue\":0.1}},"
+      "{\"key\":\"d3\",\"value\":{\"doubleValue\":-1e300}},{\"key\":\"nan\",\"value\":{\"doubleValue\":\"NaN\"}},"
+      "{\"key\":\"inf\",\"value\":{\"doubleValue\":\"-Infinity\"}},{\"key\":\"b\",\"value\":{\"boolValue\":false}},"
+      "{\"key\":\"t\",\"value\":{\"boolValue\":true}},{\"key\":\"y\",\"value\":{\"bytesValue\":\"AQID/w==\"}},"
+      "{\"key\":\"y1\",\"value\":{\"bytesValue\":\"AQ==\"}},{\"key\":\"y0\",\"value\":{\"bytesValue\":\"\"}},"
+      "{\"key\":\"a\",\"value\":{\"arrayValue\":{\"values\":[{\"stringValue\":\"x\"},{\"intValue\":3},"
+      "{\"arrayValue\":{}},{\"kvlistValue\":{\"values\":[{\"key\":\"n\",\"value\":{}}]}}]}}},"
+      "{\"key\":\"empty\",\"value\":{}},{\"key\":\"nokey-next\"},{\"value\":{\"stringValue\":\"no key\"}}],"
+      "\"droppedAttributesCount\":2,"
+      "\"events\":[{\"timeUnixNano\":\"1700000000000000001\",\"name\":\"ev\",\"attributes\":[{\"key\":\"e\","
+      "\"value\":{\"stringValue\":\"v\"}}]},{}],"
+      "\"links\":[{\"traceId\":\"0102030405060708090a0b0c0d0e0f11\",\"spanId\":\"3132333435363738\","
+      "\"traceState\":\"a=b\",\"flags\":1,\"attributes\":[{\"key\":\"l\",\"value\":{\"doubleValue\":2.5}}]}],"
+      "\"status\":{\"code\":2,\"message\":\"boom\"}}]}]}]}";
+
+static void test_span_json_writer(void **state) {
+  (void)state;
+  const char *doc = rich_traces;
+  sk_pool_t *pool = sk_pool_new();
+  char err[256] = "";
+  Otlp__ExportTraceServiceRequest *r = NULL;
+  assert_int_equal(tl_otlp_json_traces(pool, doc, strlen(doc), &r, err, sizeof err), 0);
+  sk_buf_t b;
+  sk_buf_init(&b);
+  /* the whole request through the descriptor-driven writer */
+  tl_pb_json_write(&b, &r->base);
+  assert_same_json(&b, tl_pb_to_json(&r->base));
+  Otlp__Span *sp = r->resource_spans[0]->scope_spans[0]->spans[0];
+  sk_buf_reset(&b);
+  attrs_write(&b, sp->attributes, sp->n_attributes);
+  assert_same_json(&b, tl_otlp_attrs_json(sp->attributes, sp->n_attributes));
+  Otlp__KeyValue **ra = r->resource_spans[0]->resource->attributes;
+  sk_buf_reset(&b);
+  attrs_write(&b, ra, 1);
+  assert_same_json(&b, tl_otlp_attrs_json(ra, 1));
+  for (size_t i = 0; i < sp->n_events; i++) {
+    sk_buf_reset(&b);
+    tl_pb_json_write(&b, &sp->events[i]->base);
+    assert_same_json(&b, tl_pb_to_json(&sp->events[i]->base));
+  }
+  /* invalid UTF-8 and DEL, which no JSON document can carry: U+FFFD, as the tree */
+  Otlp__AnyValue v = OTLP__ANY_VALUE__INIT;
+  v.value_case = OTLP__ANY_VALUE__VALUE_STRING_VALUE;
+  v.string_value = "a\xff\xc3(b\x7f\xed\xa0\x80z";
+  Otlp__KeyValue kv = OTLP__KEY_VALUE__INIT, *kvp[2] = {&kv, NULL};
+  kv.key = "bad\xe2\x82";
+  kv.value = &v;
+  sk_buf_reset(&b);
+  attrs_write(&b, kvp, 2);
+  assert_same_json(&b, tl_otlp_attrs_json(kvp, 1));
+  /* the common case, byte for byte */
+  v.string_value = "GET";
+  kv.key = "http.request.method";
+  sk_buf_reset(&b);
+  attrs_write(&b, kvp, 1);
+  assert_int_equal(b.len, strlen("[{\"key\":\"http.request.method\",\"value\":{\"stringValue\":\"GET\"}}]"));
+  assert_memory_equal(b.data, "[{\"key\":\"http.request.method\",\"value\":{\"stringValue\":\"GET\"}}]", b.len);
+  sk_buf_done(&b);
+  sk_pool_free(pool);
+}
+
+static int same_rows(const tl_span_rows_t *a, const tl_span_rows_t *b) {
+  if (a->n != b->n || a->rejected != b->rejected) return 0;
+  for (size_t i = 0; i < a->n; i++) {
+    const tl_span_row_t *x = &a->v[i], *y = &b->v[i];
+    const tl_str_t sx[] = {x->service, x->name, x->scope, x->scope_version, x->trace_state, x->status_msg};
+    const tl_str_t sy[] = {y->service, y->name, y->scope, y->scope_version, y->trace_state, y->status_msg};
+    for (int k = 0; k < 6; k++)
+      if (!sx[k].p != !sy[k].p || sx[k].len != sy[k].len || (sx[k].p && memcmp(sx[k].p, sy[k].p, (size_t)sx[k].len)))
+        return 0;
+    const size_t ox[] = {x->res_off, x->attrs_off, x->events_off, x->links_off};
+    const size_t oy[] = {y->res_off, y->attrs_off, y->events_off, y->links_off};
+    const int lx[] = {x->res_len, x->attrs_len, x->events_len, x->links_len};
+    const int ly[] = {y->res_len, y->attrs_len, y->events_len, y->links_len};
+    for (int k = 0; k < 4; k++) /* byte for byte: JSON in the schema's field order, protobuf canonical */
+      if (lx[k] != ly[k] || (lx[k] > 0 && memcmp(a->json->data + ox[k], b->json->data + oy[k], (size_t)lx[k])))
+        return 0;
+    if (strcmp(x->tid, y->tid) || strcmp(x->sid, y->sid) || strcmp(x->pid, y->pid) || x->kind != y->kind ||
+        x->status != y->status || x->start_ns != y->start_ns || x->end_ns != y->end_ns)
+      return 0;
+  }
+  return 1;
+}
+
+/* Rows read straight from protobuf bytes are those of the decoded message;
+ * what that decoder does not take is left to protobuf-c. */
+static void test_span_rows_from_wire(void **state) {
+  (void)state;
+  sk_pool_t *pool = sk_pool_new();
+  char err[256] = "";
+  Otlp__ExportTraceServiceRequest *r = NULL;
+  assert_int_equal(tl_otlp_json_traces(pool, rich_traces, strlen(rich_traces), &r, err, sizeof err), 0);
+  /* a second span with bad ids (rejected) and a root span in another scope */
+  Otlp__ScopeSpans *ss = r->resource_spans[0]->scope_spans[0];
+  Otlp__Span bad = OTLP__SPAN__INIT, root = OTLP__SPAN__INIT;
+  uint8_t tid[16] = {9}, sid[8] = {7};
+  root.trace_id = (ProtobufCBinaryData){16, tid};
+  root.has_trace_id = 1;
+  root.span_id = (ProtobufCBinaryData){8, sid};
+  root.has_span_id = 1;
+  Otlp__Span *spans[3] = {ss->spans[0], &bad, &root};
+  ss->spans = spans;
+  ss->n_spans = 3;
+  size_t len;
+  uint8_t *pb = tl_pb_pack(pool, &r->base, &len);
+  sk_buf_t ja, jb;
+  sk_buf_init(&ja);
+  sk_buf_init(&jb);
+  tl_span_rows_t a = {.json = &ja}, b = {.json = &jb};
+  assert_int_equal(tl_span_rows_from_wire(pool, pb, len, &a), 1);
+  Otlp__ExportTraceServiceRequest *back = (Otlp__ExportTraceServiceRequest *)tl_pb_unpack(
+      pool, &otlp__export_trace_service_request__descriptor, pb, len, err, sizeof err);
+  assert_non_null(back);
+  tl_span_rows_from_msg(pool, back, &b);
+  assert_int_equal(a.n, 2);
+  assert_int_equal(a.rejected, 1);
+  assert_true(same_rows(&a, &b));
+  assert_string_equal(a.v[0].pid, "2122232425262728");
+  assert_string_equal(a.v[1].pid, "");
+  assert_int_equal(a.v[0].events_len > 0 && a.v[0].links_len > 0 && a.v[1].events_len < 0, 1);
+
+  /* left to protobuf-c: a string with a NUL, a status given twice, bad framing */
+  static const uint8_t nul_name[] = {0x0a, 0x24, 0x12, 0x22, 0x12, 0x20, 0x0a, 0x10, 1, 2, 3, 4, 5, 6, 7, 8,
+                                     9, 10, 11, 12, 13, 14, 15, 16, 0x12, 0x08, 1, 2, 3, 4, 5, 6, 7, 8,
+                                     0x2a, 0x02, 'a', 0};
+  static const uint8_t two_status[] = {0x0a, 0x0c, 0x12, 0x0a, 0x12, 0x08, 0x7a, 0x02, 0x18, 0x02,
+                                       0x7a, 0x02, 0x18, 0x01};
+  static const uint8_t truncated[] = {0x0a, 0x10, 0x12, 0x05};
+  const struct {
+    const uint8_t *p;
+    size_t n;
+  } left[] = {{nul_name, sizeof nul_name}, {two_status, sizeof two_status}, {truncated, sizeof truncated}};
+  for (size_t i = 0; i < sizeof left / sizeof left[0]; i++) {
+    sk_buf_reset(&ja);
+    tl_span_rows_t c = {.json = &ja};
+    assert_int_equal(tl_span_rows_from_wire(pool, left[i].p, left[i].n, &c), 0);
+    assert_int_equal(c.n + c.rejected + ja.len, 0);
+    /* protobuf-c takes the first two (and so the request is stored) */
+    ProtobufCMessage *m = tl_pb_unpack(pool, &otlp__export_trace_service_request__descriptor, left[i].p,
+                                       left[i].n, err, sizeof err);
+    if (i < 2) assert_non_null(m);
+    else assert_null(m);
+  }
+  sk_buf_done(&ja);
+  sk_buf_done(&jb);
+  sk_pool_free(pool);
+}
+
+/* A database written by the first span schema (WITHOUT ROWID spans, an
+ * index on service) is migrated when opened: rows kept, then replaced and
+ * added through the new path. */
+static void test_span_schema_migration(void **state) {
+  (void)state;
+  static const char *const v1[] = {
+      "CREATE TABLE spans(trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT NOT NULL DEFAULT '',"
+      " service TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL DEFAULT 0,"
+      " start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+      " status_msg TEXT, trace_state TEXT, scope_name TEXT, scope_version TEXT, attrs TEXT, resource TEXT,"
+      " events TEXT, links TEXT, PRIMARY KEY(trace_id, span_id)) WITHOUT ROWID;"
+      "CREATE INDEX spans_start ON spans(start_ns);"
+      "CREATE INDEX spans_svc ON spans(service, start_ns);"
+      "CREATE TABLE streams(id INTEGER PRIMARY KEY, labels TEXT NOT NULL UNIQUE);"
+      "CREATE TABLE logs(id INTEGER PRIMARY KEY, stream INTEGER NOT NULL, ts_ns INTEGER NOT NULL,"
+      " observed_ns INTEGER, severity INTEGER, severity_text TEXT, body TEXT NOT NULL, trace_id TEXT,"
+      " span_id TEXT, attrs TEXT);"
+      "CREATE INDEX logs_ts ON logs(ts_ns);"
+      "CREATE INDEX logs_stream_ts ON logs(stream, ts_ns);"
+      "CREATE INDEX logs_trace ON logs(trace_id) WHERE trace_id IS NOT NULL;"};
+  char path[600], err[256] = "";
+  snprintf(path, sizeof path, "%s/sigdb-v1-%d.sqlite", sk_test_tmpdir(), rand());
+  sk_store_t *old = NULL;
+  sk_store_opts_t o = {.path = path, .non_durable = 1, .migrations = v1, .nmigrations = 1};
+  assert_int_equal(sk_store_open(&o, &old), 0);
+  for (int i = 0; i < 3; i++) {
+    char sid[17];
+    snprintf(sid, sizeof sid, "%016x", i + 1);
+    assert_int_equal(sk_store_exec(old,
+                                   "INSERT INTO spans(trace_id, span_id, service, name, start_ns, end_ns, attrs,"
+                                   " resource) VALUES('0102030405060708090a0b0c0d0e0f10',?,'old','op',?,?,"
+                                   " '[{\"key\":\"k\",\"value\":{\"stringValue\":\"v1\"}}]', '[]')",
+                                   SK_SQL_ARGS(SK_SQL_TEXT(sid), SK_SQL_INT(3000 - i), SK_SQL_INT(4000))),
+                     1);
+  }
+  sk_store_close(old);
+
+  tl_sigdb_t *db = NULL;
+  assert_int_equal(tl_sigdb_open(path, 1, &db, err, sizeof err), 0);
+  assert_int_equal(sk_store_schema_version(db->w), 2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 3);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM pragma_index_list('spans') WHERE name = 'spans_svc'"), 0);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans WHERE service = 'old' AND attrs LIKE '%v1%'"), 3);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans WHERE end_ns = 4000 AND start_ns BETWEEN 2998 AND 3000"), 3);
+
+  /* span 1 again (replaced) and a new span 4 */
+  static const char doc[] =
+      "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":"
+      "\"new\"}}]},\"scopeSpans\":[{\"spans\":[{\"traceId\":\"0102030405060708090a0b0c0d0e0f10\",\"spanId\":"
+      "\"0000000000000001\",\"name\":\"op\",\"startTimeUnixNano\":\"5000\",\"endTimeUnixNano\":\"6000\","
+      "\"attributes\":[{\"key\":\"k\",\"value\":{\"stringValue\":\"v2\"}}]},{\"traceId\":"
+      "\"0102030405060708090a0b0c0d0e0f10\",\"spanId\":\"0000000000000004\",\"name\":\"op\","
+      "\"startTimeUnixNano\":\"5001\",\"endTimeUnixNano\":\"6000\"},{\"traceId\":\"00\",\"spanId\":\"01\"}]}]}]}";
+  sk_pool_t *pool = sk_pool_new();
+  Otlp__ExportTraceServiceRequest *r = NULL;
+  assert_int_equal(tl_otlp_json_traces(pool, doc, strlen(doc), &r, err, sizeof err), 0);
+  size_t acc = 0, rej = 0;
+  assert_int_equal(tl_sigdb_put_spans(db, pool, r, &acc, &rej, err, sizeof err), 0);
+  assert_int_equal(acc, 2);
+  assert_int_equal(rej, 1);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 4);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans WHERE span_id = '0000000000000001' AND service = 'new'"
+                                 " AND typeof(attrs) = 'blob' AND typeof(resource) = 'blob' AND events IS NULL"
+                                 " AND links IS NULL"),
+                   1);
+  /* attributes are stored as an OTLP KeyValueList */
+  sk_stmt_t *st = NULL;
+  assert_int_equal(sk_store_prepare(db->r, "SELECT attrs FROM spans WHERE span_id = '0000000000000001'", &st), 0);
+  assert_int_equal(sk_stmt_step(st), 1);
+  size_t blen = 0;
+  const void *blob = sk_stmt_blob(st, 0, &blen);
+  Otlp__KeyValueList *kvl = (Otlp__KeyValueList *)tl_pb_unpack(pool, &otlp__key_value_list__descriptor, blob, blen,
+                                                               err, sizeof err);
+  assert_non_null(kvl);
+  sk_stmt_done(st);
+  json_t *aj = tl_otlp_attrs_json(kvl->values, kvl->n_values);
+  char *as = json_dumps(aj, JSON_COMPACT);
+  assert_string_equal(as, "[{\"key\":\"k\",\"value\":{\"stringValue\":\"v2\"}}]");
+  free(as);
+  json_decref(aj);
+  /* retention over the migrated table */
+  tl_sigdb_expired_t ex;
+  assert_int_equal(tl_sigdb_expire(db, 4500, 0, 10, 1, &ex, err, sizeof err), 0);
+  assert_int_equal(ex.spans, 2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 2);
+  sk_pool_free(pool);
+  tl_sigdb_close(db);
+
+  /* reopening applies nothing more */
+  assert_int_equal(tl_sigdb_open(path, 1, &db, err, sizeof err), 0);
+  assert_int_equal(sk_store_schema_version(db->w), 2);
+  assert_int_equal(count_sql(db, "SELECT count(*) FROM spans"), 2);
+  tl_sigdb_close(db);
+  unlink(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_otlp_traces_protobuf), cmocka_unit_test(test_otlp_json_gzip_errors),
       cmocka_unit_test(test_oversize_413),         cmocka_unit_test(test_logs_loki),
       cmocka_unit_test(test_otlp_metrics_and_remote_write), cmocka_unit_test(test_scrape),
       cmocka_unit_test(test_expo_parser),          cmocka_unit_test(test_span_log_retention),
-      cmocka_unit_test(test_retention_batches),
+      cmocka_unit_test(test_retention_batches),   cmocka_unit_test(test_span_json_writer),
+      cmocka_unit_test(test_span_schema_migration), cmocka_unit_test(test_span_rows_from_wire),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -297,9 +297,13 @@ static void work_cb(uv_work_t *w) {
   char err[300] = "";
   switch (j->kind) {
   case TL_JOB_OTLP_TRACES: {
+    /* protobuf bodies go straight to rows (tl_span_rows.c); JSON bodies,
+     * and the protobuf ones that decoder leaves, through protobuf-c structs */
     Otlp__ExportTraceServiceRequest *r = NULL;
+    tl_span_rows_t rows = {.json = tl_sigdb_row_buf(a->sig)};
+    rc = 0;
     if (j->json) rc = tl_otlp_json_traces(j->pool, (const char *)body, len, &r, err, sizeof err);
-    else {
+    else if (!tl_span_rows_from_wire(j->pool, body, len, &rows)) {
       r = (Otlp__ExportTraceServiceRequest *)tl_pb_unpack(j->pool, &otlp__export_trace_service_request__descriptor,
                                                           body, len, err, sizeof err);
       rc = r ? 0 : SK_EPARSE;
@@ -308,12 +312,15 @@ static void work_cb(uv_work_t *w) {
       set_status(j, 400, 3, "%s", err);
       return;
     }
-    if (tl_sigdb_put_spans(a->sig, j->pool, r, &j->accepted, &j->rejected, err, sizeof err) < 0) {
+    if (r) tl_span_rows_from_msg(j->pool, r, &rows);
+    if (tl_sigdb_put_rows(a->sig, &rows, err, sizeof err) < 0) {
       j->accepted = 0;
       set_status(j, 503, 14, "%s", err);
       j->retry_after = "5";
       return;
     }
+    j->accepted = rows.n;
+    j->rejected = rows.rejected;
     Otlp__ExportTraceServiceResponse resp = OTLP__EXPORT_TRACE_SERVICE_RESPONSE__INIT;
     Otlp__ExportTracePartialSuccess ps = OTLP__EXPORT_TRACE_PARTIAL_SUCCESS__INIT;
     if (j->rejected) {
@@ -322,7 +329,7 @@ static void work_cb(uv_work_t *w) {
       ps.error_message = "spans need a 16-byte trace_id and an 8-byte span_id, not all zero";
       resp.partial_success = &ps;
     }
-    keep_for_forward(j, TL_FWD_TRACES, &r->base, body, len);
+    keep_for_forward(j, TL_FWD_TRACES, r ? &r->base : NULL, body, len); /* r is NULL only for protobuf */
     set_otlp_ok(j, &resp.base);
     return;
   }
@@ -743,6 +750,7 @@ int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_lo
       .port = cfg->listen.port,
       .max_body_bytes = max_body,
       .server_name = "skiff-telemetry",
+      .tls = cfg->listen_tls_ctx,
   };
   if ((rc = sk_http_server_new(loop, &so, handle, a, &a->otlp)) < 0) {
     snprintf(err, errlen, "OTLP listener %s:%d: %s", so.host, so.port, sk_strerror(rc));
@@ -750,6 +758,7 @@ int tl_app_new(uv_loop_t *loop, const tl_config_t *cfg, sk_metrics_t *reg, sk_lo
   }
   so.host = cfg->query_listen.host[0] ? cfg->query_listen.host : "127.0.0.1";
   so.port = cfg->query_listen.port;
+  so.tls = cfg->query_tls_ctx;
   if ((rc = sk_http_server_new(loop, &so, handle, a, &a->query)) < 0) {
     snprintf(err, errlen, "query listener %s:%d: %s", so.host, so.port, sk_strerror(rc));
     goto fail;

@@ -32,6 +32,22 @@ static const sk_config_entry_t scrape_tls_entries[] = {
 static const sk_config_schema_t scrape_tls_schema =
     SK_CFG_SCHEMA("scrape_tls", tl_scrape_tls_cfg_t, scrape_tls_entries);
 
+/* `tls` and `query_tls`: the same keys for both listeners */
+static const char *const listen_client_auth_names[] = {"require", "optional", "none", NULL};
+static const sk_config_entry_t listen_tls_entries[] = {
+    SK_CFG_BOOL_E("identity", "false", tl_listen_tls_cfg_t, identity,
+                  "serve HTTPS with the daemon's identity (needs identity.control); its bundle verifies clients"),
+    SK_CFG_STRING_E("cert", "", tl_listen_tls_cfg_t, cert, "PEM certificate chain; set = HTTPS"),
+    SK_CFG_STRING_E("key", "", tl_listen_tls_cfg_t, key, "PEM private key"),
+    SK_CFG_STRING_E("ca", "", tl_listen_tls_cfg_t, ca,
+                    "PEM bundle that verifies client certificates (default with identity: its bundle)"),
+    SK_CFG_ENUM_E("client_auth", "require", listen_client_auth_names, tl_listen_tls_cfg_t, client_auth,
+                  "require: no valid client certificate, no handshake; optional: verified when sent; none"),
+    SK_CFG_END_E};
+static const sk_config_schema_t listen_tls_schema = SK_CFG_SCHEMA("tls", tl_listen_tls_cfg_t, listen_tls_entries);
+static const sk_config_schema_t query_tls_schema =
+    SK_CFG_SCHEMA("query_tls", tl_listen_tls_cfg_t, listen_tls_entries);
+
 static const sk_config_entry_t forward_entries[] = {
     {SK_CFG_E_("endpoint", SK_CFG_STRING, NULL, tl_forward_cfg_t, endpoint,
                "OTLP/HTTP receiver, http[s]://host:port[/prefix] (/v1/traces etc. appended)"),
@@ -92,6 +108,9 @@ static const sk_config_entry_t tl_entries[] = {
                   "OTLP/HTTP (/v1/traces, /v1/metrics, /v1/logs), remote-write and Loki push"),
     SK_CFG_ADDR_E("query_listen", "127.0.0.1:9090", tl_config_t, query_listen,
                   "Prometheus, trace and Loki query APIs (ingest routes too)"),
+    SK_CFG_SECTION_E("tls", &listen_tls_schema, tl_config_t, tls, "HTTPS (and mTLS) on the OTLP listener"),
+    SK_CFG_SECTION_E("query_tls", &query_tls_schema, tl_config_t, query_tls,
+                     "HTTPS (and mTLS) on the query listener"),
     SK_CFG_STRING_E("data_dir", "", tl_config_t, data_dir,
                     "where data lives; default <state_dir>/telemetry, else ./telemetry-data"),
     SK_CFG_SIZE_E("max_request", "20MiB", tl_config_t, max_request, "request body limit after decompression"),
@@ -127,6 +146,53 @@ static const sk_config_entry_t tl_entries[] = {
     SK_CFG_END_E};
 
 const sk_config_schema_t tl_config_schema = SK_CFG_SCHEMA("telemetry", tl_config_t, tl_entries);
+
+/* The server context of one listener (*out stays NULL when tc asks for no
+ * TLS). Built from the identity's files, it is reloaded in place when the
+ * identity renews (sk_tls_ctx_reload_files). */
+static int listen_tls_new(sk_daemon_t *d, const char *key, const tl_listen_tls_cfg_t *tc, sk_tls_ctx_t **out) {
+  char err[512] = "";
+  int rc = 0;
+  *out = NULL;
+  if (!tc->identity && !(tc->cert && *tc->cert)) {
+    if ((tc->key && *tc->key) || (tc->ca && *tc->ca)) {
+      snprintf(err, sizeof err, "key/ca without cert or identity");
+      rc = SK_ECONFIG;
+    }
+    goto out;
+  }
+  sk_tls_opts_t to = {.is_server = 1, .cert_file = tc->cert, .key_file = tc->key, .ca_file = tc->ca};
+  to.verify = tc->client_auth == TL_CLIENT_AUTH_REQUIRE    ? SK_TLS_VERIFY_REQUIRE
+              : tc->client_auth == TL_CLIENT_AUTH_OPTIONAL ? SK_TLS_VERIFY_OPTIONAL
+                                                           : SK_TLS_VERIFY_NONE;
+  if (tc->identity) {
+    sk_ident_t *id = sk_daemon_ident(d);
+    if (!id || (tc->cert && *tc->cert) || (tc->key && *tc->key)) {
+      snprintf(err, sizeof err, "%s",
+               id ? "identity: true and cert/key are exclusive" : "identity needs identity.control");
+      rc = SK_ECONFIG;
+      goto out;
+    }
+    to.cert_file = sk_ident_cert_path(id);
+    to.key_file = sk_ident_key_path(id);
+    if (!to.ca_file || !*to.ca_file) to.ca_file = sk_ident_bundle_path(id);
+  } else if (!tc->key || !*tc->key) {
+    snprintf(err, sizeof err, "cert needs key");
+    rc = SK_ECONFIG;
+    goto out;
+  }
+  if (to.verify != SK_TLS_VERIFY_NONE && (!to.ca_file || !*to.ca_file)) {
+    snprintf(err, sizeof err, "client_auth %s needs ca to verify client certificates",
+             listen_client_auth_names[tc->client_auth]);
+    rc = SK_ECONFIG;
+    goto out;
+  }
+  if (to.verify == SK_TLS_VERIFY_NONE) to.ca_file = NULL;
+  rc = sk_tls_ctx_new(&to, out, err, sizeof err);
+out:
+  if (rc < 0) sk_log_error(sk_daemon_log(d), "cannot start: %s: %s", key, err);
+  return rc;
+}
 
 static int tl_init(sk_daemon_t *d, void *cfgp) {
   tl_config_t *cfg = cfgp;
@@ -165,8 +231,21 @@ static int tl_init(sk_daemon_t *d, void *cfgp) {
   }
   cfg->self_scrape_tls = sk_admin_is_tls(sk_daemon_admin(d));
   tl_app_t *a = NULL;
-  int rc = tl_app_new(sk_daemon_loop(d), cfg, sk_daemon_metrics(d), sk_daemon_log(d), sk_daemon_admin_port(d), &a,
-                      err, sizeof err);
+  int rc;
+  if ((rc = listen_tls_new(d, "tls", &cfg->tls, &cfg->listen_tls_ctx)) < 0 ||
+      (rc = listen_tls_new(d, "query_tls", &cfg->query_tls, &cfg->query_tls_ctx)) < 0) {
+    sk_tls_ctx_unref(cfg->listen_tls_ctx);
+    cfg->listen_tls_ctx = NULL;
+    return rc;
+  }
+  rc = tl_app_new(sk_daemon_loop(d), cfg, sk_daemon_metrics(d), sk_daemon_log(d), sk_daemon_admin_port(d), &a, err,
+                  sizeof err);
+  /* the listeners hold their own references */
+  const char *otlp_scheme = cfg->listen_tls_ctx ? "https" : "http";
+  const char *query_scheme = cfg->query_tls_ctx ? "https" : "http";
+  sk_tls_ctx_unref(cfg->listen_tls_ctx);
+  sk_tls_ctx_unref(cfg->query_tls_ctx);
+  cfg->listen_tls_ctx = cfg->query_tls_ctx = NULL;
   if (rc < 0) {
     sk_log_error(sk_daemon_log(d), "cannot start: %s", err[0] ? err : sk_strerror(rc));
     return rc;
@@ -175,8 +254,8 @@ static int tl_init(sk_daemon_t *d, void *cfgp) {
   char otlp[32], query[32];
   snprintf(otlp, sizeof otlp, "%d", tl_app_port(a));
   snprintf(query, sizeof query, "%d", tl_app_query_port(a));
-  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "serving", "otlp_port", otlp, "query_port", query, "data_dir",
-            cfg->data_dir, NULL);
+  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "serving", "otlp_port", otlp, "otlp_scheme", otlp_scheme, "query_port",
+            query, "query_scheme", query_scheme, "data_dir", cfg->data_dir, NULL);
   sk_daemon_set_ready(d, 1);
   return 0;
 }

@@ -84,6 +84,16 @@ typedef struct tl_scrape_tls_cfg {
   char *ca, *cert, *key;       /* else these; cert/key "" = no client certificate */
 } tl_scrape_tls_cfg_t;
 
+/* `tls` / `query_tls`: HTTPS on the OTLP and on the query listener
+ * (tl_daemon.c builds the server contexts). */
+enum { TL_CLIENT_AUTH_REQUIRE = 0, TL_CLIENT_AUTH_OPTIONAL = 1, TL_CLIENT_AUTH_NONE = 2 };
+typedef struct tl_listen_tls_cfg {
+  bool identity;               /* serve the daemon's identity (cert, key; bundle as ca) */
+  char *cert, *key;            /* else these; cert set = HTTPS */
+  char *ca;                    /* verifies client certificates */
+  int client_auth;             /* TL_CLIENT_AUTH_* */
+} tl_listen_tls_cfg_t;
+
 typedef struct tl_config {
   sk_cfg_addr_t listen;        /* OTLP/HTTP, remote-write, Loki push */
   sk_cfg_addr_t query_listen;  /* Prometheus / Tempo / Loki query APIs (+ ingest routes) */
@@ -102,6 +112,9 @@ typedef struct tl_config {
   sk_cfg_list_t scrape_configs; /* of tl_scrape_cfg_t */
   tl_scrape_tls_cfg_t scrape_tls;
   bool self_scrape_tls;        /* not a key: our own admin listener is HTTPS */
+  tl_listen_tls_cfg_t tls;       /* the OTLP listener (`listen`) */
+  tl_listen_tls_cfg_t query_tls; /* the query listener (`query_listen`) */
+  sk_tls_ctx_t *listen_tls_ctx, *query_tls_ctx; /* not keys: built from the two above; NULL = plain */
   bool no_sync;                /* tests/benchmarks only */
   sk_cfg_list_t forward;       /* of tl_forward_cfg_t */
   tl_kafka_cfg_t kafka;
@@ -206,6 +219,17 @@ json_t *tl_pb_to_json(const ProtobufCMessage *m);
 /* AnyValue / attributes as OTLP JSON ({"stringValue":..} / [{"key":..,"value":..}]). */
 json_t *tl_otlp_anyvalue_json(const Otlp__AnyValue *v);
 json_t *tl_otlp_attrs_json(Otlp__KeyValue *const *kv, size_t n);
+/* The same JSON text as tl_pb_to_json() dumped compact, appended to b
+ * without building a tree (the span store's events and links). */
+void tl_pb_json_write(sk_buf_t *b, const ProtobufCMessage *m);
+/* Pieces of those writers for the span row decoder: a JSON string of len
+ * bytes (escaped; invalid UTF-8 as U+FFFD), integers, a double as jansson
+ * dumps a real (NaN/infinities as strings), bytes in base64 (quoted). */
+void tl__json_strn(sk_buf_t *b, const char *s, size_t len);
+void tl__json_u64(sk_buf_t *b, uint64_t v);
+void tl__json_i64(sk_buf_t *b, int64_t v);
+void tl__json_double(sk_buf_t *b, double d);
+void tl__json_base64(sk_buf_t *b, const ProtobufCBinaryData *d);
 /* Plain string of an AnyValue (string as is, others as JSON text) in pool. */
 const char *tl_otlp_anyvalue_str(sk_pool_t *pool, const Otlp__AnyValue *v);
 /* The string value of attribute key, or NULL. */
@@ -256,6 +280,46 @@ void tl_sigdb_close(tl_sigdb_t *db);
  * spans with bad ids. */
 int tl_sigdb_put_spans(tl_sigdb_t *db, sk_pool_t *pool, const Otlp__ExportTraceServiceRequest *r,
                        size_t *accepted, size_t *rejected, char *err, size_t errlen);
+
+/* One span as the store keeps it (tl_span_rows.c). Text is given by
+ * pointer and length (not NUL-terminated: it may point into the request
+ * body); a NULL pointer is SQL NULL. Resource and span attributes are
+ * OTLP KeyValueList protobuf, events and links OTLP JSON arrays, all at
+ * offsets into the rows' json buffer; a negative length is NULL. */
+typedef struct tl_str {
+  const char *p;
+  int len;
+} tl_str_t;
+
+typedef struct tl_span_row {
+  char tid[33], sid[17], pid[17]; /* hex; pid "" for a root span */
+  tl_str_t service, name, scope, scope_version, trace_state, status_msg;
+  int64_t kind, status, start_ns, end_ns;
+  size_t res_off, attrs_off, events_off, links_off;
+  int res_len, attrs_len, events_len, links_len;
+} tl_span_row_t;
+
+typedef struct tl_span_rows {
+  tl_span_row_t *v;
+  size_t n, cap;
+  size_t rejected; /* spans without a 16-byte trace id and an 8-byte span id, not all zero */
+  sk_buf_t *json;  /* attributes and resources (protobuf), events and links (JSON) of every row */
+} tl_span_rows_t;
+
+/* The rows of a decoded request (JSON by tl_pb_json_write's rules); rows in
+ * pool, JSON appended to out->json. */
+void tl_span_rows_from_msg(sk_pool_t *pool, const Otlp__ExportTraceServiceRequest *r, tl_span_rows_t *out);
+/* The same rows straight from ExportTraceServiceRequest protobuf bytes,
+ * without protobuf-c: 1 when done, 0 when this decoder leaves the body to
+ * tl_pb_unpack() + tl_span_rows_from_msg() (malformed or unusual input: a
+ * field with an unexpected wire type, a repeated singular message, a string
+ * with a NUL, nesting past TL_PB_MAX_DEPTH); out is then reset. Text points
+ * into data, which must outlive the rows. */
+int tl_span_rows_from_wire(sk_pool_t *pool, const uint8_t *data, size_t len, tl_span_rows_t *out);
+/* Stores the rows in one transaction (the sbuf/rbuf of db are not used). */
+int tl_sigdb_put_rows(tl_sigdb_t *db, const tl_span_rows_t *rows, char *err, size_t errlen);
+/* The writer's reusable JSON buffer for rows (ingest worker only). */
+sk_buf_t *tl_sigdb_row_buf(tl_sigdb_t *db);
 
 /* One log line ready for storage. */
 typedef struct tl_logline {

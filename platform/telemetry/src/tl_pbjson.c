@@ -487,3 +487,282 @@ const char *tl_otlp_attr_str(Otlp__KeyValue *const *kv, size_t n, const char *ke
       return kv[i]->value->string_value;
   return NULL;
 }
+
+/* ---- encoding straight into a buffer ----
+ *
+ * The same documents tl_pb_to_json() + sk_json_dump_buf() give (compact,
+ * fields in descriptor order, the same value rules), written into a
+ * caller's buffer with no jansson tree and no allocation beyond the
+ * buffer's growth: the span store writes events and links this way, and
+ * tl_span_rows.c uses the value writers. KeyValue and AnyValue, nearly all of the volume, have
+ * their own writers; any other message goes through the descriptor. */
+
+static inline void w_mem(sk_buf_t *b, const void *p, size_t n) {
+  if (b->cap - b->len <= n) sk_buf_reserve(b, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+#define W_LIT(b, s) w_mem((b), (s), sizeof(s) - 1)
+
+static inline void w_char(sk_buf_t *b, char c) {
+  if (b->cap - b->len <= 1) sk_buf_reserve(b, 1);
+  b->data[b->len++] = c;
+}
+
+/* 1 for the bytes a JSON string holds as they are: printable ASCII but '"'
+ * and '\\' (not NUL, so a scan stops at the end of a C string) */
+static const unsigned char json_plain[256] = {
+    [' '] = 1, ['!'] = 1, ['#' ... '['] = 1, [']' ... '~'] = 1,
+};
+
+static void w_str(sk_buf_t *b, const char *s) {
+  const unsigned char *p = (const unsigned char *)(s ? s : "");
+  size_t n = 0;
+  while (json_plain[p[n]]) n++;
+  if (b->cap - b->len <= n + 2) sk_buf_reserve(b, n + 2);
+  b->data[b->len++] = '"';
+  if (p[n]) {
+    /* escapes; invalid UTF-8 becomes U+FFFD, as jstr_any() does */
+    sk_json_escape(b, (const char *)p, n + strlen((const char *)p + n));
+  } else {
+    memcpy(b->data + b->len, p, n); /* printable ASCII: as is */
+    b->len += n;
+  }
+  w_char(b, '"');
+}
+
+void tl__json_strn(sk_buf_t *b, const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t n = 0;
+  while (n < len && json_plain[p[n]]) n++;
+  if (b->cap - b->len <= len + 2) sk_buf_reserve(b, len + 2);
+  b->data[b->len++] = '"';
+  if (n < len) {
+    sk_json_escape(b, s, len);
+  } else {
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+  }
+  w_char(b, '"');
+}
+
+void tl__json_u64(sk_buf_t *b, uint64_t v) {
+  char t[24];
+  size_t i = sizeof t;
+  do {
+    t[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  w_mem(b, t + i, sizeof t - i);
+}
+
+void tl__json_i64(sk_buf_t *b, int64_t v) {
+  if (v < 0) {
+    w_char(b, '-');
+    tl__json_u64(b, (uint64_t)0 - (uint64_t)v);
+  } else {
+    tl__json_u64(b, (uint64_t)v);
+  }
+}
+
+/* A finite double as jansson dumps a real: %.17g, ".0" added to an integral
+ * value so it reads back as a real. NaN and infinities are strings. */
+void tl__json_double(sk_buf_t *b, double d) {
+  if (isnan(d)) {
+    W_LIT(b, "\"NaN\"");
+    return;
+  }
+  if (isinf(d)) {
+    if (d > 0) W_LIT(b, "\"Infinity\"");
+    else W_LIT(b, "\"-Infinity\"");
+    return;
+  }
+  char t[40];
+  int n = snprintf(t, sizeof t, "%.17g", d);
+  if (n < 0 || (size_t)n >= sizeof t) n = 0;
+  sk_buf_append(b, t, (size_t)n);
+  if (!strpbrk(t, ".eE")) W_LIT(b, ".0");
+}
+
+void tl__json_base64(sk_buf_t *b, const ProtobufCBinaryData *d) {
+  static const char tb[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  sk_buf_reserve(b, d->len / 3 * 4 + 8);
+  char *o = b->data + b->len;
+  size_t j = 0, i = 0;
+  o[j++] = '"';
+  for (; i + 2 < d->len; i += 3) {
+    uint32_t v = (uint32_t)d->data[i] << 16 | (uint32_t)d->data[i + 1] << 8 | d->data[i + 2];
+    o[j++] = tb[v >> 18 & 63], o[j++] = tb[v >> 12 & 63], o[j++] = tb[v >> 6 & 63], o[j++] = tb[v & 63];
+  }
+  if (i < d->len) {
+    uint32_t v = (uint32_t)d->data[i] << 16 | (i + 1 < d->len ? (uint32_t)d->data[i + 1] << 8 : 0);
+    o[j++] = tb[v >> 18 & 63], o[j++] = tb[v >> 12 & 63];
+    o[j++] = i + 1 < d->len ? tb[v >> 6 & 63] : '=';
+    o[j++] = '=';
+  }
+  o[j++] = '"';
+  b->len += j;
+}
+
+static void w_msg(sk_buf_t *b, const ProtobufCMessage *m);
+
+static void w_any(sk_buf_t *b, const Otlp__AnyValue *v) {
+  switch (v->value_case) {
+  case OTLP__ANY_VALUE__VALUE_STRING_VALUE:
+    W_LIT(b, "{\"stringValue\":");
+    w_str(b, v->string_value);
+    break;
+  case OTLP__ANY_VALUE__VALUE_BOOL_VALUE:
+    if (v->bool_value) W_LIT(b, "{\"boolValue\":true");
+    else W_LIT(b, "{\"boolValue\":false");
+    break;
+  case OTLP__ANY_VALUE__VALUE_INT_VALUE:
+    W_LIT(b, "{\"intValue\":\"");
+    tl__json_i64(b, v->int_value);
+    w_char(b, '"');
+    break;
+  case OTLP__ANY_VALUE__VALUE_DOUBLE_VALUE:
+    W_LIT(b, "{\"doubleValue\":");
+    tl__json_double(b, v->double_value);
+    break;
+  case OTLP__ANY_VALUE__VALUE_ARRAY_VALUE:
+    W_LIT(b, "{\"arrayValue\":");
+    if (v->array_value) w_msg(b, &v->array_value->base);
+    else W_LIT(b, "{}");
+    break;
+  case OTLP__ANY_VALUE__VALUE_KVLIST_VALUE:
+    W_LIT(b, "{\"kvlistValue\":");
+    if (v->kvlist_value) w_msg(b, &v->kvlist_value->base);
+    else W_LIT(b, "{}");
+    break;
+  case OTLP__ANY_VALUE__VALUE_BYTES_VALUE:
+    W_LIT(b, "{\"bytesValue\":");
+    tl__json_base64(b, &v->bytes_value);
+    break;
+  default:
+    w_char(b, '{');
+    break;
+  }
+  w_char(b, '}');
+}
+
+static void w_kv(sk_buf_t *b, const Otlp__KeyValue *kv) {
+  w_char(b, '{');
+  if (kv->key) {
+    W_LIT(b, "\"key\":");
+    w_str(b, kv->key);
+  }
+  if (kv->value) {
+    if (kv->key) w_char(b, ',');
+    W_LIT(b, "\"value\":");
+    w_any(b, kv->value);
+  }
+  w_char(b, '}');
+}
+
+static void w_value(sk_buf_t *b, const ProtobufCFieldDescriptor *f, const void *p) {
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+  case PROTOBUF_C_TYPE_ENUM:
+    tl__json_i64(b, *(const int32_t *)p);
+    return;
+  case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+    tl__json_u64(b, *(const uint32_t *)p);
+    return;
+  case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    w_char(b, '"');
+    tl__json_i64(b, *(const int64_t *)p);
+    w_char(b, '"');
+    return;
+  case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+    w_char(b, '"');
+    tl__json_u64(b, *(const uint64_t *)p);
+    w_char(b, '"');
+    return;
+  case PROTOBUF_C_TYPE_DOUBLE:
+    tl__json_double(b, *(const double *)p);
+    return;
+  case PROTOBUF_C_TYPE_FLOAT:
+    tl__json_double(b, *(const float *)p);
+    return;
+  case PROTOBUF_C_TYPE_BOOL:
+    if (*(const protobuf_c_boolean *)p) W_LIT(b, "true");
+    else W_LIT(b, "false");
+    return;
+  case PROTOBUF_C_TYPE_STRING:
+    w_str(b, *(char *const *)p);
+    return;
+  case PROTOBUF_C_TYPE_BYTES: {
+    const ProtobufCBinaryData *d = p;
+    if (is_id_field(f->name)) {
+      sk_buf_reserve(b, d->len * 2 + 3);
+      b->data[b->len++] = '"';
+      tl_hex(d->data, d->len, b->data + b->len);
+      b->len += d->len * 2;
+      b->data[b->len++] = '"';
+      return;
+    }
+    tl__json_base64(b, d);
+    return;
+  }
+  case PROTOBUF_C_TYPE_MESSAGE: {
+    const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+    if (m) w_msg(b, m);
+    else W_LIT(b, "{}");
+    return;
+  }
+  }
+  W_LIT(b, "null");
+}
+
+static void w_msg(sk_buf_t *b, const ProtobufCMessage *m) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  if (d == &otlp__key_value__descriptor) {
+    w_kv(b, (const Otlp__KeyValue *)m);
+    return;
+  }
+  if (d == &otlp__any_value__descriptor) {
+    w_any(b, (const Otlp__AnyValue *)m);
+    return;
+  }
+  const char *base = (const char *)m;
+  int first = 1;
+  w_char(b, '{');
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    size_t n = 0;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      n = *(const size_t *)(base + f->quantifier_offset);
+      if (!n) continue;
+    } else if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+      if (*(const uint32_t *)(base + f->quantifier_offset) != f->id) continue;
+    } else if (f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_STRING) {
+      if (!*(void *const *)(base + f->offset)) continue;
+    } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset) {
+      if (!*(const protobuf_c_boolean *)(base + f->quantifier_offset)) continue;
+    }
+    char name[128];
+    camel(f->name, name, sizeof name);
+    if (!first) w_char(b, ',');
+    first = 0;
+    w_char(b, '"');
+    w_mem(b, name, strlen(name)); /* descriptor names need no escaping */
+    W_LIT(b, "\":");
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      const char *arr = *(char *const *)(base + f->offset);
+      size_t es = elem_size(f->type);
+      w_char(b, '[');
+      for (size_t k = 0; k < n; k++) {
+        if (k) w_char(b, ',');
+        w_value(b, f, arr + k * es);
+      }
+      w_char(b, ']');
+    } else {
+      w_value(b, f, base + f->offset);
+    }
+  }
+  w_char(b, '}');
+}
+
+void tl_pb_json_write(sk_buf_t *b, const ProtobufCMessage *m) { w_msg(b, m); }

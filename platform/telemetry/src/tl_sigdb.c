@@ -8,11 +8,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include "skiff/err.h"
 #include "skiff/json.h"
 #include "tl_int.h"
 #include "tl_sigdb_int.h"
 
+/* Migration 1 is the first schema; 2 moved spans from a WITHOUT ROWID table
+ * keyed by (trace_id, span_id), whole rows in trace id order, to a rowid
+ * table (rows appended in arrival order, whatever the ids look like) with a
+ * unique index on the ids, and dropped the (service, start_ns) index no
+ * query used: one b-tree fewer per span, and only a small index entry goes
+ * where a random trace id puts it. An old database is migrated in place
+ * when it is opened (one transaction, spans copied in the old table's
+ * order: a sequential read). */
 static const char *const migrations[] = {
     "CREATE TABLE spans(trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT NOT NULL DEFAULT '',"
     " service TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL DEFAULT 0,"
@@ -28,12 +38,27 @@ static const char *const migrations[] = {
     "CREATE INDEX logs_ts ON logs(ts_ns);"
     "CREATE INDEX logs_stream_ts ON logs(stream, ts_ns);"
     "CREATE INDEX logs_trace ON logs(trace_id) WHERE trace_id IS NOT NULL;",
+
+    "CREATE TABLE spans_v2(id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,"
+    " parent_id TEXT NOT NULL DEFAULT '', service TEXT NOT NULL, name TEXT NOT NULL,"
+    " kind INTEGER NOT NULL DEFAULT 0, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,"
+    " status INTEGER NOT NULL DEFAULT 0, status_msg TEXT, trace_state TEXT, scope_name TEXT,"
+    " scope_version TEXT, attrs TEXT, resource TEXT, events TEXT, links TEXT);"
+    "INSERT INTO spans_v2(trace_id, span_id, parent_id, service, name, kind, start_ns, end_ns, status,"
+    " status_msg, trace_state, scope_name, scope_version, attrs, resource, events, links)"
+    " SELECT trace_id, span_id, parent_id, service, name, kind, start_ns, end_ns, status, status_msg,"
+    " trace_state, scope_name, scope_version, attrs, resource, events, links FROM spans;"
+    "DROP TABLE spans;"
+    "ALTER TABLE spans_v2 RENAME TO spans;"
+    "CREATE UNIQUE INDEX spans_id ON spans(trace_id, span_id);"
+    "CREATE INDEX spans_start ON spans(start_ns);",
 };
 
 int tl_sigdb_open(const char *path, int no_sync, tl_sigdb_t **out, char *err, size_t errlen) {
   tl_sigdb_t *db = sk_xcalloc(1, sizeof *db);
   db->path = sk_xstrdup(path);
-  sk_store_opts_t o = {.path = path, .non_durable = no_sync, .migrations = migrations, .nmigrations = 1};
+  sk_store_opts_t o = {.path = path, .non_durable = no_sync, .migrations = migrations,
+                        .nmigrations = sizeof migrations / sizeof migrations[0]};
   int rc = sk_store_open(&o, &db->w);
   if (rc >= 0) rc = sk_store_open(&o, &db->r);
   if (rc < 0) {
@@ -47,110 +72,122 @@ int tl_sigdb_open(const char *path, int no_sync, tl_sigdb_t **out, char *err, si
 
 void tl_sigdb_close(tl_sigdb_t *db) {
   if (!db) return;
+  sqlite3_finalize(db->put_span); /* before its connection closes */
+  sk_buf_done(&db->sbuf);
   sk_store_close(db->r);
   sk_store_close(db->w);
   free(db->path);
   free(db);
 }
 
-static int nonzero(const ProtobufCBinaryData *b) {
-  for (size_t i = 0; i < b->len; i++)
-    if (b->data[i]) return 1;
-  return 0;
+/* The span path binds straight into one statement the writer prepares once
+ * (sqlite's raw API: the store's helpers look the statement up by its SQL
+ * text and copy every string). Text is bound SQLITE_STATIC: it lives in the
+ * request (body or arena) or in the rows' JSON buffer, untouched until the
+ * row is stepped; the bindings are cleared before the request ends. */
+static const char put_span_sql[] =
+    "INSERT OR REPLACE INTO spans(trace_id, span_id, parent_id, service, name, kind, start_ns, end_ns,"
+    " status, status_msg, trace_state, scope_name, scope_version, attrs, resource, events, links)"
+    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static int bind_str(sqlite3_stmt *st, int i, tl_str_t s) {
+  return s.p ? sqlite3_bind_text(st, i, s.p, s.len, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-static char *dump_pool(sk_pool_t *pool, json_t *j) {
-  sk_buf_t b;
-  sk_buf_init(&b);
-  sk_json_dump_buf(j, &b);
-  json_decref(j);
-  char *r = sk_pool_strndup(pool, b.data ? b.data : "", b.len);
-  sk_buf_done(&b);
-  return r;
+static int bind_json(sqlite3_stmt *st, int i, const char *base, size_t off, int len) {
+  return len >= 0 ? sqlite3_bind_text(st, i, len ? base + off : "", len, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
-typedef struct spans_ctx {
-  sk_pool_t *pool;
-  const Otlp__ExportTraceServiceRequest *r;
-  size_t accepted, rejected;
-} spans_ctx_t;
+static int bind_pb(sqlite3_stmt *st, int i, const char *base, size_t off, int len) {
+  return len >= 0 ? sqlite3_bind_blob(st, i, len ? base + off : "", len, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
 
-static int put_spans_tx(sk_store_t *st, void *ud) {
-  spans_ctx_t *c = ud;
-  static const char sql[] =
-      "INSERT OR REPLACE INTO spans(trace_id, span_id, parent_id, service, name, kind, start_ns, end_ns,"
-      " status, status_msg, trace_state, scope_name, scope_version, attrs, resource, events, links)"
-      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-  for (size_t i = 0; i < c->r->n_resource_spans; i++) {
-    const Otlp__ResourceSpans *rs = c->r->resource_spans[i];
-    if (!rs) continue;
-    Otlp__KeyValue **ra = rs->resource ? rs->resource->attributes : NULL;
-    size_t nra = rs->resource ? rs->resource->n_attributes : 0;
-    const char *svc = tl_otlp_attr_str(ra, nra, "service.name");
-    if (!svc || !*svc) svc = "unknown_service";
-    const char *res_json = dump_pool(c->pool, tl_otlp_attrs_json(ra, nra));
-    for (size_t s = 0; s < rs->n_scope_spans; s++) {
-      const Otlp__ScopeSpans *ss = rs->scope_spans[s];
-      if (!ss) continue;
-      const char *scope = ss->scope && ss->scope->name ? ss->scope->name : "";
-      const char *scope_v = ss->scope && ss->scope->version ? ss->scope->version : "";
-      for (size_t k = 0; k < ss->n_spans; k++) {
-        const Otlp__Span *sp = ss->spans[k];
-        if (!sp || sp->trace_id.len != 16 || sp->span_id.len != 8 || !nonzero(&sp->trace_id) ||
-            !nonzero(&sp->span_id)) {
-          c->rejected++;
-          continue;
-        }
-        char tid[33], sid[17], pid[17] = "";
-        tl_hex(sp->trace_id.data, 16, tid);
-        tl_hex(sp->span_id.data, 8, sid);
-        if (sp->parent_span_id.len == 8 && nonzero(&sp->parent_span_id)) tl_hex(sp->parent_span_id.data, 8, pid);
-        const char *attrs = dump_pool(c->pool, tl_otlp_attrs_json(sp->attributes, sp->n_attributes));
-        const char *events = NULL, *links = NULL;
-        if (sp->n_events) {
-          json_t *a = json_array();
-          for (size_t e = 0; e < sp->n_events; e++)
-            if (sp->events[e]) json_array_append_new(a, tl_pb_to_json(&sp->events[e]->base));
-          events = dump_pool(c->pool, a);
-        }
-        if (sp->n_links) {
-          json_t *a = json_array();
-          for (size_t e = 0; e < sp->n_links; e++)
-            if (sp->links[e]) json_array_append_new(a, tl_pb_to_json(&sp->links[e]->base));
-          links = dump_pool(c->pool, a);
-        }
-        int status = sp->status ? sp->status->code : 0;
-        const char *smsg = sp->status && sp->status->message && *sp->status->message ? sp->status->message : NULL;
-        uint64_t st_ns = sp->start_time_unix_nano, en_ns = sp->end_time_unix_nano;
-        if (st_ns > INT64_MAX) st_ns = INT64_MAX;
-        if (en_ns > INT64_MAX) en_ns = INT64_MAX;
-        if (en_ns < st_ns) en_ns = st_ns;
-        int rc = sk_store_exec(
-            st, sql,
-            SK_SQL_ARGS(SK_SQL_TEXT(tid), SK_SQL_TEXT(sid), SK_SQL_TEXT(pid), SK_SQL_TEXT(svc),
-                        SK_SQL_TEXT(sp->name ? sp->name : ""), SK_SQL_INT(sp->kind), SK_SQL_INT((int64_t)st_ns),
-                        SK_SQL_INT((int64_t)en_ns), SK_SQL_INT(status), SK_SQL_TEXT(smsg),
-                        SK_SQL_TEXT(sp->trace_state && *sp->trace_state ? sp->trace_state : NULL),
-                        SK_SQL_TEXT(scope), SK_SQL_TEXT(scope_v), SK_SQL_TEXT(attrs), SK_SQL_TEXT(res_json),
-                        SK_SQL_TEXT(events), SK_SQL_TEXT(links)));
-        if (rc < 0) return rc;
-        c->accepted++;
-      }
+typedef struct rows_ctx {
+  tl_sigdb_t *db;
+  const tl_span_rows_t *rows;
+  char err[200]; /* why a row failed */
+} rows_ctx_t;
+
+static int put_rows_tx(sk_store_t *w, void *ud) {
+  rows_ctx_t *c = ud;
+  sqlite3_stmt *st = c->db->put_span;
+  const char *js = c->rows->json->data;
+  const tl_span_row_t *prev = NULL;
+  for (size_t i = 0; i < c->rows->n; i++) {
+    const tl_span_row_t *r = &c->rows->v[i];
+    int rc = sqlite3_bind_text(st, 1, r->tid, 32, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 2, r->sid, 16, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_text(st, 3, r->pid, -1, SQLITE_STATIC);
+    /* the scope's values, shared by its spans, are bound when they change
+     * (sqlite3_reset keeps bindings) */
+    if (!prev || prev->service.p != r->service.p || prev->service.len != r->service.len ||
+        prev->scope.p != r->scope.p || prev->scope.len != r->scope.len ||
+        prev->scope_version.p != r->scope_version.p || prev->scope_version.len != r->scope_version.len ||
+        prev->res_off != r->res_off || prev->res_len != r->res_len) {
+      if (rc == SQLITE_OK) rc = bind_str(st, 4, r->service);
+      if (rc == SQLITE_OK) rc = bind_str(st, 12, r->scope);
+      if (rc == SQLITE_OK) rc = bind_str(st, 13, r->scope_version);
+      if (rc == SQLITE_OK) rc = bind_pb(st, 15, js, r->res_off, r->res_len);
     }
+    if (rc == SQLITE_OK) rc = bind_str(st, 5, r->name);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 6, r->kind);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 7, r->start_ns);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 8, r->end_ns);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 9, r->status);
+    if (rc == SQLITE_OK) rc = bind_str(st, 10, r->status_msg);
+    if (rc == SQLITE_OK) rc = bind_str(st, 11, r->trace_state);
+    if (rc == SQLITE_OK) rc = bind_pb(st, 14, js, r->attrs_off, r->attrs_len);
+    if (rc == SQLITE_OK) rc = bind_json(st, 16, js, r->events_off, r->events_len);
+    if (rc == SQLITE_OK) rc = bind_json(st, 17, js, r->links_off, r->links_len);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    int rrc = sqlite3_reset(st);
+    if (rc == SQLITE_DONE) rc = rrc;
+    if (rc != SQLITE_OK) {
+      snprintf(c->err, sizeof c->err, "%s", sqlite3_errmsg(sk_store_db(w)));
+      return SK_ESTORE;
+    }
+    prev = r;
   }
   return 0;
+}
+
+sk_buf_t *tl_sigdb_row_buf(tl_sigdb_t *db) {
+  /* the memory stays between requests, unless the last one made it large */
+  if (db->sbuf.cap > (1u << 20)) sk_buf_done(&db->sbuf);
+  sk_buf_reset(&db->sbuf);
+  return &db->sbuf;
+}
+
+int tl_sigdb_put_rows(tl_sigdb_t *db, const tl_span_rows_t *rows, char *err, size_t errlen) {
+  rows_ctx_t c = {.db = db, .rows = rows};
+  sqlite3 *h = sk_store_db(db->w);
+  int rc = 0;
+  if (rows->json->len > INT32_MAX) { /* the rows hold int lengths */
+    snprintf(err, errlen, "span store: request with more than 2 GB of span JSON");
+    return SK_E2BIG;
+  }
+  if (!db->put_span &&
+      sqlite3_prepare_v3(h, put_span_sql, -1, SQLITE_PREPARE_PERSISTENT, &db->put_span, NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "span store: %s", sqlite3_errmsg(h));
+    return SK_ESTORE;
+  }
+  if (rows->n) {
+    rc = sk_store_tx(db->w, put_rows_tx, &c);
+    sqlite3_clear_bindings(db->put_span); /* no pointer into this request outlives it */
+    /* a failed row says why in c.err, a failed BEGIN/COMMIT in the store */
+    if (rc < 0) snprintf(err, errlen, "span store: %s", c.err[0] ? c.err : sk_store_errmsg(db->w));
+  }
+  return rc < 0 ? rc : 0;
 }
 
 int tl_sigdb_put_spans(tl_sigdb_t *db, sk_pool_t *pool, const Otlp__ExportTraceServiceRequest *r,
                        size_t *accepted, size_t *rejected, char *err, size_t errlen) {
-  spans_ctx_t c = {.pool = pool, .r = r};
-  int rc = sk_store_tx(db->w, put_spans_tx, &c);
-  if (rc < 0) {
-    snprintf(err, errlen, "span store: %s", sk_store_errmsg(db->w));
-    return rc;
-  }
-  *accepted = c.accepted;
-  *rejected = c.rejected;
+  tl_span_rows_t rows = {.json = tl_sigdb_row_buf(db)};
+  tl_span_rows_from_msg(pool, r, &rows);
+  int rc = tl_sigdb_put_rows(db, &rows, err, errlen);
+  if (rc < 0) return rc;
+  *accepted = rows.n;
+  *rejected = rows.rejected;
   return 0;
 }
 
@@ -195,7 +232,8 @@ int tl_sigdb_put_logs(tl_sigdb_t *db, const tl_logline_t *l, size_t n, char *err
 
 int64_t tl_sigdb_count(tl_sigdb_t *db, int logs) {
   int64_t v = 0;
-  /* max(rowid) is O(1); spans have no rowid, so count them via the index */
+  /* max(rowid) is O(1) (log lines are never replaced); spans are replaced
+   * by id, so they are counted, via the smallest index */
   if (logs)
     sk_store_query_int64(db->r, "SELECT coalesce(max(id), 0) FROM logs", NULL, 0, &v);
   else
@@ -220,8 +258,7 @@ uint64_t tl_sigdb_disk_bytes(tl_sigdb_t *db) {
 /* The statements come from the store's cache, so each is prepared once
  * per connection and reused by every batch. */
 static const char expire_spans_sql[] =
-    "DELETE FROM spans WHERE (trace_id, span_id) IN"
-    " (SELECT trace_id, span_id FROM spans WHERE start_ns < ? ORDER BY start_ns LIMIT ?)";
+    "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ? ORDER BY start_ns LIMIT ?)";
 static const char expire_logs_sql[] =
     "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts_ns < ? ORDER BY ts_ns LIMIT ?)";
 static const char expire_streams_sql[] =

@@ -44,22 +44,42 @@ static json_t *nsstr(int64_t ns) {
 }
 
 typedef struct trace_ctx {
+  sk_pool_t *pool;
   json_t *batches;  /* resourceSpans */
   json_t *by_res;   /* resource json text -> index in batches */
   size_t n;
 } trace_ctx_t;
 
+/* Attributes as stored: a KeyValueList protobuf blob (schema 2 rows), OTLP
+ * JSON text (rows written before), or NULL. */
+static json_t *attrs_col(trace_ctx_t *c, sk_stmt_t *r, int col, int type_col) {
+  if (sk_stmt_is_null(r, col)) return json_array();
+  if (strcmp(sk_stmt_text(r, type_col), "blob")) return parse_or(sk_stmt_text(r, col), json_array());
+  size_t n = 0;
+  const void *p = sk_stmt_blob(r, col, &n);
+  if (!n) p = ""; /* an empty list */
+  char err[128];
+  Otlp__KeyValueList *l =
+      (Otlp__KeyValueList *)tl_pb_unpack(c->pool, &otlp__key_value_list__descriptor, p, n, err, sizeof err);
+  return l ? tl_otlp_attrs_json(l->values, l->n_values) : json_array();
+}
+
 static int trace_row(sk_stmt_t *r, void *ud) {
   trace_ctx_t *c = ud;
   /* 0 trace_id 1 span_id 2 parent_id 3 service 4 name 5 kind 6 start 7 end 8 status 9 status_msg
-   * 10 trace_state 11 scope_name 12 scope_version 13 attrs 14 resource 15 events 16 links */
-  const char *res = sk_stmt_text(r, 14);
+   * 10 trace_state 11 scope_name 12 scope_version 13 attrs 14 resource 15 events 16 links
+   * 17 typeof(attrs) 18 typeof(resource) */
+  json_t *res_attrs = attrs_col(c, r, 14, 18);
+  sk_buf_t rb;
+  sk_buf_init(&rb);
+  sk_json_dump_buf(res_attrs, &rb);
+  const char *res = sk_buf_cstr(&rb);
   json_t *idx = json_object_get(c->by_res, res);
   json_t *rs;
   if (!idx) {
     rs = json_object();
     json_t *resource = json_object();
-    json_object_set_new(resource, "attributes", parse_or(res, json_array()));
+    json_object_set_new(resource, "attributes", json_incref(res_attrs));
     json_object_set_new(rs, "resource", resource);
     json_object_set_new(rs, "scopeSpans", json_array());
     json_object_set_new(c->by_res, res, json_integer((json_int_t)json_array_size(c->batches)));
@@ -67,6 +87,8 @@ static int trace_row(sk_stmt_t *r, void *ud) {
   } else {
     rs = json_array_get(c->batches, (size_t)json_integer_value(idx));
   }
+  json_decref(res_attrs);
+  sk_buf_done(&rb);
   json_t *scopes = json_object_get(rs, "scopeSpans");
   const char *sn = sk_stmt_text(r, 11), *sv = sk_stmt_text(r, 12);
   json_t *ss = NULL;
@@ -98,7 +120,7 @@ static int trace_row(sk_stmt_t *r, void *ud) {
   json_object_set_new(sp, "kind", json_integer(sk_stmt_int64(r, 5)));
   json_object_set_new(sp, "startTimeUnixNano", nsstr(sk_stmt_int64(r, 6)));
   json_object_set_new(sp, "endTimeUnixNano", nsstr(sk_stmt_int64(r, 7)));
-  json_object_set_new(sp, "attributes", parse_or(sk_stmt_text(r, 13), json_array()));
+  json_object_set_new(sp, "attributes", attrs_col(c, r, 13, 17));
   if (!sk_stmt_is_null(r, 15)) json_object_set_new(sp, "events", parse_or(sk_stmt_text(r, 15), json_array()));
   if (!sk_stmt_is_null(r, 16)) json_object_set_new(sp, "links", parse_or(sk_stmt_text(r, 16), json_array()));
   json_t *status = json_object();
@@ -118,10 +140,11 @@ void tl_traces_get(tl_sigdb_t *db, sk_http_req_t *req, const char *trace_hex) {
     tl_respond_error(req, 400, "trace id must be up to 32 hex digits");
     return;
   }
-  trace_ctx_t c = {.batches = json_array(), .by_res = json_object()};
+  trace_ctx_t c = {.pool = req->pool, .batches = json_array(), .by_res = json_object()};
   int rc = sk_store_query(db->r,
                           "SELECT trace_id, span_id, parent_id, service, name, kind, start_ns, end_ns, status,"
-                          " status_msg, trace_state, scope_name, scope_version, attrs, resource, events, links"
+                          " status_msg, trace_state, scope_name, scope_version, attrs, resource, events, links,"
+                          " typeof(attrs), typeof(resource)"
                           " FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
                           SK_SQL_ARGS(SK_SQL_TEXT(id)), trace_row, &c);
   json_decref(c.by_res);
