@@ -114,18 +114,83 @@ if [ -n "${MAP[8080]:-}" ]; then
   grep -qi '^x-skiff-version: v1' "$TMP/h" || fail "proxy did not reach skiff-echo"
   grep -qi '^x-request-id:' "$TMP/h" || has '"x-request-id"' "$TMP/b" || fail "proxy added no x-request-id"
 fi
+# skiff-telemetry's query API (and OTLP port) are HTTPS with a client
+# certificate required when telemetry.yaml says so (query_tls / tls): the
+# test reads it with its CA-issued client certificate, as a person would
+TQ=http://127.0.0.1:${MAP[9090]:-0}
+TQ_CERT=
+if grep -q '^query_tls: {identity: true' "$TMP/telemetry.yaml"; then
+  TQ=https://127.0.0.1:${MAP[9090]:-0}
+  TQ_CERT=$ADM_CERT
+fi
 # the ingress's SERVER and CLIENT spans reach skiff-telemetry (tracing in examples/proxy-default.yaml)
 if [ -n "${MAP[8080]:-}" ] && [ -n "${MAP[9090]:-}" ] && grep -q '^tracing:' "$TMP/proxy-default.yaml"; then
   TID=5b8aa5a2d2c872e8321cf37308d69df2
   curl -fsS -m 10 -o /dev/null -H "traceparent: 00-$TID-051581bf3cb55c13-01" "http://127.0.0.1:${MAP[8080]}/" ||
     fail "proxy ingress (traced)"
-  spans_in() { curl -fsS -m 5 "http://127.0.0.1:${MAP[9090]}/api/traces/$TID" |
+  # shellcheck disable=SC2086 # TQ_CERT is a list of curl options
+  spans_in() { curl -fsS -m 5 $TQ_CERT "$TQ/api/traces/$TID" |
     jq -e '[.resourceSpans[].scopeSpans[].spans[]] | length >= 2' >/dev/null; }
   wait_until 30 spans_in || fail "the proxy's spans did not reach skiff-telemetry"
 fi
 if [ -n "${MAP[9090]:-}" ]; then
-  wait_until 60 sh -c "curl -fsS -m 5 'http://127.0.0.1:${MAP[9090]}/api/v1/query?query=up' | grep -q '\"job\"'" ||
+  wait_until 60 sh -c "curl -fsS -m 5 $TQ_CERT '$TQ/api/v1/query?query=up' | grep -q '\"job\"'" ||
     fail "skiff-telemetry has no up series"
+fi
+# skiff-telemetry's listeners over mutual TLS (docs/telemetry.md "TLS on the
+# listeners"): no answer to plain HTTP, no handshake without a client
+# certificate (curl, openssl, promtool) or with one of another CA; its own
+# identity on both; the proxy exported over this (spans above)
+if [ -n "${MAP[9090]:-}" ] && [ -n "$TQ_CERT" ]; then
+  TO=${MAP[4318]:?examples/telemetry.yaml no longer listens on 4318}
+  grep -q '^tls: {identity: true, client_auth: require}' "$TMP/telemetry.yaml" || fail "telemetry's OTLP listener is not mTLS"
+  grep -q 'otlp_endpoint: "https://' "$TMP/proxy-default.yaml" || fail "the proxy does not export spans over https"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=rogue \
+    -addext subjectAltName=URI:spiffe://skiff.local/region/local/proxy/ingress \
+    -keyout "$TMP/trogue.key" -out "$TMP/trogue.pem" 2>/dev/null || fail "cannot make the rogue certificate"
+  span='{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"e2e"}}]},'
+  span+='"scopeSpans":[{"spans":[{"traceId":"7a8aa5a2d2c872e8321cf37308d69df2","spanId":"151581bf3cb55c13",'
+  span+='"name":"e2e","kind":1,"startTimeUnixNano":"'"$(date +%s)"'000000000","endTimeUnixNano":"'"$(date +%s)"'500000000"}]}]}]}'
+  for a in "127.0.0.1:${MAP[9090]}/api/v1/query?query=up" "127.0.0.1:$TO/v1/traces"; do
+    code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$a" 2>/dev/null) || true
+    [ "$code" = 000 ] || fail "telemetry answered plain HTTP on $a ($code)"
+    code=$(curl -sS -m 5 --cacert "$ADM_CA" -o /dev/null -w '%{http_code}' "https://$a" 2>/dev/null) || true
+    [ "$code" = 000 ] || fail "telemetry answered https://$a without a client certificate ($code)"
+    code=$(curl -sS -m 5 --cacert "$ADM_CA" --cert "$TMP/trogue.pem" --key "$TMP/trogue.key" -o /dev/null \
+      -w '%{http_code}' "https://$a" 2>/dev/null) || true
+    [ "$code" = 000 ] || fail "telemetry answered https://$a with a certificate of another CA ($code)"
+    # (s_client's exit status varies with how the server closes: not checked)
+    echo | timeout 10 openssl s_client -connect "${a%%/*}" -CAfile "$ADM_CA" -verify_return_error \
+      -cert "$TMP/e2e.pem" -key "$TMP/e2e.key" >"$TMP/tsc.pem" 2>/dev/null || true
+    openssl x509 -in "$TMP/tsc.pem" -noout -ext subjectAltName | has 'URI:spiffe://skiff.local/region/local/daemon/telemetry' ||
+      fail "telemetry on ${a%%/*} does not serve its identity"
+  done
+  printf 'GET /api/v1/labels HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
+    timeout 10 openssl s_client -quiet -connect "127.0.0.1:${MAP[9090]}" -CAfile "$ADM_CA" >"$TMP/tsc.out" 2>&1 || true
+  grep -q '^HTTP/1.1 200' "$TMP/tsc.out" && fail "openssl without a certificate read the query API"
+  # OTLP/HTTP JSON with the client certificate is taken, and queryable
+  # shellcheck disable=SC2086 # ADM_CERT is a list of curl options
+  curl -fsS -m 10 $ADM_CERT -H 'content-type: application/json' --data-binary "$span" \
+    "https://127.0.0.1:$TO/v1/traces" >/dev/null || fail "OTLP over mTLS with a CA certificate refused"
+  # shellcheck disable=SC2086
+  wait_until 20 sh -c "curl -fsS -m 5 $ADM_CERT '$TQ/api/traces/7a8aa5a2d2c872e8321cf37308d69df2' | grep -q e2e" ||
+    fail "the span sent over mTLS is not queryable"
+  # promtool: trusting the CA is not enough (no client certificate: refused);
+  # with --http.config.file (promtool >= 2.45; Debian 12 ships 2.42) and a
+  # tls_config holding the certificate it reads the series
+  if SSL_CERT_FILE=$ADM_CA promtool query instant "$TQ" up >"$TMP/pt.out" 2>&1; then
+    fail "promtool read the query API without a client certificate: $(cat "$TMP/pt.out")"
+  fi
+  grep -qi 'tls: certificate required\|tls: bad certificate\|handshake' "$TMP/pt.out" ||
+    fail "promtool without a certificate failed for another reason: $(cat "$TMP/pt.out")"
+  if promtool --help-long 2>&1 | grep -q -- '--http.config.file'; then
+    printf 'tls_config:\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n' "$ADM_CA" "$TMP/e2e.pem" "$TMP/e2e.key" \
+      >"$TMP/promtool-http.yml"
+    promtool query instant --http.config.file="$TMP/promtool-http.yml" "$TQ" up | has 'job=' ||
+      fail "promtool with the client certificate"
+  else
+    echo "note: $(promtool --version 2>&1 | head -1) has no --http.config.file; promtool over mTLS not exercised"
+  fi
 fi
 
 # mutual TLS between daemons (docs/control-security.md): control serves its
@@ -179,6 +244,12 @@ if [ -n "${MAP[7400]:-}" ]; then
       fail "proxy's config stream to control is not connected"
   elif grep -q 'identity: proxy/ingress' "$TMP/skiff.yaml"; then
     fail "skiff-proxy has no identity"
+  fi
+  # skiff-gitops calls control with its identity, not a bearer token
+  # (tests/e2e/gitops_mtls.sh shows the audit log naming it)
+  if grep -q '^  - name: skiff-gitops' "$TMP/skiff.yaml"; then
+    grep -q 'control_auth=mtls' "$ST/logs/skiff-gitops.log" || fail "skiff-gitops does not call control over mTLS"
+    grep -q 'control unavailable' "$ST/logs/skiff-gitops.log" && fail "skiff-gitops cannot reach control"
   fi
 fi
 if [ -n "${MAP[8443]:-}" ]; then
@@ -248,7 +319,7 @@ while read -r name a t ident; do
   code=$(curl -sS -m 5 $ADM_CERT -o /dev/null -w '%{http_code}' "https://$a/metrics")
   [ "$code" = 200 ] || fail "admin $a ($name): /metrics with the CA's client certificate answered $code"
   if [ -n "${MAP[9090]:-}" ]; then
-    wait_until 60 sh -c "curl -fsS -m 5 -G --data-urlencode 'query=up{job=\"$name\"}' 'http://127.0.0.1:${MAP[9090]}/api/v1/query' | jq -e '.data.result[0].value[1] == \"1\"' >/dev/null" ||
+    wait_until 60 sh -c "curl -fsS -m 5 $TQ_CERT -G --data-urlencode 'query=up{job=\"$name\"}' '$TQ/api/v1/query' | jq -e '.data.result[0].value[1] == \"1\"' >/dev/null" ||
       fail "skiff-telemetry does not scrape $name over mTLS (up != 1)"
   fi
 done <"$TMP/daemons.txt"

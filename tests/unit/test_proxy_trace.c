@@ -23,7 +23,7 @@ static int build(const char *text, sk_config_errors_t *errs, sk_tracer_t **out) 
   json_error_t je;
   sk_cfg_json_t j = {.value = text ? json_loads(text, JSON_DECODE_ANY, &je) : NULL, .where = NULL};
   if (text && !j.value) fail_msg("bad test json: %s", text);
-  int rc = px_tracing_build(&j, "test.yaml", errs, out);
+  int rc = px_tracing_build(&j, "test.yaml", errs, NULL, out);
   json_decref(j.value);
   return rc;
 }
@@ -88,6 +88,12 @@ static void test_bad(void **state) {
       {"{\"tls\": {\"cert\": \"/x.pem\"}}", "tracing.tls: cert and key go together"},
       {"{\"tls\": {\"ca\": \"/nonexistent/ca.pem\"}}", "tracing.tls: "},
       {"{\"tls\": {\"pin\": 1}}", "tracing.tls.pin: unknown key"},
+      {"{\"tls\": {\"identity\": \"yes\"}}", "tracing.tls.identity: expected true or false"},
+      {"{\"tls\": {\"identity\": true, \"cert\": \"/c.pem\", \"key\": \"/k.pem\"}}",
+       "tracing.tls.identity: identity: true takes the identity's cert and key"},
+      /* building (not validating) without an identity section */
+      {"{\"otlp_endpoint\": \"https://127.0.0.1:4318\", \"tls\": {\"identity\": true}}",
+       "tracing.tls.identity: needs the daemon's identity: section"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     sk_config_errors_t e;
@@ -122,6 +128,13 @@ static void test_tls_ok(void **state) {
   assert_int_equal(build(text, &e, &t), 0);
   assert_non_null(t);
   sk_tracer_free(t);
+  /* identity: validation passes before the identity's files exist (the
+   * context is built at start from them) */
+  assert_int_equal(build("{\"otlp_endpoint\": \"https://127.0.0.1:4318\", \"tls\": {\"identity\": true}}", &e, NULL),
+                   0);
+  assert_int_equal(build("{\"otlp_endpoint\": \"https://127.0.0.1:0\", \"tls\": {\"identity\": true}}", &e, NULL),
+                   SK_ECONFIG);
+  assert_true(has_err(&e, "tracing.otlp_endpoint: invalid endpoint URL"));
   sk_config_errors_done(&e);
 }
 

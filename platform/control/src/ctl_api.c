@@ -970,9 +970,19 @@ int ctl_app_new(uv_loop_t *loop, const ctl_app_opts_t *o, ctl_app_t **out, char 
   if ((rc = ctl_app_reload_policies(a, cfg, err, errlen)) < 0) goto fail;
   sk_store_t *db = ctl_store_sqlite(a->store); /* NULL for PostgreSQL: the backend's ops */
   if (cfg->auth.enabled) {
+    /* auth.identities first, then the default rules */
+    size_t nrules = cfg->auth.identities.n;
+    ctl_auth_mtls_rule_t *rules = nrules ? sk_xcalloc(nrules, sizeof *rules) : NULL;
+    for (size_t i = 0; i < nrules; i++) {
+      const ctl_auth_identity_cfg_t *ic = SK_CFG_LIST_AT(cfg->auth.identities, ctl_auth_identity_cfg_t, i);
+      rules[i] = (ctl_auth_mtls_rule_t){.pattern = ic->match, .role = (ctl_role_t)ic->role};
+    }
     ctl_auth_opts_t ao = {.store = db, .backend = ctl_store_backend(a->store), .state_dir = o->state_dir,
-                          .trust_domain = cfg->auth.trust_domain};
-    if ((rc = ctl_auth_open(&ao, &a->auth, err, errlen)) < 0) goto fail;
+                          .trust_domain = cfg->auth.trust_domain, .mtls_rules = rules, .nmtls_rules = nrules,
+                          .mtls_defaults = 1};
+    rc = ctl_auth_open(&ao, &a->auth, err, errlen);
+    free(rules);
+    if (rc < 0) goto fail;
     ctl_audit_opts_t au = {.store = db, .backend = ctl_store_backend(a->store)};
     if ((rc = ctl_audit_open(&au, &a->audit, err, errlen)) < 0) goto fail;
     ctl_audit_set_bus(a->audit, a->bus);

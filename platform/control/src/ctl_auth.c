@@ -377,7 +377,8 @@ int ctl_auth_open(const ctl_auth_opts_t *o, ctl_auth_t **out, char *err, size_t 
   if (o->mtls_rules) {
     for (size_t i = 0; i < o->nmtls_rules && rc == 0; i++)
       rc = add_rule(a, o->mtls_rules[i].pattern, o->mtls_rules[i].role);
-  } else {
+  }
+  if (rc == 0 && (!o->mtls_rules || o->mtls_defaults)) {
     const char *td = o->trust_domain ? o->trust_domain : "skiff.local";
     char pat[600];
     snprintf(pat, sizeof pat, "spiffe://%s/region/*/daemon/*", td);

@@ -90,6 +90,7 @@ typedef struct ctl_auth_opts {
    * .../region/ * /proxy/ * -> viewer; any other identity -> CTL_ROLE_NONE. */
   const ctl_auth_mtls_rule_t *mtls_rules;
   size_t nmtls_rules;
+  int mtls_defaults; /* with mtls_rules: the default rules still follow them */
   size_t max_tokens; /* live (unrevoked) tokens allowed; default 10000 */
 } ctl_auth_opts_t;
 

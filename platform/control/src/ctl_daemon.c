@@ -24,11 +24,34 @@ static const sk_config_entry_t tls_entries[] = {
     SK_CFG_END_E};
 static const sk_config_schema_t tls_schema = SK_CFG_SCHEMA("tls", ctl_tls_cfg_t, tls_entries);
 
+static int check_spiffe_pattern(const void *field, char *msg, size_t msglen) {
+  const char *s = *(char *const *)field;
+  if (!s || strncmp(s, "spiffe://", 9) || strlen(s) > 1024) {
+    snprintf(msg, msglen, "a spiffe://... pattern of at most 1024 bytes");
+    return SK_EINVAL;
+  }
+  return 0;
+}
+
+/* same order as ctl_role_t */
+static const char *const role_names[] = {"none", "viewer", "operator", "admin", NULL};
+static const sk_config_entry_t identity_entries[] = {
+    {SK_CFG_E_("match", SK_CFG_STRING, NULL, ctl_auth_identity_cfg_t, match,
+               "SPIFFE ID pattern (* inside one path segment, ** anything)"),
+     .flags = SK_CFG_REQUIRED, .validate = check_spiffe_pattern},
+    SK_CFG_ENUM_E("role", "none", role_names, ctl_auth_identity_cfg_t, role, "none, viewer, operator or admin"),
+    SK_CFG_END_E};
+static const sk_config_schema_t identity_schema =
+    SK_CFG_SCHEMA("identities", ctl_auth_identity_cfg_t, identity_entries);
+
 static const sk_config_entry_t auth_entries[] = {
     SK_CFG_BOOL_E("enabled", "true", ctl_auth_cfg_t, enabled,
                   "require a bearer token or client certificate on every API call but /healthz"),
     SK_CFG_STRING_E("trust_domain", "skiff.local", ctl_auth_cfg_t, trust_domain,
                     "SPIFFE trust domain of the CA and the identity rules"),
+    SK_CFG_LIST_E("identities", 60, &identity_schema, ctl_auth_cfg_t, identities,
+                  "mTLS identity -> role rules, first match wins, before the defaults (daemon/* admin, proxy/* "
+                  "viewer)"),
     SK_CFG_END_E};
 static const sk_config_schema_t auth_schema = SK_CFG_SCHEMA("auth", ctl_auth_cfg_t, auth_entries);
 

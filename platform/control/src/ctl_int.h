@@ -25,9 +25,15 @@ typedef struct ctl_tls_cfg {
   bool identity;   /* cert/key issued by the built-in CA and renewed (ctl_ident.h) */
 } ctl_tls_cfg_t;
 
+typedef struct ctl_auth_identity_cfg {
+  char *match; /* SPIFFE ID pattern: * inside one path segment, ** anything */
+  int role;    /* ctl_role_t */
+} ctl_auth_identity_cfg_t;
+
 typedef struct ctl_auth_cfg {
   bool enabled;         /* false: no authentication (local development only) */
   char *trust_domain;
+  sk_cfg_list_t identities; /* of ctl_auth_identity_cfg_t, checked before the default rules */
 } ctl_auth_cfg_t;
 
 typedef struct ctl_events_kafka_cfg {

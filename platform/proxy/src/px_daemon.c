@@ -36,7 +36,7 @@ static int check_model(const void *section, char *msg, size_t msglen) {
   px_config_t *c = NULL;
   int rc = px_config_from_daemon(section, "", 0, &errs, &c);
   px_config_unref(c);
-  if (px_tracing_build(&((const px_daemon_cfg_t *)section)->tracing, "", &errs, NULL) < 0) rc = SK_ECONFIG;
+  if (px_tracing_build(&((const px_daemon_cfg_t *)section)->tracing, "", &errs, NULL, NULL) < 0) rc = SK_ECONFIG;
   const sk_cfg_json_t *ctl = &((const px_daemon_cfg_t *)section)->control;
   if (ctl->value) {
     px_push_opts_t po;
@@ -213,7 +213,7 @@ static int px_init(sk_daemon_t *d, void *cfgp) {
   sk_config_errors_done(&errs);
   sk_tracer_t *tracer = NULL;
   sk_config_errors_init(&errs);
-  rc = px_tracing_build(&dc->tracing, file ? file : "<defaults>", &errs, &tracer);
+  rc = px_tracing_build(&dc->tracing, file ? file : "<defaults>", &errs, sk_daemon_ident(d), &tracer);
   if (rc < 0) {
     log_errors(d, &errs, "invalid proxy config");
     sk_config_errors_done(&errs);

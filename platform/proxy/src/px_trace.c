@@ -10,6 +10,7 @@
 
 #include "px_int.h"
 #include "skiff/err.h"
+#include "skiff/ident.h"
 
 #define PX_TRACE_MAX_QUEUE 1000000
 
@@ -35,7 +36,8 @@ static const char *tstr(const json_t *o, const char *key, const sk_cfg_json_t *j
   return json_string_value(v);
 }
 
-int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_t *errs, sk_tracer_t **out) {
+int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_t *errs, sk_ident_t *ident,
+                     sk_tracer_t **out) {
   if (out) *out = NULL;
   const json_t *o = j ? j->value : NULL;
   if (!o || json_is_null(o)) return 0;
@@ -103,8 +105,13 @@ int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_
     terr(errs, j, file, "tracing.otlp_endpoint", "expected http://host:port[/path] or https://...");
     bad = 1;
   }
-  /* tls: {ca, cert, key, verify}, for an https:// endpoint */
+  /* tls: {ca, cert, key, verify} or {identity: true[, ca]}, for an https://
+   * endpoint. With identity the files are the daemon's identity's, which
+   * exist only once it has its certificate: validation (out NULL) checks
+   * the keys only, and the context, built from those files at start, is
+   * reloaded in place on every renewal (sk_tls_ctx_reload_files). */
   sk_tls_ctx_t *tls = NULL;
+  int tls_later = 0;
   json_t *t = json_object_get(o, "tls");
   if (t && !json_is_null(t)) {
     if (!json_is_object(t)) {
@@ -112,7 +119,7 @@ int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_
       bad = 1;
     } else {
       json_object_foreach(t, k, v) {
-        if (strcmp(k, "ca") && strcmp(k, "cert") && strcmp(k, "key") && strcmp(k, "verify")) {
+        if (strcmp(k, "ca") && strcmp(k, "cert") && strcmp(k, "key") && strcmp(k, "verify") && strcmp(k, "identity")) {
           char p[300];
           snprintf(p, sizeof p, "tracing.tls.%.200s", k);
           terr(errs, j, file, p, "unknown key");
@@ -120,9 +127,34 @@ int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_
         }
       }
       json_t *ca = json_object_get(t, "ca"), *cert = json_object_get(t, "cert"), *key = json_object_get(t, "key");
+      json_t *idj = json_object_get(t, "identity");
+      int use_id = json_is_true(idj);
       if ((ca && !json_is_string(ca)) || (cert && !json_is_string(cert)) || (key && !json_is_string(key))) {
         terr(errs, j, file, "tracing.tls", "ca, cert and key are file paths");
         bad = 1;
+      } else if (idj && !json_is_boolean(idj)) {
+        terr(errs, j, file, "tracing.tls.identity", "expected true or false");
+        bad = 1;
+      } else if (use_id && (cert || key)) {
+        terr(errs, j, file, "tracing.tls.identity", "identity: true takes the identity's cert and key: leave them out");
+        bad = 1;
+      } else if (use_id && !out) {
+        tls_later = 1; /* validation only: the identity's files may not exist yet */
+      } else if (use_id && !ident) {
+        terr(errs, j, file, "tracing.tls.identity", "needs the daemon's identity: section (identity.control)");
+        bad = 1;
+      } else if (use_id && !bad) {
+        sk_tls_opts_t so = {.cert_file = sk_ident_cert_path(ident),
+                            .key_file = sk_ident_key_path(ident),
+                            .ca_file = ca ? json_string_value(ca) : sk_ident_bundle_path(ident),
+                            .verify = json_is_false(json_object_get(t, "verify")) ? SK_TLS_VERIFY_NONE
+                                                                                  : SK_TLS_VERIFY_REQUIRE};
+        char err[512] = "";
+        if (sk_tls_ctx_new(&so, &tls, err, sizeof err) < 0) {
+          terr(errs, j, file, "tracing.tls", err[0] ? err : "cannot create TLS context");
+          bad = 1;
+          tls = NULL;
+        }
       } else if (!cert != !key) {
         terr(errs, j, file, "tracing.tls", "cert and key go together");
         bad = 1;
@@ -142,13 +174,19 @@ int px_tracing_build(const sk_cfg_json_t *j, const char *file, sk_config_errors_
       }
     }
   }
-  if (!bad && to.endpoint && !strncmp(to.endpoint, "https://", 8) && !tls) {
+  if (!bad && to.endpoint && !strncmp(to.endpoint, "https://", 8) && !tls && !tls_later) {
     terr(errs, j, file, "tracing.otlp_endpoint", "an https endpoint needs tracing.tls (at least a ca)");
     bad = 1;
   }
   if (bad) {
     sk_tls_ctx_unref(tls);
     return SK_ECONFIG;
+  }
+  if (tls_later && !tls) {
+    /* validation of an identity-backed https endpoint: a bare client
+     * context so that sk_tracer_new checks the URL; no span is sent */
+    sk_tls_opts_t so = {.verify = SK_TLS_VERIFY_NONE};
+    if (sk_tls_ctx_new(&so, &tls, NULL, 0) < 0) tls = NULL;
   }
   to.tls = tls;
   sk_tracer_t *tr = NULL;
