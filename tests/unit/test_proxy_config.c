@@ -289,12 +289,64 @@ static void test_route_matching_order(void **state) {
   sk_config_errors_done(&e);
 }
 
+/* Paths locate errors, so one is never cut short: a key too long for a path
+ * is reported at its parent (with that parent's position); the longest
+ * header name allowed (256 bytes) still builds, and a bad value under it is
+ * named once in the path. */
+static void test_long_keys_keep_their_paths(void **state) {
+  (void)state;
+  char name[257], big[601], text[2048];
+  memset(name, 'h', 256);
+  name[256] = 0;
+  memset(big, 'k', 600);
+  big[600] = 0;
+  sk_config_errors_t e;
+  sk_config_errors_init(&e);
+  px_config_t *c = NULL;
+  snprintf(text, sizeof text,
+           "{\"clusters\":[{\"name\":\"a\",\"endpoints\":[\"127.0.0.1:1\"]}],"
+           "\"routes\":[{\"name\":\"r\",\"cluster\":\"a\",\"request_headers\":{\"add\":{\"%s\":\"v\"}}}]}",
+           name);
+  if (build(text, &e, &c) != 0) {
+    print_errs(&e);
+    fail_msg("a 256-byte header name is allowed");
+  }
+  assert_int_equal(c->routes[0].req_hdrs.nadd, 1);
+  px_config_unref(c);
+  sk_config_errors_done(&e);
+
+  char want[400];
+  snprintf(want, sizeof want, "routes[0].request_headers.add.%s: expected a string", name);
+  snprintf(text, sizeof text,
+           "{\"clusters\":[{\"name\":\"a\",\"endpoints\":[\"127.0.0.1:1\"]}],"
+           "\"routes\":[{\"name\":\"r\",\"cluster\":\"a\",\"request_headers\":{\"add\":{\"%s\":[]}}}]}",
+           name);
+  EXPECT_ERRS(text, want);
+
+  json_t *doc = json_object();
+  json_t *cl = json_pack("{s:s, s:[s], s:i}", "name", "a", "endpoints", "127.0.0.1:1", big, 1);
+  json_object_set_new(doc, "clusters", json_pack("[o]", cl));
+  json_t *where = js("{\"clusters[0]\":[3,5],\"clusters\":[2,1]}");
+  sk_config_errors_init(&e);
+  assert_int_equal(px_config_build(doc, where, "proxy.yaml", 1, &e, &c), SK_ECONFIG);
+  assert_null(c);
+  assert_true(e.n >= 1);
+  char buf[1024];
+  sk_config_errors_format(&e, 0, buf, sizeof buf);
+  assert_non_null(strstr(buf, "proxy.yaml:3:5: clusters[0]: unknown key 'kkkk"));
+  assert_non_null(strstr(buf, "...' (600 bytes)"));
+  sk_config_errors_done(&e);
+  json_decref(where);
+  json_decref(doc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_config_builds),
       cmocka_unit_test(test_bad_configs_name_fields),
       cmocka_unit_test(test_errors_carry_positions),
       cmocka_unit_test(test_route_matching_order),
+      cmocka_unit_test(test_long_keys_keep_their_paths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

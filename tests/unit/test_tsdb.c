@@ -162,6 +162,7 @@ static int app(tl_tsdb_t *db, const char *name, const char *job, const char *ins
 static size_t sel(tl_tsdb_t *db, sk_pool_t *p, const char *name, tl_match_op_t op, const char *lname,
                   const char *lval, int64_t mint, int64_t maxt, tl_series_t **out) {
   tl_matcher_t m[2];
+  memset(m, 0, sizeof m); /* gcc -O2 -Wmaybe-uninitialized: m goes to select even when nm == 0 */
   size_t nm = 0;
   if (name) tl_matcher_init(&m[nm++], TL_MATCH_EQ, "__name__", name, NULL, 0);
   if (lname) assert_int_equal(tl_matcher_init(&m[nm++], op, lname, lval, NULL, 0), 0);

@@ -148,8 +148,9 @@ static void test_json_helpers(void **state) {
  * it takes, and everything unusual handed back (jansson then decides). */
 static void test_json_fast_reader(void **state) {
   static const char *const same[] = {
-      "{\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"dryRun\":false,\"oldObject\":null,"
-      "\"object\":{\"spec\":{\"replicas\":3,\"ratio\":0.25,\"big\":-9223372036854775808,\"e\":1E+2,\"z\":-0}}}}",
+      /* one document split over two lines: the parentheses say so (clang -Wstring-concatenation) */
+      ("{\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"dryRun\":false,\"oldObject\":null,"
+       "\"object\":{\"spec\":{\"replicas\":3,\"ratio\":0.25,\"big\":-9223372036854775808,\"e\":1E+2,\"z\":-0}}}}"),
       " [ 1 , [ ] , { } , \"\" , true , false , null ] \r\n",
       "\"tab\\there \\\"q\\\" \\/ \\b\\f\\n\\r \\u00e9\\u20AC \\ud83d\\ude00 \\u003c/a\\u003e\"",
       "{\"caf\xc3\xa9\":\"\xe2\x82\xac\xf0\x9f\x98\x80\",\"k\\n\":{\"k\\n\":1}}",

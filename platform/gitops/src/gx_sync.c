@@ -330,8 +330,9 @@ static int item_cmp(const void *x, const void *y) {
 static void fail_text(const item_t *it, const gx_ctl_resp_t *resp, char *out, size_t len) {
   char m[1024];
   gx_ctl_message(resp, m, sizeof m);
-  snprintf(out, len, "%s: %s %s/%s: %s%s", it->r->src, it->r->kind, it->r->ns, it->r->name,
-           resp->status == 403 ? "denied: " : "", m);
+  int n = snprintf(out, len, "%s: %s %s/%s: %s%s", it->r->src, it->r->kind, it->r->ns, it->r->name,
+                   resp->status == 403 ? "denied: " : "", m);
+  if (n >= 0 && (size_t)n >= len && len > 3) memcpy(out + len - 4, "...", 4); /* message text: cut visibly */
 }
 
 /* POST /api/v1/batch with todo[a0, a1) as applies then prs[p0, p1) as

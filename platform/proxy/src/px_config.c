@@ -45,6 +45,39 @@ static void berr_raw(bctx_t *b, const char *path, const char *msg) {
   if (b->errs) sk_config_errors_add(b->errs, b->file ? b->file : "<config>", line, col, "%s", msg);
 }
 
+/* Paths locate errors in the document (sk_cfg_json_where walks a path up to
+ * the nearest recorded key), so a path is never cut short: a cut path could
+ * name a sibling. subpath() writes parent + suffix into p (PX_PATH_MAX bytes);
+ * when that does not fit it records the error at the parent, leaves the parent
+ * in p (errors below are then reported there) and returns -1. No valid document
+ * gets near the limit: only unknown keys and header names (at most 256 bytes)
+ * are free text in a path. */
+#define PX_PATH_MAX 512
+
+static int subpath(bctx_t *b, char *p, const char *parent, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int subpath(bctx_t *b, char *p, const char *parent, const char *fmt, ...) {
+  char tmp[PX_PATH_MAX];
+  size_t pl = strnlen(parent, PX_PATH_MAX);
+  int n = -1;
+  if (pl < PX_PATH_MAX) {
+    memcpy(tmp, parent, pl);
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(tmp + pl, sizeof tmp - pl, fmt, ap);
+    va_end(ap);
+  }
+  if (n < 0 || (size_t)n >= sizeof tmp - pl) {
+    if (pl >= PX_PATH_MAX) pl = PX_PATH_MAX - 1;
+    memmove(p, parent, pl);
+    p[pl] = 0;
+    berr(b, p, "a key path longer than %d bytes (a key name is too long)", PX_PATH_MAX - 1);
+    return -1;
+  }
+  memcpy(p, tmp, pl + (size_t)n + 1);
+  return 0;
+}
+
 static void keys(bctx_t *b, const json_t *o, const char *path, const char *const *known) {
   const char *k;
   json_t *v;
@@ -53,9 +86,12 @@ static void keys(bctx_t *b, const json_t *o, const char *path, const char *const
     for (size_t i = 0; known[i]; i++)
       if (!strcmp(known[i], k)) ok = 1;
     if (!ok) {
-      char p[512];
-      snprintf(p, sizeof p, "%s.%s", path, k);
-      berr(b, p, "unknown key");
+      char p[PX_PATH_MAX];
+      size_t kl = strlen(k);
+      if (strlen(path) + 1 + kl >= sizeof p) /* too long for a path: report it at the parent */
+        berr(b, path, "unknown key '%.64s...' (%zu bytes)", k, kl);
+      else if (subpath(b, p, path, ".%s", k) == 0)
+        berr(b, p, "unknown key");
     }
   }
 }
@@ -79,8 +115,8 @@ static int valid_token(const char *s) {
 /* String member (copied), or NULL when absent. */
 static char *str(bctx_t *b, const json_t *o, const char *path, const char *key, int required, size_t maxlen) {
   json_t *v = json_object_get(o, key);
-  char p[512];
-  snprintf(p, sizeof p, "%s.%s", path, key);
+  char p[PX_PATH_MAX];
+  subpath(b, p, path, ".%s", key);
   if (!v || json_is_null(v)) {
     if (required) berr(b, path, "missing required key '%s'", key);
     return NULL;
@@ -105,8 +141,8 @@ static const json_t *obj(bctx_t *b, const json_t *o, const char *path, const cha
   json_t *v = json_object_get(o, key);
   if (!v || json_is_null(v)) return NULL;
   if (!json_is_object(v)) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s", key);
     berr(b, p, "expected a mapping");
     return NULL;
   }
@@ -116,8 +152,8 @@ static const json_t *obj(bctx_t *b, const json_t *o, const char *path, const cha
 static const json_t *arr(bctx_t *b, const json_t *o, const char *path, const char *key, size_t max) {
   json_t *v = json_object_get(o, key);
   if (!v || json_is_null(v)) return NULL;
-  char p[512];
-  snprintf(p, sizeof p, "%s.%s", path, key);
+  char p[PX_PATH_MAX];
+  subpath(b, p, path, ".%s", key);
   if (!json_is_array(v)) {
     berr(b, p, "expected a sequence");
     return NULL;
@@ -133,8 +169,8 @@ static int dur(bctx_t *b, const json_t *o, const char *path, const char *key, ui
   char err[600];
   int rc = px_conf_duration(o, path, key, ms, err, sizeof err);
   if (rc < 0) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s", key);
     berr_raw(b, p, err);
   }
   return rc;
@@ -145,8 +181,8 @@ static int uintv(bctx_t *b, const json_t *o, const char *path, const char *key, 
   char err[600];
   int rc = px_conf_uint(o, path, key, lo, hi, out, err, sizeof err);
   if (rc < 0) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s", key);
     berr_raw(b, p, err);
   }
   return rc;
@@ -156,8 +192,8 @@ static int pct(bctx_t *b, const json_t *o, const char *path, const char *key, ui
   char err[600];
   int rc = px_conf_percent(o, path, key, ppm, err, sizeof err);
   if (rc < 0) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s", key);
     berr_raw(b, p, err);
   }
   return rc;
@@ -194,7 +230,7 @@ static void sm_parse(bctx_t *b, const json_t *o, const char *path, px_str_match_
   static const char *const k_path[] = {"exact", "prefix", "regex", NULL};
   keys(b, o, path, allow_prefix ? (allow_present ? k_all : k_path) : k_nopre);
   int n = 0;
-  char p[512];
+  char p[PX_PATH_MAX];
   json_t *v;
   if ((v = json_object_get(o, "exact"))) {
     n++;
@@ -211,14 +247,14 @@ static void sm_parse(bctx_t *b, const json_t *o, const char *path, px_str_match_
     n++;
     m->kind = PX_SM_REGEX;
     char *pat = str(b, o, path, "regex", 1, PX_MAX_REGEX);
-    snprintf(p, sizeof p, "%s.regex", path);
+    subpath(b, p, path, ".regex");
     if (pat && compile_re(b, p, pat, &m->re) == 0) m->has_re = 1;
     free(m->value);
     m->value = pat;
   }
   if (allow_present && (v = json_object_get(o, "present"))) {
     n++;
-    snprintf(p, sizeof p, "%s.present", path);
+    subpath(b, p, path, ".present");
     if (!json_is_boolean(v)) berr(b, p, "expected true or false");
     m->kind = json_is_false(v) ? PX_SM_ABSENT : PX_SM_PRESENT;
   }
@@ -237,8 +273,8 @@ static px_kv_match_t *kv_list(bctx_t *b, const json_t *o, const char *path, cons
   size_t i;
   json_t *e;
   json_array_foreach(a, i, e) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s[%zu]", path, key, i);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s[%zu]", key, i);
     if (!json_is_object(e)) {
       berr(b, p, "expected a mapping");
       continue;
@@ -273,19 +309,24 @@ static void hdr_ops(bctx_t *b, const json_t *o, const char *path, px_hdr_ops_t *
   static const char *const k[] = {"add", "remove", NULL};
   keys(b, o, path, k);
   const json_t *add = obj(b, o, path, "add");
-  char p[512];
+  char p[PX_PATH_MAX];
   if (add) {
     if (json_object_size(add) > PX_MAX_HDR_OPS) berr(b, path, "more than %d headers to add", PX_MAX_HDR_OPS);
+    char addp[PX_PATH_MAX];
+    subpath(b, addp, path, ".add");
     const char *name;
     json_t *v;
     json_object_foreach((json_t *)add, name, v) {
       if (h->nadd >= PX_MAX_HDR_OPS) break;
-      snprintf(p, sizeof p, "%s.add.%s", path, name);
-      if (!valid_token(name) || strlen(name) > 256) {
-        berr(b, p, "bad header name");
+      if (strlen(name) > 256) {
+        berr(b, addp, "header name longer than 256 bytes ('%.64s...')", name);
         continue;
       }
-      char *val = str(b, add, p, name, 1, PX_MAX_STR);
+      if (!valid_token(name)) {
+        if (subpath(b, p, addp, ".%s", name) == 0) berr(b, p, "bad header name");
+        continue;
+      }
+      char *val = str(b, add, addp, name, 1, PX_MAX_STR);
       if (!val) continue;
       h->add[h->nadd].name = sk_xstrdup(name);
       h->add[h->nadd].value = val;
@@ -296,7 +337,7 @@ static void hdr_ops(bctx_t *b, const json_t *o, const char *path, px_hdr_ops_t *
   size_t i;
   json_t *v;
   if (rm) json_array_foreach(rm, i, v) {
-      snprintf(p, sizeof p, "%s.remove[%zu]", path, i);
+      subpath(b, p, path, ".remove[%zu]", i);
       if (!json_is_string(v) || !valid_token(json_string_value(v)) || json_string_length(v) > 256) {
         berr(b, p, "expected a header name");
         continue;
@@ -326,9 +367,9 @@ static sk_tls_ctx_t *tls_ctx(bctx_t *b, const json_t *t, const char *path, int s
   char *ca_s = str(b, t, path, "client_auth", 0, 16);
   char *sni_s = server ? NULL : str(b, t, path, "sni", 0, 255);
   sk_tls_verify_t verify = server ? SK_TLS_VERIFY_NONE : (ca ? SK_TLS_VERIFY_REQUIRE : SK_TLS_VERIFY_NONE);
-  char p[512];
+  char p[PX_PATH_MAX];
   if (ca_s) {
-    snprintf(p, sizeof p, "%s.client_auth", path);
+    subpath(b, p, path, ".client_auth");
     if (!strcmp(ca_s, "none")) verify = SK_TLS_VERIFY_NONE;
     else if (!strcmp(ca_s, "optional")) verify = SK_TLS_VERIFY_OPTIONAL;
     else if (!strcmp(ca_s, "require")) verify = SK_TLS_VERIFY_REQUIRE;
@@ -378,12 +419,12 @@ static void cluster_parse(bctx_t *b, const json_t *o, const char *path, px_clust
   c->request_timeout_ms = 60000;
   c->max_conns = 256;
   const json_t *eps = arr(b, o, path, "endpoints", PX_MAX_ENDPOINTS);
-  char p[512];
+  char p[PX_PATH_MAX];
   if (!eps || json_array_size(eps) == 0) berr(b, path, "endpoints: at least one \"host:port\" is needed");
   size_t i;
   json_t *e;
   if (eps) json_array_foreach(eps, i, e) {
-      snprintf(p, sizeof p, "%s.endpoints[%zu]", path, i);
+      subpath(b, p, path, ".endpoints[%zu]", i);
       sk_cfg_addr_t a;
       char msg[256];
       if (!json_is_string(e) || sk_config_parse_addr(json_string_value(e), &a, msg, sizeof msg) < 0 || a.port == 0) {
@@ -397,7 +438,7 @@ static void cluster_parse(bctx_t *b, const json_t *o, const char *path, px_clust
     }
   char *lb = str(b, o, path, "lb", 0, 32);
   if (lb) {
-    snprintf(p, sizeof p, "%s.lb", path);
+    subpath(b, p, path, ".lb");
     if (!strcmp(lb, "round_robin")) c->lb = PX_LB_ROUND_ROBIN;
     else if (!strcmp(lb, "least_request")) c->lb = PX_LB_LEAST_REQUEST;
     else berr(b, p, "expected round_robin or least_request");
@@ -405,7 +446,7 @@ static void cluster_parse(bctx_t *b, const json_t *o, const char *path, px_clust
   }
   char *proto = str(b, o, path, "protocol", 0, 32);
   if (proto) {
-    snprintf(p, sizeof p, "%s.protocol", path);
+    subpath(b, p, path, ".protocol");
     if (!strcmp(proto, "http1")) c->h2 = 0;
     else if (!strcmp(proto, "h2")) c->h2 = 1;
     else berr(b, p, "expected http1 or h2");
@@ -419,18 +460,18 @@ static void cluster_parse(bctx_t *b, const json_t *o, const char *path, px_clust
   c->max_conns = (uint32_t)mc;
   const json_t *t = obj(b, o, path, "tls");
   if (t) {
-    snprintf(p, sizeof p, "%s.tls", path);
+    subpath(b, p, path, ".tls");
     c->tls = tls_ctx(b, t, p, 0, &c->tls_sig, NULL, &c->sni);
   } else {
     c->tls_sig = sk_xstrdup("");
   }
   char err[600];
-  snprintf(p, sizeof p, "%s.circuit_breaker", path);
+  subpath(b, p, path, ".circuit_breaker");
   if (px_breaker_config_parse(json_object_get(o, "circuit_breaker"), p, &c->breaker, err, sizeof err) < 0)
     berr_raw(b, p, err);
-  snprintf(p, sizeof p, "%s.outlier", path);
+  subpath(b, p, path, ".outlier");
   if (px_outlier_config_parse(json_object_get(o, "outlier"), p, &c->outlier, err, sizeof err) < 0) berr_raw(b, p, err);
-  snprintf(p, sizeof p, "%s.health_check", path);
+  subpath(b, p, path, ".health_check");
   if (px_hc_config_parse(json_object_get(o, "health_check"), p, &c->health, err, sizeof err) < 0) berr_raw(b, p, err);
 }
 
@@ -462,8 +503,8 @@ static int cluster_ref(bctx_t *b, const px_config_t *c, const json_t *o, const c
   if (!name) return -1;
   int idx = px_config_find_cluster(c, name);
   if (idx < 0) {
-    char p[512];
-    snprintf(p, sizeof p, "%s.%s", path, key);
+    char p[PX_PATH_MAX];
+    subpath(b, p, path, ".%s", key);
     berr(b, p, "unknown cluster '%s'", name);
   }
   free(name);
@@ -475,7 +516,7 @@ static int cluster_ref(bctx_t *b, const px_config_t *c, const json_t *o, const c
 static void match_parse(bctx_t *b, const json_t *o, const char *path, px_match_t *m) {
   static const char *const k[] = {"host", "path", "method", "headers", "query", NULL};
   keys(b, o, path, k);
-  char p[512];
+  char p[PX_PATH_MAX];
   m->host = str(b, o, path, "host", 0, 255);
   if (m->host) {
     if (!strncmp(m->host, "*.", 2)) m->host_wild = 1;
@@ -486,7 +527,7 @@ static void match_parse(bctx_t *b, const json_t *o, const char *path, px_match_t
   }
   const json_t *pm = json_object_get(o, "path");
   if (pm) {
-    snprintf(p, sizeof p, "%s.path", path);
+    subpath(b, p, path, ".path");
     if (json_is_string(pm)) { /* shorthand: a prefix */
       m->has_path = 1;
       m->path.kind = PX_SM_PREFIX;
@@ -502,7 +543,7 @@ static void match_parse(bctx_t *b, const json_t *o, const char *path, px_match_t
   }
   json_t *mv = json_object_get(o, "method");
   if (mv) {
-    snprintf(p, sizeof p, "%s.method", path);
+    subpath(b, p, path, ".method");
     if (json_is_string(mv)) {
       if (!valid_token(json_string_value(mv))) berr(b, p, "bad method");
       else m->methods[m->nmethods++] = sk_xstrdup(json_string_value(mv));
@@ -534,13 +575,13 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
                                   "response_headers", "rewrite", "mirror", "timeout", "retry", "fault",
                                   "rate_limit", NULL};
   keys(b, o, path, k);
-  char p[512], err[600];
+  char p[PX_PATH_MAX], err[600];
   r->name = str(b, o, path, "name", 1, 128);
   r->mirror_cluster = -1;
   r->timeout_ms = 15000;
   const json_t *m = obj(b, o, path, "match");
   if (m) {
-    snprintf(p, sizeof p, "%s.match", path);
+    subpath(b, p, path, ".match");
     match_parse(b, m, p, &r->match);
   }
   const json_t *bk = arr(b, o, path, "backends", PX_MAX_BACKENDS);
@@ -553,7 +594,7 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
     size_t i;
     json_t *e;
     json_array_foreach(bk, i, e) {
-      snprintf(p, sizeof p, "%s.backends[%zu]", path, i);
+      subpath(b, p, path, ".backends[%zu]", i);
       if (!json_is_object(e)) {
         berr(b, p, "expected a mapping {cluster, weight}");
         continue;
@@ -576,7 +617,7 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
   size_t i;
   json_t *e;
   if (ov) json_array_foreach(ov, i, e) {
-      snprintf(p, sizeof p, "%s.overrides[%zu]", path, i);
+      subpath(b, p, path, ".overrides[%zu]", i);
       if (!json_is_object(e)) {
         berr(b, p, "expected a mapping {header, value, cluster}");
         continue;
@@ -589,13 +630,13 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
       x->value = str(b, e, p, "value", 0, PX_MAX_STR);
       x->cluster = cluster_ref(b, c, e, p, "cluster");
     }
-  snprintf(p, sizeof p, "%s.request_headers", path);
+  subpath(b, p, path, ".request_headers");
   hdr_ops(b, obj(b, o, path, "request_headers"), p, &r->req_hdrs);
-  snprintf(p, sizeof p, "%s.response_headers", path);
+  subpath(b, p, path, ".response_headers");
   hdr_ops(b, obj(b, o, path, "response_headers"), p, &r->resp_hdrs);
   const json_t *rw = obj(b, o, path, "rewrite");
   if (rw) {
-    snprintf(p, sizeof p, "%s.rewrite", path);
+    subpath(b, p, path, ".rewrite");
     static const char *const kr[] = {"prefix", "path", NULL};
     keys(b, rw, p, kr);
     r->rewrite_prefix = str(b, rw, p, "prefix", 0, 0);
@@ -608,7 +649,7 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
   }
   const json_t *mi = obj(b, o, path, "mirror");
   if (mi) {
-    snprintf(p, sizeof p, "%s.mirror", path);
+    subpath(b, p, path, ".mirror");
     static const char *const km[] = {"cluster", "percent", NULL};
     keys(b, mi, p, km);
     r->mirror_cluster = cluster_ref(b, c, mi, p, "cluster");
@@ -616,11 +657,11 @@ static void route_parse(bctx_t *b, const px_config_t *c, const json_t *o, const 
     pct(b, mi, p, "percent", &r->mirror_ppm);
   }
   dur(b, o, path, "timeout", &r->timeout_ms);
-  snprintf(p, sizeof p, "%s.retry", path);
+  subpath(b, p, path, ".retry");
   if (px_retry_config_parse(json_object_get(o, "retry"), p, &r->retry, err, sizeof err) < 0) berr_raw(b, p, err);
-  snprintf(p, sizeof p, "%s.fault", path);
+  subpath(b, p, path, ".fault");
   if (px_fault_config_parse(json_object_get(o, "fault"), p, &r->fault, err, sizeof err) < 0) berr_raw(b, p, err);
-  snprintf(p, sizeof p, "%s.rate_limit", path);
+  subpath(b, p, path, ".rate_limit");
   if (px_ratelimit_config_parse(json_object_get(o, "rate_limit"), p, &r->rate_limit, err, sizeof err) < 0)
     berr_raw(b, p, err);
 }
@@ -644,21 +685,21 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
   static const char *const k[] = {"name", "address", "protocol", "tls", "routes", "cluster", "fault", "max_body",
                                   "idle_timeout", NULL};
   keys(b, o, path, k);
-  char p[512], err[600];
+  char p[PX_PATH_MAX], err[600];
   l->name = str(b, o, path, "name", 1, 128);
   l->cluster = -1;
   l->max_body = 1024 * 1024;
   l->idle_timeout_ms = 60000;
   char *addr = str(b, o, path, "address", 1, 300);
   if (addr) {
-    snprintf(p, sizeof p, "%s.address", path);
+    subpath(b, p, path, ".address");
     char msg[256];
     if (sk_config_parse_addr(addr, &l->addr, msg, sizeof msg) < 0) berr(b, p, "%s", msg);
     free(addr);
   }
   char *proto = str(b, o, path, "protocol", 0, 16);
   if (proto) {
-    snprintf(p, sizeof p, "%s.protocol", path);
+    subpath(b, p, path, ".protocol");
     if (!strcmp(proto, "http")) l->proto = PX_PROTO_HTTP;
     else if (!strcmp(proto, "tcp")) l->proto = PX_PROTO_TCP;
     else berr(b, p, "expected http or tcp");
@@ -666,7 +707,7 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
   }
   const json_t *t = obj(b, o, path, "tls");
   if (t) {
-    snprintf(p, sizeof p, "%s.tls", path);
+    subpath(b, p, path, ".tls");
     l->tls = tls_ctx(b, t, p, 1, &l->tls_sig, &l->client_auth, NULL);
   } else {
     l->tls_sig = sk_xstrdup("");
@@ -674,7 +715,7 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
   uint64_t mb = l->max_body;
   json_t *mbv = json_object_get(o, "max_body");
   if (mbv) {
-    snprintf(p, sizeof p, "%s.max_body", path);
+    subpath(b, p, path, ".max_body");
     char msg[256];
     if (json_is_integer(mbv) && json_integer_value(mbv) > 0) mb = (uint64_t)json_integer_value(mbv);
     else if (!json_is_string(mbv) || sk_config_parse_size(json_string_value(mbv), &mb, msg, sizeof msg) < 0)
@@ -686,7 +727,7 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
   if (l->proto == PX_PROTO_TCP) {
     l->cluster = cluster_ref(b, c, o, path, "cluster");
     if (json_object_get(o, "routes")) berr(b, path, "a tcp listener takes a cluster, not routes");
-    snprintf(p, sizeof p, "%s.fault", path);
+    subpath(b, p, path, ".fault");
     if (px_l4_fault_config_parse(json_object_get(o, "fault"), p, &l->l4_fault, err, sizeof err) < 0)
       berr_raw(b, p, err);
   } else {
@@ -698,7 +739,7 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
       size_t i;
       json_t *e;
       json_array_foreach(rs, i, e) {
-        snprintf(p, sizeof p, "%s.routes[%zu]", path, i);
+        subpath(b, p, path, ".routes[%zu]", i);
         int idx = -1;
         for (size_t j = 0; json_is_string(e) && j < c->nroutes; j++)
           if (c->routes[j].name && !strcmp(c->routes[j].name, json_string_value(e))) idx = (int)j;
@@ -755,7 +796,7 @@ int px_config_build(const json_t *doc, const json_t *where, const char *file, ui
   static const char *const k[] = {"listeners", "routes", "clusters", "access_log", NULL};
   keys(&b, c->source, "", k);
   const json_t *doc2 = c->source;
-  char p[512];
+  char p[PX_PATH_MAX];
   size_t i;
   json_t *e;
   const json_t *cl = arr(&b, doc2, "", "clusters", PX_MAX_CLUSTERS);

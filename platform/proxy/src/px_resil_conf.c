@@ -109,7 +109,7 @@ int px_conf_percent(const json_t *obj, const char *path, const char *key, uint32
   }
   if (!(d >= 0 && d <= 100))
     return conf_err(err, errlen, path, key, "expected a percentage between 0 and 100");
-  *ppm = (uint32_t)llround(d * 10000.0);
+  *ppm = (uint32_t)sk_config_round(d * 10000.0);
   return 0;
 }
 

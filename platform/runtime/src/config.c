@@ -172,7 +172,7 @@ int sk_config_parse_duration(const char *s, uint64_t *ms, char *msg, size_t msgl
     }
   }
   if (!parts) goto bad;
-  *ms = (uint64_t)llround(total);
+  *ms = sk_config_round(total);
   return 0;
 bad:
   msgf(msg, msglen, "invalid duration '%s' (expected e.g. 250ms, 10s, 5m, 1h, 1h30m)", s);

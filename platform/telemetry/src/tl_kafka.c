@@ -91,7 +91,10 @@ static int apply_prop(rd_kafka_conf_t *conf, const char *prop, char *msg, size_t
   }
   rd_kafka_conf_t *c = conf ? conf : rd_kafka_conf_new();
   rc = rd_kafka_conf_set(c, name, value, e, sizeof e) == RD_KAFKA_CONF_OK ? 0 : SK_EINVAL;
-  if (rc < 0) snprintf(msg, msglen, "%s: %s", name, e);
+  if (rc < 0) {
+    int n = snprintf(msg, msglen, "%s: %s", name, e);
+    if (n >= 0 && (size_t)n >= msglen && msglen > 3) memcpy(msg + msglen - 4, "...", 4); /* message: cut visibly */
+  }
   if (!conf) rd_kafka_conf_destroy(c);
   return rc;
 }

@@ -363,7 +363,8 @@ static int logql_parse(sk_pool_t *pool, const char *s, logql_t *q, char *err, si
     /* RE2 syntax, as Loki users write it (a leading (?i), \d, ...): tl_regex.c */
     char why[300];
     if (op >= 2 && tl_re_compile(&q->f[q->nf].re, v, TL_RE_NOSUB, NULL, 0, why, sizeof why) < 0) {
-      snprintf(err, errlen, "bad regular expression: %s", why);
+      int n = snprintf(err, errlen, "bad regular expression: %s", why);
+      if (n >= 0 && (size_t)n >= errlen && errlen > 3) memcpy(err + errlen - 4, "...", 4); /* cut visibly */
       return SK_EPARSE;
     }
     q->nf++;

@@ -1459,11 +1459,9 @@ int tl_promql_eval_instant(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_
   if (!c) return SK_ENOMEM;
   ctx_init(c, db, pool, e, o, err, errlen);
   memset(out, 0, sizeof *out);
-  int rc = 0;
-  if (setjmp(c->jb)) {
-    rc = c->rc;
-    goto done;
-  }
+  /* The result code lives in c->rc (set by efail() before its longjmp, or
+   * below): no local is changed between setjmp and a longjmp. */
+  if (setjmp(c->jb)) goto done;
   c->sp = pool;
   c->t = c->start = c->end = t_ms;
   prefetch(c, t_ms, t_ms);
@@ -1517,10 +1515,11 @@ int tl_promql_eval_instant(tl_tsdb_t *db, sk_pool_t *pool, const tl_promql_expr_
     tl__hmap_free(&seen);
     if (dup) {
       if (err) snprintf(err, errlen, "vector cannot contain metrics with the same labelset");
-      rc = SK_EINVAL;
+      c->rc = SK_EINVAL;
     }
   }
-done:
+done:;
+  int rc = c->rc;
   release_live(c);
   free(c);
   return rc;

@@ -215,8 +215,9 @@ static inline int rd_varint(const uint8_t **pp, const uint8_t *end, uint64_t *ou
 static inline int rd_field(const uint8_t **pp, const uint8_t *end, fld_t *f) {
   uint64_t key;
   if (rd_varint(pp, end, &key, 5) < 0 || key >> 32) return -1; /* a tag takes at most 5 bytes */
-  f->num = (uint32_t)(key >> 3);
-  f->wt = (int)(key & 7);
+  /* every member set: readers test wt before v or d/dn, which gcc -O3
+   * cannot follow (-Wmaybe-uninitialized) */
+  *f = (fld_t){.num = (uint32_t)(key >> 3), .wt = (int)(key & 7)};
   if (f->num == 0) return -1;
   const uint8_t *p = *pp;
   switch (f->wt) {
@@ -224,7 +225,6 @@ static inline int rd_field(const uint8_t **pp, const uint8_t *end, fld_t *f) {
     return rd_varint(pp, end, &f->v, 10);
   case WT_I64:
     if (end - p < 8) return -1;
-    f->v = 0;
     for (int i = 7; i >= 0; i--) f->v = f->v << 8 | p[i];
     *pp = p + 8;
     return 0;

@@ -219,6 +219,13 @@ int sk_config_parse_duration(const char *s, uint64_t *ms, char *msg, size_t msgl
 int sk_config_parse_size(const char *s, uint64_t *bytes, char *msg, size_t msglen);
 int sk_config_parse_bool(const char *s, bool *b);
 int sk_config_parse_addr(const char *s, sk_cfg_addr_t *a, char *msg, size_t msglen);
+/* x (0 <= x < 2^64) to the nearest integer, halves up: llround's answer for
+ * the values the config parsers produce, without libm. Exact: for x < 2^52
+ * both (double)i and x - i are representable; from 2^52 on x is whole. */
+static inline uint64_t sk_config_round(double x) {
+  uint64_t i = (uint64_t)x;
+  return x - (double)i >= 0.5 ? i + 1 : i;
+}
 /* "host:port" / "[v6]:port" into buf. */
 void sk_config_format_addr(const sk_cfg_addr_t *a, char *buf, size_t buflen);
 
