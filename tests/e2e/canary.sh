@@ -48,7 +48,7 @@ for p in $(grep -ohE '127\.0\.0\.1:[0-9]+' "$SRC"/examples/*.yaml "$SRC"/example
   done
   MAP[$p]=$q
 done
-sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g" -e "s#\[examples/policies\]#[$SRC/examples/policies]#")
+sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g" -e "s#\[examples/#[$SRC/examples/#g")
 for p in "${!MAP[@]}"; do sed_args+=(-e "s/127\.0\.0\.1:$p\b/127.0.0.1:${MAP[$p]}/g"); done
 for f in "$SRC"/examples/*.yaml; do sed "${sed_args[@]}" "$f" >"$TMP/$(basename "$f")"; done
 sed "${sed_args[@]}" "$SRC/examples/routes/canary-split.yaml" >"$TMP/canary-split.yaml"

@@ -57,7 +57,7 @@ for p in $(grep -ohE '127\.0\.0\.1:[0-9]+' "$SRC"/examples/*.yaml | cut -d: -f2 
   done
   MAP[$p]=$q
 done
-sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g" -e "s#\[examples/policies\]#[$SRC/examples/policies]#")
+sed_args=(-e "s#\.skiff/#$TMP/state-dirs/#g" -e "s#\[examples/#[$SRC/examples/#g")
 for p in "${!MAP[@]}"; do sed_args+=(-e "s/127\.0\.0\.1:$p\b/127.0.0.1:${MAP[$p]}/g"); done
 for f in "$SRC"/examples/*.yaml; do sed "${sed_args[@]}" "$f" >"$TMP/$(basename "$f")"; done
 PORT=${MAP[8081]:?examples/echo.yaml no longer listens on 8081}
@@ -227,6 +227,30 @@ if [ -n "${MAP[7400]:-}" ]; then
   mkdir -p "$TMP/cwd/.skiff" && ln -s "$SD/control-state" "$TMP/cwd/.skiff/control-state"
   (cd "$TMP/cwd" && SKIFF_TOKEN=$(cat "$SD/control-state/admin.token") \
     "$SKIFF" get services --server "https://127.0.0.1:$CTL" >/dev/null) || fail "skiff get with the local CA bundle"
+  # control enforces the platform's policies (examples/control.yaml policies:,
+  # examples/policies-platform/, docs/policy.md "Pre-apply hook in control"):
+  # `skiff apply` of a Service without a team label is refused with the
+  # policy's name and message and nothing is stored; a labelled one is created
+  PFILE=$SRC/examples/policies-platform/require-team-label.yaml
+  grep -q "^policies: \[$SRC/examples/policies-platform\]" "$TMP/control.yaml" ||
+    fail "examples/control.yaml does not enforce examples/policies-platform"
+  pname=$(awk '$1 == "name:" { print $2; exit }' "$PFILE")
+  pmsg=$(sed -n 's/^ *message: "\(.*\)"$/\1/p' "$PFILE")
+  [ -n "$pname" ] && [ -n "$pmsg" ] || fail "no policy name or message in $PFILE"
+  capply() { SKIFF_CA=$CA SKIFF_TOKEN=$(cat "$SD/control-state/admin.token") SKIFF_SERVER=https://127.0.0.1:$CTL "$SKIFF" "$@"; }
+  printf 'apiVersion: skiff.dev/v1\nkind: Service\nmetadata: {name: e2e-unowned, labels: {app: e2e}}\nspec: {endpoints: ["127.0.0.1:%s"]}\n' \
+    "$PORT" >"$TMP/unowned.yaml"
+  set +e; capply apply -f "$TMP/unowned.yaml" >"$TMP/apply.out" 2>&1; rc=$?; set -e
+  [ "$rc" != 0 ] || fail "apply of a Service without a team label succeeded: $(cat "$TMP/apply.out")"
+  grep -qF "$pname" "$TMP/apply.out" && grep -qF "$pmsg" "$TMP/apply.out" ||
+    fail "the refusal does not name the policy ($pname) and its message: $(cat "$TMP/apply.out")"
+  set +e; capply get services e2e-unowned >"$TMP/get.out" 2>&1; rc=$?; set -e
+  [ "$rc" != 0 ] && grep -q NotFound "$TMP/get.out" || fail "the refused Service was stored: $(cat "$TMP/get.out")"
+  sed 's/labels: {app: e2e}/labels: {app: e2e, team: e2e}/; s/e2e-unowned/e2e-owned/' "$TMP/unowned.yaml" >"$TMP/owned.yaml"
+  capply apply -f "$TMP/owned.yaml" >"$TMP/apply.out" 2>&1 || fail "apply of a labelled Service: $(cat "$TMP/apply.out")"
+  capply get services e2e-owned -o json | jq -e '.metadata.labels.team == "e2e"' >/dev/null ||
+    fail "the labelled Service was not stored"
+  capply delete service e2e-owned >/dev/null || fail "skiff delete of the labelled Service"
   # the join token was used up by policy's first certificate
   [ -s "$ST/identity/skiff-policy.join" ] || fail "no join token minted for skiff-policy"
   code=$(openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj /CN=p \

@@ -384,6 +384,12 @@ set +e; SKIFF_TOKEN=skiff_wrong "$SKIFF" get routes 2>"$TMP/out"; rc=$?; set -e
 printf 'apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: bad}\nspec: {rules: [{backendRefs: [{name: x, weight: -1}]}]}\n' >"$TMP/bad.yaml"
 set +e; "$SKIFF" apply -f "$TMP/bad.yaml" 2>"$TMP/out"; rc=$?; set -e
 [ $rc = 1 ] && grep -q 'spec.rules\[0\].backendRefs\[0\].weight' "$TMP/out" || fail "apply of an invalid file: $(cat "$TMP/out")"
+# an Enforce policy refuses `skiff apply` with its message, and nothing is stored
+printf 'apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: cli-unlabelled, namespace: guarded}\nspec: {rules: [{matches: [{path: {type: PathPrefix, value: /}}], backendRefs: [{name: echo, port: 8081, weight: 1}]}]}\n' >"$TMP/denied.yaml"
+set +e; "$SKIFF" apply -f "$TMP/denied.yaml" >/dev/null 2>"$TMP/out"; rc=$?; set -e
+[ $rc = 1 ] && grep -q 'routes in guarded need a team label' "$TMP/out" && grep -q 'guarded-routes-need-team' "$TMP/out" ||
+  fail "apply of a policy-denied file must fail with the policy's message: $(cat "$TMP/out")"
+[ "$(code GET /routes/guarded/cli-unlabelled)" = 404 ] || fail "a policy-denied apply must not be stored"
 
 # ---- the CLI: token create / list / revoke ----
 "$SKIFF" token create --role viewer --name ci-viewer --ttl 24h >"$TMP/tok" 2>"$TMP/tokerr" || fail "token create: $(cat "$TMP/tokerr")"
@@ -436,6 +442,20 @@ PY
 # ---- audit: mutations were recorded ----
 [ "$(code GET "/audit?kind=Route&limit=1000")" = 200 ] || fail "audit query: $(cat "$TMP/body")"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert any(i["verb"]=="create" and i["name"]=="web" for i in d["items"]), d["items"][:3]' "$TMP/body" || fail "audit must list the create"
+# ... and so were the refusals of the resource API: the unauthenticated lists
+# at the top (401, no user) and the viewer's create (403, its token's name)
+[ "$(code GET "/audit?kind=Route&verb=list&limit=1000")" = 200 ] || fail "audit query (list): $(cat "$TMP/body")"
+python3 -c '
+import json,sys
+d=json.load(open(sys.argv[1]))
+r=[i for i in d["items"] if i["code"]==401 and i["user"] is None and i["namespace"] in (None, "")]
+assert len(r)>=2 and all(i["message"] for i in r), d["items"][:4]' "$TMP/body" || fail "401s must be audited: $(head -c 800 "$TMP/body")"
+[ "$(code GET "/audit?kind=Route&user=ci-viewer&limit=1000")" = 200 ] || fail "audit query (viewer): $(cat "$TMP/body")"
+python3 -c '
+import json,sys
+d=json.load(open(sys.argv[1]))
+assert any(i["verb"]=="create" and i["code"]==403 and i["role"]=="viewer" and i["namespace"]=="default" and i["message"] for i in d["items"]), d["items"][:4]
+assert not any(i["code"] in (200,201) for i in d["items"]), d["items"][:4]' "$TMP/body" || fail "the viewer's 403 must be audited: $(head -c 800 "$TMP/body")"
 
 stop
 echo "control: all checks passed"

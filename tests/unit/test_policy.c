@@ -693,6 +693,43 @@ static void test_example_require_labels(void **state) {
   pol_set_done(&s);
 }
 
+/* examples/policies-platform (what control enforces under `skiff up`):
+ * Skiff's Service, Route and the HTTPRoute it accepts need a team label. */
+static void test_example_platform_team_label(void **state) {
+  (void)state;
+  pol_set_t s;
+  pol_set_init(&s);
+  char path[1024], err[1024];
+  const char *src = getenv("SKIFF_SRC_DIR");
+  snprintf(path, sizeof path, "%s/examples/policies-platform", src ? src : ".");
+  if (pol_set_load_path(&s, path, err, sizeof err)) fail_msg("load %s: %s", path, err);
+  json_t *resp;
+  assert_false(allowed(&s, "CREATE",
+                       "apiVersion: skiff.dev/v1\nkind: Service\nmetadata: {name: web, namespace: default, labels: {app: web}}\n"
+                       "spec: {endpoints: ['127.0.0.1:8081']}\n",
+                       NULL, &resp));
+  const char *msg = sk_json_get_str(resp, "response.status.message", "");
+  assert_has(msg, "resource Service/default/web was blocked due to the following policies");
+  assert_has(msg, "require-team-label:\n  check-team-label: validation error: label 'team' is required on every Service, "
+                  "Route and HTTPRoute: name the team that owns it.");
+  json_decref(resp);
+  assert_true(allowed(&s, "CREATE",
+                      "apiVersion: skiff.dev/v1\nkind: Service\nmetadata: {name: web, namespace: default, labels: {team: shop}}\n"
+                      "spec: {endpoints: ['127.0.0.1:8081']}\n",
+                      NULL, NULL));
+  assert_false(allowed(&s, "CREATE", "apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: r, namespace: default, labels: {team: ''}}\n",
+                       NULL, NULL));
+  assert_false(allowed(&s, "CREATE",
+                       "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: default}\n", NULL,
+                       NULL));
+  /* an UPDATE dropping the label is refused too; other kinds are not matched */
+  assert_false(allowed(&s, "UPDATE", "apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: r, namespace: default}\n",
+                       "apiVersion: skiff.dev/v1\nkind: Route\nmetadata: {name: r, namespace: default, labels: {team: a}}\n", NULL));
+  assert_true(allowed(&s, "CREATE", "apiVersion: skiff.dev/v1\nkind: Application\nmetadata: {name: a, namespace: argocd}\n", NULL,
+                      NULL));
+  pol_set_done(&s);
+}
+
 static void test_example_image_policies(void **state) {
   pol_set_t s;
   pol_set_init(&s);
@@ -1076,6 +1113,7 @@ int main(void) {
       cmocka_unit_test(test_smp_anchors),
       cmocka_unit_test(test_load_errors),
       cmocka_unit_test(test_example_require_labels),
+      cmocka_unit_test(test_example_platform_team_label),
       cmocka_unit_test(test_example_image_policies),
       cmocka_unit_test(test_example_pod_security),
       cmocka_unit_test(test_example_deny_delete_and_audit),
