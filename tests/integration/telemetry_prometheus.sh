@@ -25,7 +25,22 @@ fail() {
 }
 
 OTLP=$(free_port); QUERY=$(free_port); ADMIN=$(free_port)
-EPORT=$(free_port); EADMIN=$(free_port); PPORT=$(free_port)
+EPORT=$(free_port); EADMIN=$(free_port); PPORT=$(free_port); STALL=$(free_port)
+
+# a target that accepts connections and never answers: only the scrape
+# timeout can end its scrapes (up 0)
+python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$STALL" >"$TMP/stall.log" 2>&1 &
+PIDS+=($!)
+wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$STALL" || fail "the silent target is not listening"
 
 cat >"$TMP/echo.yaml" <<EOF2
 listen: 127.0.0.1:$EPORT
@@ -53,6 +68,10 @@ scrape_configs:
     targets: ["127.0.0.1:$EADMIN"]
     interval: 1s
     timeout: 1s
+  - job: stall
+    targets: ["127.0.0.1:$STALL"]
+    interval: 2s
+    timeout: 500ms
 admin:
   listen: 127.0.0.1:$ADMIN
 EOF2
@@ -73,6 +92,9 @@ wait_until 30 sh -c "[ \"\$(curl -fsS -G --data-urlencode 'query=up{job=\"echo-s
 wait_until 30 sh -c "curl -fsS -G --data-urlencode 'query=skiff_echo_requests_total{job=\"skiff-echo\",code=\"200\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] | tonumber >= 1'" ||
   fail "skiff_echo_requests_total from the skiff.yaml target missing"
 [ "$(q 'up{job="skiff-telemetry"}')" = 1 ] || wait_until 10 sh -c "curl -fsS -G --data-urlencode 'query=up{job=\"skiff-telemetry\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] == \"1\"'" || fail "self scrape"
+# the silent target: its scrapes end at the timeout as up 0
+wait_until 30 sh -c "curl -fsS -G --data-urlencode 'query=up{job=\"stall\"}' http://127.0.0.1:$QUERY/api/v1/query | jq -e '.data.result[0].value[1] == \"0\"'" ||
+  fail "up{job=stall} never 0: the scrape timeout did not end a scrape of a silent target"
 d=$(q "scrape_duration_seconds{job=\"echo-static\",instance=\"127.0.0.1:$EADMIN\"}") || fail "no scrape_duration_seconds"
 awk -v d="$d" 'BEGIN { exit !(d > 0 && d < 5) }' || fail "scrape_duration_seconds=$d"
 

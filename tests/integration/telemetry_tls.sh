@@ -127,6 +127,8 @@ bad "tls: {identity: true}" "tls: identity needs identity.control"
 bad "tls: {cert: $P/server.pem, key: $P/server.key}" "tls: client_auth require needs ca"
 bad "tls: {ca: $CA}" "tls: key/ca without cert or identity"
 bad "tls: {cert: $P/server.pem, key: $P/server.key, ca: $CA, client_auth: sometimes}" "client_auth"
+# not TLS, but a start-time check of the same kind: a queue smaller than one request
+bad "max_queue_bytes: 1MiB" "cannot start: max_queue_bytes (1048576) is below max_request (20971520)"
 
 # ---- 2. identities from skiff-control, renewed in place ----
 CTL=$(free_port); CADM=$(free_port)

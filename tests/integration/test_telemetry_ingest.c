@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "skiff/err.h"
+#include "skiff/mem.h"
 #include "skiff/metrics.h"
 #include "tl_int.h"
 #include "tl_sigdb_int.h"
@@ -381,6 +382,138 @@ static void test_oversize_413(void **state) {
                         gz, f->port, raw, f->port);
   assert_non_null(strstr(j->out, "after decompression\"} 413\n"));
   assert_non_null(strstr(j->out, "\n413\n"));
+  free(j);
+  stop(f);
+}
+
+/* ---- backpressure: a request that does not fit the queue gets 429 + Retry-After ---- */
+
+static void small_queue(tl_config_t *c) { c->max_queue_bytes = 2000; }
+
+static void test_backpressure_429(void **state) {
+  fixture_t *f = start_with(small_queue);
+  long long ns = (long long)time(NULL) * 1000000000LL;
+  char body[4200];
+  int n = snprintf(body, sizeof body,
+                   "{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+                   "\"value\":{\"stringValue\":\"bp\"}}]},\"scopeMetrics\":[{\"metrics\":[{\"name\":"
+                   "\"bp_gauge\",\"gauge\":{\"dataPoints\":[{\"timeUnixNano\":\"%lld\",\"asDouble\":1.5}]}}]}]}]}",
+                   ns);
+  const char *small = write_file("bp-small.json", body, (size_t)n);
+  /* the same document padded past max_queue_bytes with JSON whitespace */
+  memset(body + n, ' ', 3000);
+  const char *big = write_file("bp-big.json", body, (size_t)n + 3000);
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -o /dev/null -w '%%{http_code} [%%header{retry-after}]\n' "
+                        "-H 'Content-Type: application/json' --data-binary @%s http://127.0.0.1:%d/v1/metrics; "
+                        "curl -m 20 -sS -w ' %%{http_code} [%%header{retry-after}]\n' "
+                        "-H 'Content-Type: application/json' --data-binary @%s http://127.0.0.1:%d/v1/metrics",
+                        small, f->port, big, f->port);
+  /* the small one is stored, the big one refused with a retry hint */
+  assert_non_null(strstr(j->out, "200 []\n"));
+  assert_non_null(strstr(j->out, "ingest queue full, retry later\n 429 [1]\n"));
+  free(j);
+
+  /* self-observability: the refusal, the queue, the store */
+  sk_buf_t b;
+  sk_buf_init(&b);
+  assert_int_equal(sk_metrics_render(f->reg, &b), 0);
+  const char *text = sk_buf_cstr(&b);
+  assert_non_null(strstr(text, "skiff_telemetry_dropped_requests_total{reason=\"queue_full\"} 1\n"));
+  assert_non_null(strstr(text, "skiff_telemetry_accepted_total{signal=\"metrics\"} 1\n"));
+  assert_non_null(strstr(text, "skiff_telemetry_queue_depth 0\n"));
+  assert_non_null(strstr(text, "skiff_telemetry_queue_bytes 0\n"));
+  assert_non_null(strstr(text, "skiff_telemetry_series 1\n"));
+  const char *sb = strstr(text, "\nskiff_telemetry_storage_bytes ");
+  assert_non_null(sb);
+  assert_true(atof(sb + strlen("\nskiff_telemetry_storage_bytes ")) > 0);
+  sk_buf_done(&b);
+  stop(f);
+}
+
+/* ---- the series limit per metric, seen by a sender ---- */
+
+static size_t select_count(fixture_t *f, const char *name, const char *lname, const char *lval, double *last);
+
+static void series_limit(tl_config_t *c) { c->max_series_per_metric = 2; }
+
+static void test_series_limit(void **state) {
+  fixture_t *f = start_with(series_limit);
+  long long ns = (long long)time(NULL) * 1000000000LL;
+  char body[2000], pts[3][200];
+  for (int i = 0; i < 3; i++)
+    snprintf(pts[i], sizeof pts[i],
+             "{\"attributes\":[{\"key\":\"shard\",\"value\":{\"stringValue\":\"s%d\"}}],"
+             "\"timeUnixNano\":\"%lld\",\"asDouble\":%d}",
+             i, ns, i + 1);
+  int n = snprintf(body, sizeof body,
+                   "{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+                   "\"value\":{\"stringValue\":\"lim\"}}]},\"scopeMetrics\":[{\"metrics\":[{\"name\":"
+                   "\"lim_gauge\",\"gauge\":{\"dataPoints\":[%s,%s,%s]}}]}]}]}",
+                   pts[0], pts[1], pts[2]);
+  const char *p = write_file("lim.json", body, (size_t)n);
+  sk_test_job_t *j = sh(f,
+                        "curl -m 20 -sS -w ' %%{http_code}\n' -H 'Content-Type: application/json' "
+                        "--data-binary @%s http://127.0.0.1:%d/v1/metrics",
+                        p, f->port);
+  /* two series stored, the third point refused by name, in partial success */
+  assert_non_null(strstr(j->out, "\"rejectedDataPoints\":\"1\""));
+  assert_non_null(strstr(j->out, "series limit per metric reached: metric \\\"lim_gauge\\\" has 2 series"));
+  assert_non_null(strstr(j->out, "} 200\n"));
+  free(j);
+  assert_int_equal(select_count(f, "lim_gauge", "shard", "s0", NULL), 1);
+  assert_int_equal(select_count(f, "lim_gauge", "shard", "s1", NULL), 1);
+  assert_int_equal(select_count(f, "lim_gauge", "shard", "s2", NULL), 0);
+  /* remote-write: three series of one metric; Prometheus is told 400 (do not
+   * retry) with the reason, the first two are stored */
+  Prometheus__WriteRequest wr = PROMETHEUS__WRITE_REQUEST__INIT;
+  Prometheus__TimeSeries ts[3], *tsp[3];
+  Prometheus__Label nm[3], sh_[3], *ls[3][2];
+  Prometheus__Sample smp[3], *sp[3];
+  static const char *shards[] = {"r0", "r1", "r2"};
+  for (int i = 0; i < 3; i++) {
+    ts[i] = (Prometheus__TimeSeries)PROMETHEUS__TIME_SERIES__INIT;
+    nm[i] = (Prometheus__Label)PROMETHEUS__LABEL__INIT;
+    sh_[i] = (Prometheus__Label)PROMETHEUS__LABEL__INIT;
+    smp[i] = (Prometheus__Sample)PROMETHEUS__SAMPLE__INIT;
+    nm[i].name = "__name__", nm[i].value = "lim_rw";
+    sh_[i].name = "shard", sh_[i].value = (char *)shards[i];
+    ls[i][0] = &nm[i], ls[i][1] = &sh_[i];
+    smp[i].has_value = smp[i].has_timestamp = 1;
+    smp[i].value = i, smp[i].timestamp = ns / 1000000;
+    sp[i] = &smp[i];
+    ts[i].n_labels = 2, ts[i].labels = ls[i], ts[i].n_samples = 1, ts[i].samples = &sp[i];
+    tsp[i] = &ts[i];
+  }
+  wr.n_timeseries = 3, wr.timeseries = tsp;
+  size_t plen = protobuf_c_message_get_packed_size(&wr.base);
+  uint8_t *raw = malloc(plen);
+  protobuf_c_message_pack(&wr.base, raw);
+  size_t clen = snappy_max_compressed_length(plen);
+  char *comp = malloc(clen);
+  assert_int_equal(snappy_compress((const char *)raw, plen, comp, &clen), SNAPPY_OK);
+  const char *rp = write_file("lim-rw.bin", comp, clen);
+  free(raw);
+  free(comp);
+  j = sh(f,
+         "curl -m 20 -sS -w ' %%{http_code}\n' -H 'Content-Type: application/x-protobuf' -H "
+         "'Content-Encoding: snappy' -H 'X-Prometheus-Remote-Write-Version: 0.1.0' --data-binary @%s "
+         "http://127.0.0.1:%d/api/v1/write",
+         rp, f->qport);
+  /* the reason whole (it was once formatted over itself and came out garbled) */
+  assert_string_equal(j->out, "partial write: 1 samples rejected: series limit per metric reached: metric "
+                              "\"lim_rw\" has 2 series (max_series_per_metric)\n 400\n");
+  free(j);
+  assert_int_equal(select_count(f, "lim_rw", "shard", "r0", NULL), 1);
+  assert_int_equal(select_count(f, "lim_rw", "shard", "r1", NULL), 1);
+  assert_int_equal(select_count(f, "lim_rw", "shard", "r2", NULL), 0);
+
+  /* the same OTLP request again is answered the same way: the daemon keeps serving */
+  j = sh(f,
+         "curl -m 20 -sS -o /dev/null -w '%%{http_code}\n' -H 'Content-Type: application/json' "
+         "--data-binary @%s http://127.0.0.1:%d/v1/metrics",
+         p, f->port);
+  assert_string_equal(j->out, "200\n");
   free(j);
   stop(f);
 }
@@ -1044,7 +1177,8 @@ static void test_span_schema_migration(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_otlp_traces_protobuf), cmocka_unit_test(test_otlp_json_gzip_errors),
-      cmocka_unit_test(test_oversize_413),         cmocka_unit_test(test_logs_loki),
+      cmocka_unit_test(test_oversize_413),         cmocka_unit_test(test_backpressure_429),
+      cmocka_unit_test(test_series_limit),         cmocka_unit_test(test_logs_loki),
       cmocka_unit_test(test_otlp_metrics_and_remote_write), cmocka_unit_test(test_scrape),
       cmocka_unit_test(test_expo_parser),          cmocka_unit_test(test_span_log_retention),
       cmocka_unit_test(test_retention_batches),   cmocka_unit_test(test_span_json_writer),

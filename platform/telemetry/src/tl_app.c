@@ -162,10 +162,13 @@ static void set_reply(tl_job_t *j, int status, const char *ctype, const void *bo
 
 static void set_text(tl_job_t *j, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_text(tl_job_t *j, int status, const char *fmt, ...) {
+  /* formatted aside first: callers pass j->err itself as an argument */
+  char m[sizeof j->err];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(j->err, sizeof j->err, fmt, ap);
+  vsnprintf(m, sizeof m, fmt, ap);
   va_end(ap);
+  memcpy(j->err, m, sizeof m);
   char *b = sk_pool_printf(j->pool, "%s\n", j->err);
   set_reply(j, status, "text/plain; charset=utf-8", b, strlen(b));
 }
@@ -174,10 +177,12 @@ static void set_text(tl_job_t *j, int status, const char *fmt, ...) {
  * 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE. */
 static void set_status(tl_job_t *j, int http, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void set_status(tl_job_t *j, int http, int code, const char *fmt, ...) {
+  char m[sizeof j->err]; /* as in set_text: the arguments may be j->err */
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(j->err, sizeof j->err, fmt, ap);
+  vsnprintf(m, sizeof m, fmt, ap);
   va_end(ap);
+  memcpy(j->err, m, sizeof m);
   Rpc__Status st = RPC__STATUS__INIT;
   st.has_code = 1;
   st.code = code;

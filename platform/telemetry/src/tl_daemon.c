@@ -229,6 +229,15 @@ static int tl_init(sk_daemon_t *d, void *cfgp) {
     cfg->scrape_tls.cert = sk_xstrdup(sk_ident_cert_path(id));
     cfg->scrape_tls.key = sk_xstrdup(sk_ident_key_path(id));
   }
+  /* a body that fits max_request but not max_queue_bytes would get 429 on
+   * every retry, forever */
+  if (cfg->max_queue_bytes && cfg->max_request && cfg->max_queue_bytes < cfg->max_request) {
+    sk_log_error(sk_daemon_log(d),
+                 "cannot start: max_queue_bytes (%llu) is below max_request (%llu): a request between the two "
+                 "would be refused (429) on every retry",
+                 (unsigned long long)cfg->max_queue_bytes, (unsigned long long)cfg->max_request);
+    return SK_ECONFIG;
+  }
   cfg->self_scrape_tls = sk_admin_is_tls(sk_daemon_admin(d));
   tl_app_t *a = NULL;
   int rc;
