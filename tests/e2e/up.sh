@@ -290,6 +290,13 @@ if [ -n "${MAP[8443]:-}" ]; then
   echo | openssl s_client -connect "127.0.0.1:$POL" -servername localhost -CAfile "$CA" -verify_return_error \
     2>/dev/null | openssl x509 -noout -ext subjectAltName | has 'URI:spiffe://skiff.local/region/local/daemon/policy' ||
     fail "policy does not serve its CA-issued identity"
+  # background reports (docs/policy.md): the first scan, about a second after
+  # start, lists control over mTLS as viewer (auth.identities) and succeeds
+  if [ -n "${MAP[9903]:-}" ]; then
+    # shellcheck disable=SC2086 # ADM_CERT is a list of curl options
+    scanned() { curl -fsS -m 5 $ADM_CERT "$(admin_url "127.0.0.1:${MAP[9903]}")/reports" | jq -e '.metadata.lastScan > 0' >/dev/null; }
+    wait_until 30 scanned || fail "skiff-policy's background scan did not succeed: $(grep -i background "$ST/logs/skiff-policy.log" | tail -3)"
+  fi
 fi
 
 # every daemon's /metrics passes promtool's exposition lint

@@ -30,6 +30,7 @@ struct pol_app {
   size_t inflight;          /* reviews evaluated on worker threads */
   pol_set_t **retired;      /* replaced sets still used by those */
   size_t nretired;
+  pol_bg_t *bg;             /* background scans (background.control set) */
 };
 
 /* A review evaluated off the loop (its policies verify image signatures,
@@ -255,6 +256,16 @@ fail:
 
 int pol_app_port(const pol_app_t *a) { return a && a->srv ? sk_http_server_port(a->srv) : -1; }
 
+const pol_set_t *pol_app_hold_set(pol_app_t *a) {
+  a->inflight++;
+  return a->set;
+}
+
+void pol_app_release_set(pol_app_t *a) {
+  a->inflight--;
+  free_retired(a);
+}
+
 void pol_app_set_policies(pol_app_t *a, pol_set_t *set) {
   if (a->inflight) { /* worker threads still read it */
     a->retired = sk_xrealloc(a->retired, (a->nretired + 1) * sizeof *a->retired);
@@ -290,14 +301,20 @@ static void drained(sk_http_server_t *s, void *ud) {
   if (cb) cb(a->drain_ud);
 }
 
+static void bg_drained(void *ud) {
+  pol_app_t *a = ud;
+  sk_http_server_drain(a->srv, drained, a);
+}
+
 void pol_app_drain(pol_app_t *a, void (*cb)(void *ud), void *ud) {
   a->drain_cb = cb;
   a->drain_ud = ud;
-  sk_http_server_drain(a->srv, drained, a);
+  pol_bg_drain(a->bg, bg_drained, a);
 }
 
 void pol_app_free(pol_app_t *a) {
   if (!a) return;
+  pol_bg_free(a->bg);
   sk_http_server_free(a->srv);
   sk_tls_ctx_unref(a->tls);
   pol_set_done(a->set);
@@ -398,6 +415,39 @@ static const sk_config_entry_t pol_reg_entries[] = {
     SK_CFG_END_E};
 static const sk_config_schema_t pol_reg_schema = SK_CFG_SCHEMA("policy.registry", pol_reg_config_t, pol_reg_entries);
 
+static int check_control(const void *field, char *msg, size_t msglen) {
+  const char *u = *(char *const *)field;
+  if (u && *u && strncmp(u, "https://", 8)) {
+    snprintf(msg, msglen, "an https:// URL of skiff-control (mutual TLS with the daemon's identity)");
+    return SK_EINVAL;
+  }
+  return 0;
+}
+
+static int check_interval(const void *field, char *msg, size_t msglen) {
+  if (*(const uint64_t *)field < 1000) {
+    snprintf(msg, msglen, "at least 1s");
+    return SK_ERANGE;
+  }
+  return 0;
+}
+
+static const sk_config_entry_t pol_bg_entries[] = {
+    {SK_CFG_E_("control", SK_CFG_STRING, "", pol_bg_config_t, control,
+               "skiff-control's API, https://host:port; empty = no background scans"),
+     .validate = check_control},
+    SK_CFG_STRING_E("control_ca", "", pol_bg_config_t, control_ca, "CA bundle for control (default: the identity's)"),
+    {SK_CFG_E_("interval", SK_CFG_DURATION, "60s", pol_bg_config_t, interval_ms, "time between scans"),
+     .validate = check_interval},
+    {SK_CFG_E_("timeout", SK_CFG_DURATION, "30s", pol_bg_config_t, timeout_ms, "per list request to control"),
+     .validate = check_interval},
+    SK_CFG_STRLIST_E("kinds", NULL, pol_bg_config_t, kinds, "kinds listed and evaluated (default: services, routes)"),
+    SK_CFG_INT_E("max_results", "1000", 1, 100000, pol_bg_config_t, max_results,
+                 "results kept per report; the summary still counts all of them"),
+    SK_CFG_INT_E("max_objects", "100000", 1, 10000000, pol_bg_config_t, max_objects, "objects listed per scan"),
+    SK_CFG_END_E};
+static const sk_config_schema_t pol_bg_schema = SK_CFG_SCHEMA("policy.background", pol_bg_config_t, pol_bg_entries);
+
 static const sk_config_entry_t pol_entries[] = {
     SK_CFG_ADDR_E("listen", "127.0.0.1:8443", pol_config_t, listen, "HTTPS listener for POST /validate and /mutate"),
     SK_CFG_SECTION_E("tls", &pol_tls_schema, pol_config_t, tls, "server certificate (from control's CA)"),
@@ -409,12 +459,21 @@ static const sk_config_entry_t pol_entries[] = {
     {SK_CFG_E_("max_body", SK_CFG_SIZE, "3MiB", pol_config_t, max_body, "AdmissionReview size limit"),
      .validate = check_body},
     SK_CFG_INT_E("max_depth", "64", 8, 256, pol_config_t, max_depth, "JSON nesting limit of a review"),
+    SK_CFG_SECTION_E("background", &pol_bg_schema, pol_config_t, background,
+                     "periodic audit of control's objects into PolicyReports (GET /reports on the admin listener)"),
     SK_CFG_END_E};
 
 const sk_config_schema_t pol_config_schema = {.name = "policy",
                                               .size = sizeof(pol_config_t),
                                               .entries = pol_entries,
                                               .check = check_tls};
+
+static void interval_log(sk_daemon_t *d, const pol_config_t *cfg) {
+  char iv[32];
+  snprintf(iv, sizeof iv, "%llums", (unsigned long long)cfg->background.interval_ms);
+  sk_log_kv(sk_daemon_log(d), SK_LOG_INFO, "background scans", "control", cfg->background.control, "interval", iv,
+            NULL);
+}
 
 static int pol_init(sk_daemon_t *d, void *cfgp) {
   pol_config_t *cfg = cfgp;
@@ -434,6 +493,13 @@ static int pol_init(sk_daemon_t *d, void *cfgp) {
     return rc;
   }
   sk_daemon_set_data(d, a);
+  if (cfg->background.control && *cfg->background.control) {
+    if ((rc = pol_bg_new(d, a, &cfg->background, &a->bg, err, sizeof err)) < 0) {
+      sk_log_error(sk_daemon_log(d), "%s", err);
+      return rc;
+    }
+    interval_log(d, cfg);
+  }
   char addr[300], np[32], nr[32];
   sk_cfg_addr_t shown = cfg->listen;
   shown.port = pol_app_port(a);

@@ -57,10 +57,22 @@ typedef struct pol_reg_config {
   char *username, *password;
 } pol_reg_config_t;
 
+/* background: periodic audit of control's objects into PolicyReports */
+typedef struct pol_bg_config {
+  char *control;        /* https://host:port of skiff-control; empty = off */
+  char *control_ca;     /* CA bundle for control (default: the identity's) */
+  uint64_t interval_ms;
+  uint64_t timeout_ms;
+  sk_cfg_strlist_t kinds; /* plural or kind names as control's API takes them */
+  int max_results;      /* results kept per report (the summary counts all) */
+  int max_objects;      /* objects listed per scan */
+} pol_bg_config_t;
+
 typedef struct pol_config {
   sk_cfg_addr_t listen;
   pol_tls_config_t tls;
   pol_reg_config_t registry;
+  pol_bg_config_t background;
   sk_cfg_strlist_t policies;
   uint64_t max_body;
   int max_depth;
@@ -80,6 +92,24 @@ int pol_app_port(const pol_app_t *a);
 void pol_app_set_policies(pol_app_t *a, pol_set_t *set);
 void pol_app_drain(pol_app_t *a, void (*cb)(void *ud), void *ud);
 void pol_app_free(pol_app_t *a);
+/* The current set for work off the loop (a worker thread): it stays valid
+ * until pol_app_release_set, even across a reload. */
+const pol_set_t *pol_app_hold_set(pol_app_t *a);
+void pol_app_release_set(pol_app_t *a);
+
+/* Background scans (pol_background.c): every interval, list cfg->kinds from
+ * control over mTLS with the daemon's identity, evaluate the validate rules
+ * of background policies and keep one PolicyReport per namespace plus a
+ * ClusterPolicyReport, served as GET /reports on the admin listener. */
+typedef struct pol_bg pol_bg_t;
+int pol_bg_new(sk_daemon_t *d, pol_app_t *app, const pol_bg_config_t *cfg, pol_bg_t **out, char *err,
+               size_t errlen);
+/* Starts a scan now unless one is running (tests, operators). */
+void pol_bg_scan_now(pol_bg_t *b);
+/* Stops the timer and the client; cb runs once no scan work is left. */
+void pol_bg_drain(pol_bg_t *b, void (*cb)(void *ud), void *ud);
+void pol_bg_free(pol_bg_t *b);
+
 /* Loads every path of cfg->policies into a new set. */
 int pol_load_config_policies(const pol_config_t *cfg, pol_set_t **out, char *err, size_t errlen);
 
