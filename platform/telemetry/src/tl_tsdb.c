@@ -47,7 +47,20 @@ typedef struct mseries {
   int64_t disk_mint, disk_maxt; /* chunks in sqlite; INT64_MAX/INT64_MIN when none */
   int in_sqlite;
   int dead; /* marked by maintain for removal */
+  int undo; /* has an entry in db->undo */
 } mseries_t;
+
+/* A series' in-memory state before its first sample since the last
+ * commit: a failed commit puts it back, so a refused request leaves
+ * nothing behind (its retry is not "out of order"). */
+typedef struct undo {
+  mseries_t *s;
+  tl_chunk_t head; /* all but buf and cap */
+  size_t nclosed;
+  int64_t last_ts;
+  uint64_t last_vbits;
+  int has_last;
+} undo_t;
 
 typedef struct postings {
   char *value;
@@ -73,9 +86,12 @@ struct tl_tsdb {
   size_t byid_cap;
   uint64_t next_id;
   uint64_t nseries;
-  sk_buf_t pend_frames;  /* framed records waiting for commit */
+  sk_buf_t pend_series;  /* framed series records waiting for commit */
+  sk_buf_t pend_frames;  /* framed samples records waiting for commit */
   sk_buf_t pend_samples; /* body of the current samples record */
   uint32_t pend_nsamples;
+  undo_t *undo; /* series touched since the last commit */
+  size_t nundo, capundo;
   char err[256];
   tl_tsdb_stats_t st;
 };
@@ -503,8 +519,17 @@ static int append_locked(tl_tsdb_t *db, const tl_label_t *labels, size_t n, int6
     sk_buf_append(&rec, &t, 1);
     put_u64(&rec, s->id);
     sk_buf_append(&rec, key.data, key.len);
-    frame(&db->pend_frames, rec.data, rec.len);
+    frame(&db->pend_series, rec.data, rec.len);
     sk_buf_done(&rec);
+  }
+  if (!s->undo) {
+    if (db->nundo == db->capundo) {
+      db->capundo = db->capundo ? db->capundo * 2 : 64;
+      db->undo = sk_xrealloc(db->undo, db->capundo * sizeof *db->undo);
+    }
+    db->undo[db->nundo++] = (undo_t){.s = s, .head = s->head, .nclosed = s->nclosed, .last_ts = s->last_ts,
+                                     .last_vbits = s->last_vbits, .has_last = s->has_last};
+    s->undo = 1;
   }
   rc = series_add(db, s, ts, v);
   if (rc == 1) stage_sample(db, s->id, ts, v);
@@ -564,14 +589,79 @@ static int write_all(int fd, const void *p, size_t len) {
   return 0;
 }
 
+/* Chunks, bytes and samples a series holds in memory from closed chunk
+ * `from` on, its head included. */
+static void series_mem(const mseries_t *s, size_t from, size_t *chunks, size_t *bytes, size_t *samples) {
+  *chunks = s->head.n ? 1 : 0;
+  *bytes = tl_chunk_bytes(&s->head);
+  *samples = s->head.n;
+  for (size_t i = from; i < s->nclosed; i++) {
+    (*chunks)++;
+    *bytes += s->closed[i].nbytes;
+    *samples += s->closed[i].n;
+  }
+}
+
+static void undo_forget(tl_tsdb_t *db) {
+  for (size_t i = 0; i < db->nundo; i++) db->undo[i].s->undo = 0;
+  db->nundo = 0;
+}
+
+/* Puts every series touched since the last commit back as it was then
+ * (series created since stay, empty; their records are still written). */
+static void undo_restore(tl_tsdb_t *db) {
+  for (size_t i = db->nundo; i-- > 0;) {
+    undo_t *u = &db->undo[i];
+    mseries_t *s = u->s;
+    size_t c0, b0, n0, c1, b1, n1;
+    series_mem(s, u->nclosed, &c0, &b0, &n0);
+    if (s->nclosed > u->nclosed) { /* the head then was closed since: take it back */
+      tl_chunk_done(&s->head);
+      cchunk_t *c = &s->closed[u->nclosed];
+      s->head.buf = c->buf;
+      s->head.cap = c->nbytes ? c->nbytes : 1;
+      for (size_t k = u->nclosed + 1; k < s->nclosed; k++) free(s->closed[k].buf);
+      s->nclosed = u->nclosed;
+    }
+    uint8_t *buf = s->head.buf;
+    size_t cap = s->head.cap;
+    s->head = u->head;
+    s->head.buf = buf;
+    s->head.cap = cap;
+    if (buf) { /* clear the bits written since: appends OR into the buffer */
+      size_t byte = s->head.nbits / 8;
+      unsigned used = (unsigned)(s->head.nbits % 8);
+      if (byte < cap && used) buf[byte++] &= (uint8_t)(0xffu << (8 - used));
+      if (byte < cap) memset(buf + byte, 0, cap - byte);
+    }
+    s->last_ts = u->last_ts;
+    s->last_vbits = u->last_vbits;
+    s->has_last = u->has_last;
+    s->undo = 0;
+    series_mem(s, u->nclosed, &c1, &b1, &n1);
+    db->st.head_chunks -= c0 - c1;
+    db->st.head_bytes -= b0 - b1;
+    db->st.head_samples -= n0 - n1;
+  }
+  db->nundo = 0;
+}
+
 static int commit_locked(tl_tsdb_t *db) {
-  if (db->pend_nsamples == 0 && db->pend_frames.len == 0) return 0;
+  if (db->pend_nsamples == 0 && db->pend_frames.len == 0 && db->pend_series.len == 0) {
+    undo_forget(db);
+    return 0;
+  }
   if (db->wal_fd < 0) {
     seterr(db, "the WAL is not open (an earlier failure)");
+    undo_restore(db);
+    sk_buf_reset(&db->pend_frames);
+    sk_buf_reset(&db->pend_samples);
+    db->pend_nsamples = 0;
     return SK_EIO;
   }
   sk_buf_t out;
   sk_buf_init(&out);
+  sk_buf_append(&out, db->pend_series.data, db->pend_series.len);
   sk_buf_append(&out, db->pend_frames.data, db->pend_frames.len);
   if (db->pend_nsamples) {
     uint8_t *c = (uint8_t *)db->pend_samples.data + 1;
@@ -587,13 +677,21 @@ static int commit_locked(tl_tsdb_t *db) {
       close(db->wal_fd);
       db->wal_fd = -1;
     }
+    /* the samples are refused: out of memory too; the series records
+     * stay pending (the series exist, empty) */
+    undo_restore(db);
+    sk_buf_reset(&db->pend_frames);
+    sk_buf_reset(&db->pend_samples);
+    db->pend_nsamples = 0;
     goto out;
   }
   db->wal_size += out.len;
   db->st.commits++;
+  sk_buf_reset(&db->pend_series);
   sk_buf_reset(&db->pend_frames);
   sk_buf_reset(&db->pend_samples);
   db->pend_nsamples = 0;
+  undo_forget(db);
 out:
   sk_buf_done(&out);
   return rc;
@@ -762,6 +860,7 @@ int tl_tsdb_open(const char *dir, const tl_tsdb_opts_t *o, tl_tsdb_t **out, char
   if (db->o.retention_ms <= 0) db->o.retention_ms = 15LL * 24 * 3600 * 1000;
   if (!db->o.max_series_per_metric) db->o.max_series_per_metric = 100000;
   if (!db->o.max_series) db->o.max_series = 2000000;
+  sk_buf_init(&db->pend_series);
   sk_buf_init(&db->pend_frames);
   sk_buf_init(&db->pend_samples);
   db->dir = sk_xstrdup(dir);
@@ -836,8 +935,10 @@ void tl_tsdb_close(tl_tsdb_t *db) {
     free(ln);
   }
   tl__hmap_free(&db->names);
+  sk_buf_done(&db->pend_series);
   sk_buf_done(&db->pend_frames);
   sk_buf_done(&db->pend_samples);
+  free(db->undo);
   pthread_mutex_destroy(&db->mu);
   free(db->dir);
   free(db->wal_path);
