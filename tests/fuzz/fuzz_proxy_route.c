@@ -1,6 +1,7 @@
 /* Fuzz target: skiff-proxy's route matcher against a fixed config, and the
  * config builder on arbitrary JSON. Input: "GET /path?q=1\nhost\nname: value\n..."
- * (a leading '{' or '[' instead feeds the config builder). */
+ * (a leading '{' or '[' instead feeds the config builder). A header line
+ * "x-peer-spiffe: ID" stands for the client certificate's SPIFFE ID. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@ static px_config_t *cfg;
 static const char *doc =
     "{\"clusters\":[{\"name\":\"a\",\"endpoints\":[\"127.0.0.1:1\"]}],"
     "\"routes\":["
+    "{\"name\":\"se\",\"match\":{\"spiffe\":{\"exact\":\"spiffe://t.test/a\"}},\"cluster\":\"a\"},"
+    "{\"name\":\"sp\",\"match\":{\"path\":\"/s/\",\"spiffe\":{\"prefix\":\"spiffe://t.test/ns/\"}},\"cluster\":\"a\"},"
     "{\"name\":\"h\",\"match\":{\"host\":\"*.example.test\"},\"cluster\":\"a\"},"
     "{\"name\":\"x\",\"match\":{\"path\":{\"exact\":\"/x\"},\"method\":[\"GET\",\"POST\"]},\"cluster\":\"a\"},"
     "{\"name\":\"r\",\"match\":{\"path\":{\"regex\":\"^/v[0-9]+/(a|b)*$\"}},\"cluster\":\"a\"},"
@@ -58,16 +61,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     host = strtok_r(NULL, "\n", &save);
   }
   sk_http_headers_t h = {0};
+  const char *spiffe = NULL;
   while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
     char *c = strchr(line, ':');
     if (!c) continue;
     *c = 0;
-    sk_http_headers_add(&h, pool, line, c + 1 + (c[1] == ' '));
+    if (!strcmp(line, "x-peer-spiffe")) spiffe = c + 1 + (c[1] == ' ');
+    else sk_http_headers_add(&h, pool, line, c + 1 + (c[1] == ' '));
   }
   char *path = sk_pool_strdup(pool, target);
   char *q = strchr(path, '?');
   if (q) *q++ = 0;
-  px_match_req_t mr = {method, host, path, q, &h};
+  px_match_req_t mr = {method, host, path, q, &h, spiffe};
   const px_route_t *rt = px_route_match(cfg, NULL, &mr);
   if (rt) {
     sk_http_req_t req = {.pool = pool, .method = method, .target = target, .path = path, .query = q};

@@ -184,6 +184,39 @@ grep -q 'skiff_proxy_upstream_rq_total{cluster="v2"' "$TMP/metrics" || fail "ups
 if command -v promtool >/dev/null; then promtool check metrics <"$TMP/metrics" >/dev/null 2>&1 || true; fi
 echo "admin ok"
 
+# ---- latency by cluster and endpoint, open connections by listener and cluster
+mval() { # the value of one sample ("name{labels}") or 0 when absent
+  curl -s "http://127.0.0.1:$PA/metrics" >"$TMP/m1"
+  awk -v k="$1" '$1 == k { v = $2 } END { print v == "" ? 0 : v }' "$TMP/m1"
+}
+CD='skiff_proxy_cluster_request_duration_seconds_count{cluster="v1"}'
+ED='skiff_proxy_upstream_rq_duration_seconds_count{cluster="v1",endpoint="127.0.0.1:'"$E1"'"}'
+c0=$(mval "$CD"); e0=$(mval "$ED")
+for i in 1 2 3; do curl -sf -o /dev/null "$U/status/200" || fail "request $i"; done
+c1=$(mval "$CD"); e1=$(mval "$ED")
+[ "$c1" = $((c0 + 3)) ] || fail "cluster histogram count $c0 -> $c1, want +3"
+[ "$e1" = $((e0 + 3)) ] || fail "endpoint histogram count $e0 -> $e1, want +3"
+grep -q '^skiff_proxy_cluster_request_duration_seconds_bucket{cluster="v1",le="+Inf"} '"$c1"'$' "$TMP/m1" ||
+  fail "cluster histogram buckets"
+# pooled keep-alive connections to v1 stay open; the dead cluster has none
+U1=$(mval 'skiff_proxy_upstream_connections{cluster="v1"}')
+[ "${U1%.*}" -ge 1 ] || fail "upstream_connections{v1} = $U1 after requests"
+[ "$(mval 'skiff_proxy_upstream_connections{cluster="dead"}')" = 0 ] || fail "upstream_connections{dead} not 0"
+# a client connection held open counts on its listener, and stops counting once closed
+DC='skiff_proxy_downstream_connections{listener="main"}'
+mis() { [ "$(mval "$1")" = "$2" ]; }
+wait_until 10 mis "$DC" 0 ||
+  fail "downstream_connections{main} not 0 while idle"
+exec 5<>"/dev/tcp/127.0.0.1/$P"
+wait_until 10 mis "$DC" 1 ||
+  fail "downstream_connections{main} not 1 with a connection open"
+exec 5<&- 5>&-
+wait_until 10 mis "$DC" 0 ||
+  fail "downstream_connections{main} not back to 0 after close"
+curl -s "http://127.0.0.1:$PA/metrics" >"$TMP/metrics"
+promtool check metrics <"$TMP/metrics" >"$TMP/promtool.out" 2>&1 || { cat "$TMP/promtool.out"; fail "promtool check metrics"; }
+echo "latency and connection metrics ok"
+
 # ---- reload under load: h2load runs while SIGHUP changes a route
 h2load -n 20000 -c 8 -m 4 --h1 "$U/status/200" >"$TMP/h2load.out" 2>&1 &
 LOAD=$!

@@ -236,7 +236,7 @@ static const char *match(const px_config_t *c, const char *listener, const char 
                          const char *path, const char *query, const sk_http_headers_t *h) {
   static const sk_http_headers_t none = {NULL, 0, 0};
   int li = listener ? px_config_find_listener(c, listener) : -1;
-  px_match_req_t r = {method, authority, path, query, h ? h : &none};
+  px_match_req_t r = {method, authority, path, query, h ? h : &none, NULL};
   const px_route_t *rt = px_route_match(c, li >= 0 ? &c->listeners[li] : NULL, &r);
   return rt ? rt->name : NULL;
 }
@@ -293,6 +293,50 @@ static void test_route_matching_order(void **state) {
  * is reported at its parent (with that parent's position); the longest
  * header name allowed (256 bytes) still builds, and a bad value under it is
  * named once in the path. */
+/* match.spiffe: exact (bare string or {exact}) and prefix on the peer's
+ * SPIFFE ID; no ID never matches; anything not a SPIFFE ID is refused */
+static void test_route_spiffe(void **state) {
+  (void)state;
+  sk_config_errors_t e;
+  sk_config_errors_init(&e);
+  px_config_t *c = NULL;
+  assert_int_equal(build("{\"clusters\":[{\"name\":\"a\",\"endpoints\":[\"127.0.0.1:1\"]}],\"routes\":["
+                         "{\"name\":\"web\",\"match\":{\"spiffe\":\"spiffe://td/ns/web/sa/fe\"},\"cluster\":\"a\"},"
+                         "{\"name\":\"ex\",\"match\":{\"spiffe\":{\"exact\":\"spiffe://td/x\"}},\"cluster\":\"a\"},"
+                         "{\"name\":\"batch\",\"match\":{\"path\":\"/b/\",\"spiffe\":{\"prefix\":\"spiffe://td/ns/batch/\"}},"
+                         "\"cluster\":\"a\"},"
+                         "{\"name\":\"any\",\"cluster\":\"a\"}]}",
+                         &e, &c),
+                   0);
+  static const sk_http_headers_t none = {NULL, 0, 0};
+  struct {
+    const char *path, *spiffe, *want;
+  } cases[] = {
+      {"/", "spiffe://td/ns/web/sa/fe", "web"},
+      {"/", "spiffe://td/ns/web/sa/fe2", "any"}, /* exact is exact */
+      {"/", "spiffe://td/x", "ex"},
+      {"/b/1", "spiffe://td/ns/batch/sa/job", "batch"},
+      {"/c/1", "spiffe://td/ns/batch/sa/job", "any"}, /* every condition must hold */
+      {"/b/1", "spiffe://td/ns/batchx", "any"},
+      {"/b/1", NULL, "any"}, /* no client certificate */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    px_match_req_t r = {"GET", "h", cases[i].path, NULL, &none, cases[i].spiffe};
+    const px_route_t *rt = px_route_match(c, NULL, &r);
+    assert_non_null(rt);
+    assert_string_equal(rt->name, cases[i].want);
+  }
+  px_config_unref(c);
+  sk_config_errors_done(&e);
+  EXPECT_ERRS("{\"clusters\":[{\"name\":\"a\",\"endpoints\":[\"127.0.0.1:1\"]}],\"routes\":["
+              "{\"name\":\"r\",\"match\":{\"spiffe\":\"td/ns/web\"},\"cluster\":\"a\"},"
+              "{\"name\":\"s\",\"match\":{\"spiffe\":{\"regex\":\"^spiffe://\"}},\"cluster\":\"a\"},"
+              "{\"name\":\"t\",\"match\":{\"spiffe\":{\"exact\":\"spiffe://a\",\"prefix\":\"spiffe://b\"}},\"cluster\":\"a\"},"
+              "{\"name\":\"u\",\"match\":{\"spiffe\":7},\"cluster\":\"a\"}]}",
+              "routes[0].match.spiffe", "routes[1].match.spiffe.regex: unknown key", "routes[2].match.spiffe",
+              "routes[3].match.spiffe");
+}
+
 static void test_long_keys_keep_their_paths(void **state) {
   (void)state;
   char name[257], big[601], text[2048];
@@ -346,6 +390,7 @@ int main(void) {
       cmocka_unit_test(test_bad_configs_name_fields),
       cmocka_unit_test(test_errors_carry_positions),
       cmocka_unit_test(test_route_matching_order),
+      cmocka_unit_test(test_route_spiffe),
       cmocka_unit_test(test_long_keys_keep_their_paths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -513,8 +513,37 @@ static int cluster_ref(bctx_t *b, const px_config_t *c, const json_t *o, const c
 
 /* ---- routes ---- */
 
+/* match.spiffe: the client certificate's SPIFFE ID, a bare string (exact)
+ * or {exact|prefix: ...}; either way it must look like a SPIFFE ID */
+static void spiffe_parse(bctx_t *b, const json_t *o, const char *path, px_str_match_t *m) {
+  static const char *const k[] = {"exact", "prefix", NULL};
+  const json_t *v = json_object_get(o, "spiffe");
+  char p[PX_PATH_MAX];
+  subpath(b, p, path, ".spiffe");
+  if (json_is_string(v)) {
+    m->kind = PX_SM_EXACT;
+    m->value = str(b, o, path, "spiffe", 1, 2048);
+  } else if (json_is_object(v)) {
+    keys(b, v, p, k);
+    int ne = json_object_get(v, "exact") != NULL, np = json_object_get(v, "prefix") != NULL;
+    if (ne + np != 1) {
+      berr(b, p, "give exactly one of exact, prefix");
+      return;
+    }
+    m->kind = ne ? PX_SM_EXACT : PX_SM_PREFIX;
+    m->value = str(b, v, p, ne ? "exact" : "prefix", 1, 2048);
+  } else {
+    berr(b, p, "expected a SPIFFE ID or a mapping {exact|prefix: spiffe://...}");
+    return;
+  }
+  if (!m->value) return;
+  m->len = strlen(m->value);
+  if (strncmp(m->value, "spiffe://", 9) != 0 || m->len == 9)
+    berr(b, p, "'%.64s' is not a SPIFFE ID (spiffe://trust-domain/...)", m->value);
+}
+
 static void match_parse(bctx_t *b, const json_t *o, const char *path, px_match_t *m) {
-  static const char *const k[] = {"host", "path", "method", "headers", "query", NULL};
+  static const char *const k[] = {"host", "path", "method", "headers", "query", "spiffe", NULL};
   keys(b, o, path, k);
   char p[PX_PATH_MAX];
   m->host = str(b, o, path, "host", 0, 255);
@@ -560,11 +589,16 @@ static void match_parse(bctx_t *b, const json_t *o, const char *path, px_match_t
   }
   m->headers = kv_list(b, o, path, "headers", &m->nheaders, 1);
   m->query = kv_list(b, o, path, "query", &m->nquery, 0);
+  if (json_object_get(o, "spiffe")) {
+    m->has_spiffe = 1;
+    spiffe_parse(b, o, path, &m->spiffe);
+  }
 }
 
 static void match_free(px_match_t *m) {
   free(m->host);
   sm_free(&m->path);
+  sm_free(&m->spiffe);
   for (size_t i = 0; i < m->nmethods; i++) free(m->methods[i]);
   kv_free(m->headers, m->nheaders);
   kv_free(m->query, m->nquery);

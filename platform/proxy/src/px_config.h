@@ -67,6 +67,8 @@ typedef struct px_match {
   size_t nheaders;
   px_kv_match_t *query;
   size_t nquery;
+  int has_spiffe;       /* match.spiffe: the client certificate's SPIFFE ID (exact or prefix) */
+  px_str_match_t spiffe;
 } px_match_t;
 
 typedef struct px_backend {

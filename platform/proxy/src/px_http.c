@@ -94,6 +94,9 @@ static void txn_maybe_free(px_txn_t *t) {
   t->next_free = w->free_txns;
   w->free_txns = t;
   __atomic_fetch_sub(&w->live_txns, 1, __ATOMIC_RELAXED);
+  /* a try that outlived its answer (timed out, abandoned) may be the last
+   * thing a drain waits for */
+  if (w->draining) px_worker_check_drained(w);
 }
 
 static px_try_t *try_get(px_worker_t *w) {
@@ -153,7 +156,9 @@ static void account(px_txn_t *t, int status, const char *reason, size_t bytes) {
                 t->endpoint, t->upstream_ns, bytes, t->request_id, t->trace.trace_id[0] ? t->trace.trace_id : NULL,
                 t->trace.parent_id[0] ? t->trace.parent_id : NULL, t->attempts);
   px_trace_server_end(&t->span, status, reason, cluster);
-  px_obs_request(w, t->rt, cluster, status, uv_hrtime() - t->req->start_ns);
+  uint64_t dur_ns = uv_hrtime() - t->req->start_ns;
+  px_obs_request(w, t->rt, cluster, status, dur_ns);
+  if (t->wc && t->wc->m_duration) sk_histogram_observe(t->wc->m_duration, (double)dur_ns / 1e9);
   sk_http_req_on_abort(t->req, NULL, NULL);
 }
 
@@ -269,6 +274,7 @@ static void try_done(px_try_t *y, int err, sk_http_resp_t *resp, int timed_out) 
     int est = 0;
     px_trace_try_end(&y->span, status, err < 0 || timed_out ? error_reason(out, err, &est) : NULL);
   }
+  if (y->ep->m_duration) sk_histogram_observe(y->ep->m_duration, (double)(now - y->start_ns) / 1e9);
   if (wc->outlier && (err < 0 || timed_out || resp)) {
     px_outlier_event_t ev = px_outlier_on_result(wc->outlier, y->ep_index, out, status, now);
     if (ev == PX_OUTLIER_EJECTED) {
@@ -518,7 +524,7 @@ void px_http_handle(sk_http_req_t *req, void *ud) {
   }
   const px_config_t *cfg = g->cfg;
   const px_listener_t *l = &cfg->listeners[wl->idx];
-  px_match_req_t mr = {req->method, req->authority, req->path, req->query, &req->headers};
+  px_match_req_t mr = {req->method, req->authority, req->path, req->query, &req->headers, req->peer_spiffe};
   const px_route_t *rt = px_route_match(cfg, l, &mr);
   px_txn_t *t = txn_get(w);
   t->gen = px_gen_ref(g);

@@ -46,6 +46,7 @@ typedef struct px_match_req {
   const char *path;
   const char *query; /* may be NULL */
   const sk_http_headers_t *headers;
+  const char *spiffe; /* the client certificate's SPIFFE ID; NULL without one */
 } px_match_req_t;
 
 /* First route (in the listener's order, else the config's) whose every
@@ -89,7 +90,15 @@ typedef struct px_ep_stats {
   _Atomic uint32_t ejected;    /* 1 while outlier detection has it ejected (refreshed on picks) */
   _Atomic uint32_t unhealthy;  /* probers whose health check fails it (one per process) */
   _Atomic uint64_t ejections;
+  long conns;                  /* open upstream connections, all workers (the pools' conn_gauge) */
 } px_ep_stats_t;
+
+/* Open downstream HTTP connections of a listener (by name), all workers:
+ * the servers' conn_gauge. Lives as long as the proxy. */
+long *px_proxy_listener_gauge(px_proxy_t *p, const char *name);
+/* Sets skiff_proxy_downstream_connections{listener} and
+ * skiff_proxy_upstream_connections{cluster} (scrape time, main thread). */
+void px_proxy_collect_conns(px_proxy_t *p);
 
 /* ---- per-worker upstream state ---- */
 
@@ -102,6 +111,7 @@ typedef struct px_ep {
   int refs;
   px_ep_stats_t *stats;
   sk_counter_t *m_rq[6]; /* upstream_rq_total{class}: 1xx..5xx, error */
+  sk_histogram_t *m_duration; /* upstream_rq_duration_seconds{cluster,endpoint} */
   struct px_ep *next;
 } px_ep_t;
 
@@ -178,6 +188,7 @@ typedef struct px_wcluster {
   sk_counter_t *m_requests[7]; /* requests_total per class for "no route" use */
   sk_counter_t *m_ejections;
   sk_counter_t *m_retries;
+  sk_histogram_t *m_duration; /* cluster_request_duration_seconds{cluster} */
 } px_wcluster_t;
 
 typedef struct px_wroute {
@@ -274,6 +285,9 @@ struct px_proxy {
   sk_mfamily_t *f_requests, *f_duration, *f_upstream, *f_retries, *f_ejections, *f_breaker;
   sk_mfamily_t *f_overflow; /* skiff_proxy_circuit_overflow_total{cluster,kind} */
   sk_mfamily_t *f_worker_requests;
+  sk_mfamily_t *f_cluster_duration, *f_ep_duration; /* histograms {cluster}, {cluster,endpoint} */
+  sk_mfamily_t *f_down_conns, *f_up_conns;          /* gauges {listener}, {cluster} */
+  void *lstats; /* px_proxy_listener_gauge's list (px_worker.c) */
   sk_gauge_t *g_active_conns, *g_active_reqs;
   sk_counter_t *c_reloads, *c_reload_errors;
   sk_counter_t *c_spans_exported, *c_spans_dropped;
@@ -297,6 +311,9 @@ px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char 
 /* Asks every worker to close its idle upstream connections of clusters
  * whose conn_demand is set (a pool waits for a max_connections slot). */
 void px_proxy_want_trim(px_proxy_t *p);
+/* While w drains: reports it drained once its listeners, transactions and
+ * TCP relays are all gone. Call after a transaction or relay ends. */
+void px_worker_check_drained(px_worker_t *w);
 px_gen_t *px_gen_ref(px_gen_t *g);
 void px_gen_unref(px_gen_t *g);
 

@@ -28,6 +28,7 @@ static void collect(sk_metrics_t *m, void *ud) {
   double conns = 0;
   for (int i = 0; i < p->nworkers; i++) conns += (double)__atomic_load_n(&p->workers[i].tcp_conns, __ATOMIC_RELAXED);
   sk_gauge_set(p->g_active_conns, conns);
+  px_proxy_collect_conns(p);
   if (p->o.tracer) {
     sk_tracer_stats_t st;
     sk_tracer_stats(p->o.tracer, &st);
@@ -68,10 +69,26 @@ int px_obs_init(px_proxy_t *p) {
   sk_metrics_counter_family(m, "skiff_proxy_worker_requests_total",
                             "Downstream requests answered, by worker thread (how SO_REUSEPORT spread them).",
                             l_worker, 1, &p->f_worker_requests);
+  static const char *const l_ep[] = {"cluster", "endpoint"};
+  static const char *const l_listener[] = {"listener"};
+  sk_metrics_histogram_family(m, "skiff_proxy_cluster_request_duration_seconds",
+                              "Time from request start to the end of the response, by the upstream cluster the "
+                              "route sent it to.",
+                              l_cluster, 1, NULL, 0, &p->f_cluster_duration);
+  sk_metrics_histogram_family(m, "skiff_proxy_upstream_rq_duration_seconds",
+                              "Time of one upstream try, from its start to its response head or failure, by "
+                              "endpoint.",
+                              l_ep, 2, NULL, 0, &p->f_ep_duration);
+  sk_metrics_gauge_family(m, "skiff_proxy_downstream_connections",
+                          "Open downstream HTTP connections, by listener.", l_listener, 1, &p->f_down_conns);
+  sk_metrics_gauge_family(m, "skiff_proxy_upstream_connections", "Open upstream connections, by cluster.",
+                          l_cluster, 1, &p->f_up_conns);
   if (p->f_breaker) sk_mfamily_set_max_children(p->f_breaker, 20000);
   if (p->f_overflow) sk_mfamily_set_max_children(p->f_overflow, 20000);
   if (p->f_requests) sk_mfamily_set_max_children(p->f_requests, 20000);
   if (p->f_upstream) sk_mfamily_set_max_children(p->f_upstream, 20000);
+  if (p->f_ep_duration) sk_mfamily_set_max_children(p->f_ep_duration, 20000);
+  if (p->f_up_conns) sk_mfamily_set_max_children(p->f_up_conns, 20000);
   sk_metrics_gauge(m, "skiff_proxy_active_requests", "Requests in flight.", &p->g_active_reqs);
   sk_metrics_gauge(m, "skiff_proxy_active_tcp_connections", "L4 connections being relayed.", &p->g_active_conns);
   sk_metrics_counter(m, "skiff_proxy_config_reloads_total", "Configs applied after the first.", &p->c_reloads);

@@ -60,6 +60,7 @@ int px_route_matches(const px_route_t *rt, const px_match_req_t *r) {
   const px_match_t *m = &rt->match;
   if (!host_match(m, r->authority)) return 0;
   if (m->has_path && !str_match(&m->path, r->path ? r->path : "")) return 0;
+  if (m->has_spiffe && !(r->spiffe && str_match(&m->spiffe, r->spiffe))) return 0;
   if (m->nmethods) {
     int ok = 0;
     for (size_t i = 0; i < m->nmethods && !ok; i++) ok = !strcmp(m->methods[i], r->method ? r->method : "");

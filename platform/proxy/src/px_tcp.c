@@ -66,9 +66,11 @@ static void pair_maybe_free(px_tpair_t *p) {
       free(c);
     }
   sk_buf_done(&p->early);
-  __atomic_fetch_sub(&p->w->tcp_conns, 1, __ATOMIC_RELAXED); /* read by the metrics thread */
+  px_worker_t *w = p->w;
+  __atomic_fetch_sub(&w->tcp_conns, 1, __ATOMIC_RELAXED); /* read by the metrics thread */
   px_gen_unref(p->gen);
   free(p);
+  if (w->draining) px_worker_check_drained(w); /* the last relay may be what a drain waits for */
 }
 
 static sk_conn_t *dst(px_tpair_t *p, int dir) { return dir == 0 ? p->up : p->down; }

@@ -32,6 +32,49 @@ px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char 
   return &n->s;
 }
 
+typedef struct lstats_node {
+  char name[129];
+  long conns;
+  struct lstats_node *next;
+} lstats_node_t;
+
+long *px_proxy_listener_gauge(px_proxy_t *p, const char *name) {
+  uv_mutex_lock(&p->mu);
+  lstats_node_t *n = p->lstats;
+  for (; n; n = n->next)
+    if (!strcmp(n->name, name)) break;
+  if (!n) {
+    n = sk_xcalloc(1, sizeof *n);
+    snprintf(n->name, sizeof n->name, "%s", name);
+    n->next = p->lstats;
+    p->lstats = n;
+  }
+  uv_mutex_unlock(&p->mu);
+  return &n->conns;
+}
+
+void px_proxy_collect_conns(px_proxy_t *p) {
+  uv_mutex_lock(&p->mu);
+  if (p->f_down_conns)
+    for (lstats_node_t *n = p->lstats; n; n = n->next) {
+      const char *v[1] = {n->name};
+      sk_gauge_t *g = NULL;
+      if (sk_gauge_with(p->f_down_conns, v, &g) == 0) sk_gauge_set(g, (double)__atomic_load_n(&n->conns, __ATOMIC_RELAXED));
+    }
+  if (p->f_up_conns) {
+    /* a cluster's endpoints add up: zero every cluster first */
+    for (int pass = 0; pass < 2; pass++)
+      for (stats_node_t *n = (stats_node_t *)p->stats; n; n = n->next) {
+        const char *v[1] = {n->s.cluster};
+        sk_gauge_t *g = NULL;
+        if (sk_gauge_with(p->f_up_conns, v, &g) < 0) continue;
+        if (pass == 0) sk_gauge_set(g, 0);
+        else sk_gauge_add(g, (double)__atomic_load_n(&n->s.conns, __ATOMIC_RELAXED));
+      }
+  }
+  uv_mutex_unlock(&p->mu);
+}
+
 /* ---- generations ---- */
 
 /* A cluster with max_connections or max_pending_requests binds its pools
@@ -66,7 +109,12 @@ static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_sclus
                              .connect_timeout_ms = c->connect_timeout_ms,
                              .request_timeout_ms = c->request_timeout_ms,
                              .idle_timeout_ms = c->idle_timeout_ms,
-                             .gate = gated ? &gate : NULL};
+                             .gate = gated ? &gate : NULL,
+                             .conn_gauge = &ep->stats->conns};
+  if (w->p->f_ep_duration) {
+    const char *v[2] = {c->name, e->addr};
+    sk_histogram_with(w->p->f_ep_duration, v, &ep->m_duration);
+  }
   if (sk_http_client_new(&w->loop, &o, &ep->client) < 0) {
     ep->client = NULL;
     if (gated) px_share_cluster_unref(w->p, sh); /* no client: its done hook never runs */
@@ -113,6 +161,7 @@ static px_gen_t *gen_new(px_worker_t *w, px_config_t *cfg) {
     const char *v[1] = {cc->name};
     if (p->f_retries) sk_counter_with(p->f_retries, v, &wc->m_retries);
     if (p->f_ejections) sk_counter_with(p->f_ejections, v, &wc->m_ejections);
+    if (p->f_cluster_duration) sk_histogram_with(p->f_cluster_duration, v, &wc->m_duration);
   }
   g->routes = sk_xcalloc(cfg->nroutes + 1, sizeof *g->routes);
   for (size_t r = 0; r < cfg->nroutes; r++) { /* rate limiter and retry budget: one per process */
@@ -200,7 +249,8 @@ static int listener_open(px_worker_t *w, const px_listener_t *l, int idx, px_wli
                                 .tls = l->tls,
                                 .reuseport = 1,
                                 .max_body_bytes = (size_t)l->max_body,
-                                .idle_timeout_ms = l->idle_timeout_ms};
+                                .idle_timeout_ms = l->idle_timeout_ms,
+                                .conn_gauge = px_proxy_listener_gauge(w->p, l->name)};
     rc = sk_http_server_new(&w->loop, &so, px_http_handle, wl, &wl->srv);
     if (rc >= 0) wl->port = sk_http_server_port(wl->srv);
   }
@@ -327,7 +377,7 @@ static int worker_apply(px_worker_t *w) {
 
 /* ---- drain / stop ---- */
 
-static void worker_check_drained(px_worker_t *w) {
+void px_worker_check_drained(px_worker_t *w) {
   if (!w->draining || w->drained_reported) return;
   for (px_wlistener_t *wl = w->listeners; wl; wl = wl->next)
     if (wl->srv) return;
@@ -341,7 +391,7 @@ static void wl_drain_done(sk_http_server_t *s, void *ud) {
   px_wlistener_t *wl = ud;
   sk_http_server_free(s);
   wl->srv = NULL;
-  worker_check_drained(wl->w);
+  px_worker_check_drained(wl->w);
 }
 
 static void worker_drain(px_worker_t *w) {
@@ -355,7 +405,7 @@ static void worker_drain(px_worker_t *w) {
       sk_http_server_drain(wl->srv, wl_drain_done, wl);
     }
   }
-  worker_check_drained(w);
+  px_worker_check_drained(w);
 }
 
 static void close_any(uv_handle_t *h, void *arg) {
@@ -407,7 +457,7 @@ static void on_wake(uv_async_t *a) {
   if (atomic_exchange(&w->want_trim, 0)) worker_trim(w);
   if (atomic_exchange(&w->want_swap, 0)) worker_apply(w);
   if (atomic_exchange(&w->want_drain, 0)) worker_drain(w);
-  if (w->draining) worker_check_drained(w);
+  if (w->draining) px_worker_check_drained(w);
 }
 
 static void worker_main(void *arg) {
@@ -590,6 +640,10 @@ void px_proxy_free(px_proxy_t *p) {
     px_share_route_unref(p, s);
   }
   for (stats_node_t *n = (stats_node_t *)p->stats, *nx; n; n = nx) {
+    nx = n->next;
+    free(n);
+  }
+  for (lstats_node_t *n = p->lstats, *nx; n; n = nx) {
     nx = n->next;
     free(n);
   }

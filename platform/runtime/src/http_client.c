@@ -274,6 +274,7 @@ static void pc_on_gone(sk__h1_client_t *h, void *ud) {
   else cl->conns = pc->next;
   if (pc->next) pc->next->prev = pc->prev;
   cl->nconns--;
+  if (cl->o.conn_gauge) __atomic_sub_fetch(cl->o.conn_gauge, 1, __ATOMIC_RELAXED);
   free(pc);
   if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   if (!cl->freeing) cl_pump(cl); /* a slot opened for queued requests */
@@ -288,6 +289,7 @@ static void fail_queue(sk_http_client_t *cl, int err) {
 static void on_h2_gone(sk__h2_client_t *s, void *ud) {
   sk_http_client_t *cl = ud;
   if (cl->h2 == s) cl->h2 = NULL;
+  if (cl->o.conn_gauge) __atomic_sub_fetch(cl->o.conn_gauge, 1, __ATOMIC_RELAXED);
   if (cl->gate.conn_closed) cl->gate.conn_closed(cl->gate.ud);
   if (!cl->freeing) cl_pump(cl);
   cl_unref(cl);
@@ -323,6 +325,7 @@ static void on_connected(sk_conn_t *c, int err, void *ud) {
       return;
     }
     cl->h2 = sk__h2_client_new(c, cl, on_h2_gone, cl); /* keeps the reference */
+    if (cl->o.conn_gauge) __atomic_add_fetch(cl->o.conn_gauge, 1, __ATOMIC_RELAXED);
     if (cl->freeing) sk__h2_client_close(cl->h2);
     else cl_pump(cl);
     return;
@@ -334,6 +337,7 @@ static void on_connected(sk_conn_t *c, int err, void *ud) {
   if (cl->conns) cl->conns->prev = pc;
   cl->conns = pc;
   cl->nconns++;
+  if (cl->o.conn_gauge) __atomic_add_fetch(cl->o.conn_gauge, 1, __ATOMIC_RELAXED);
   pc->h1 = sk__h1_client_new(c, cl, pc_on_idle, pc_on_gone, pc); /* keeps the reference */
   if (cl->freeing) {
     sk__h1_client_close(pc->h1);

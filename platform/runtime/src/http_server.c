@@ -376,6 +376,7 @@ static void sk__hc_on_close(sk_conn_t *c, int err) {
   sk_buf_done(&hc->sniff);
   free((sk__srv_conn_t *)hc);
   s->nconns--;
+  if (s->opts.conn_gauge) __atomic_sub_fetch(s->opts.conn_gauge, 1, __ATOMIC_RELAXED);
   if (s->nconns > 0) return;
   if (s->freeing) {
     if (s->sweep_closed) sk__server_destroy(s);
@@ -467,6 +468,7 @@ static void sk__server_on_accept(sk_listener_t *l, sk_conn_t *c, void *ud) {
   if (s->conns) s->conns->prev = hc;
   s->conns = hc;
   s->nconns++;
+  if (s->opts.conn_gauge) __atomic_add_fetch(s->opts.conn_gauge, 1, __ATOMIC_RELAXED);
   sk_conn_set_cbs(c, &sk__hc_cbs, hc);
   sk_conn_set_on_eof(c, sk__hc_on_eof);
   if (s->draining || s->freeing) {

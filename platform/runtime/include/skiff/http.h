@@ -83,6 +83,11 @@ typedef struct sk_http_server_opts {
    * SK_EAGAIN and queues nothing (sk_http_respond's whole body is never
    * refused). 0 = no bound (the default). */
   size_t max_resp_queued_bytes;
+  /* Optional: the server adds 1 here per accepted connection and takes 1
+   * off when it closes, with atomic operations, so another thread may read
+   * it (__atomic_load_n) for an open-connections gauge. Must outlive every
+   * connection of the server. */
+  long *conn_gauge;
 } sk_http_server_opts_t;
 
 int sk_http_server_new(uv_loop_t *loop, const sk_http_server_opts_t *o, sk_http_handler_fn fn,
@@ -162,6 +167,10 @@ typedef struct sk_http_client_opts {
   uint64_t idle_timeout_ms;   /* pooled idle connection lifetime, default 30000 */
   uint64_t stream_idle_timeout_ms; /* sk_http_client_stream: longest silence, default 60000 */
   const struct sk_http_client_gate *gate; /* optional admission limits (below); copied */
+  /* Optional: +1 per connection established (HTTP/1.1 or h2), -1 when it
+   * is gone, with atomic operations (another thread may read it). Must
+   * outlive every connection of the client. */
+  long *conn_gauge;
 } sk_http_client_opts_t;
 
 /* Admission limits a client asks before it opens a connection and before a
