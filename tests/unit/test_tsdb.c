@@ -216,6 +216,10 @@ static void test_append_select_matchers(void **state) {
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "a+++++", err, sizeof err), SK_EINVAL);
   assert_non_null(strstr(err, "bad repetition"));
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(a{1000}){1000}", err, sizeof err), SK_EINVAL);
+  /* glibc reads "{,m}" and "{,}" as intervals: stacked, they are refused too */
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(){,1}{77,}", err, sizeof err), SK_EINVAL);
+  assert_non_null(strstr(err, "bad repetition"));
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(){,177}{,}", err, sizeof err), SK_EINVAL);
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "a*?b[+*]+\\++", err, sizeof err), 0);
   tl_matcher_done(&m);
   /* labels */

@@ -49,17 +49,25 @@ static const char *regex_too_complex(const char *re) {
     } else if (*p == '*' || *p == '+' || *p == '?') {
       rep = 1;
     } else if (*p == '{') {
-      char *end;
-      long a = strtol(p + 1, &end, 10), b = a;
-      if (end != p + 1) {
-        if (*end == ',') {
-          if (end[1] == '}') end++; /* {n,}: counted as n */
-          else b = strtol(end + 1, &end, 10);
-        }
+      /* an interval as glibc reads one: {n} {n,} {n,m} {,m} {,} (the
+       * last two are {0,m} and {0,} to it); anything else is literal */
+      const char *q = p + 1;
+      long a = 0, b;
+      int da = 0, db = 0, comma = 0;
+      while (isdigit((unsigned char)*q) && a <= 100000) a = a * 10 + (*q++ - '0'), da = 1;
+      b = a;
+      if (*q == ',') {
+        comma = 1;
+        q++;
+        b = 0;
+        while (isdigit((unsigned char)*q) && b <= 100000) b = b * 10 + (*q++ - '0'), db = 1;
+        if (!db) b = a;
+      }
+      if (*q == '}' && (da || comma)) {
         if (a > 1000 || b > 1000) return "repetition count over 1000";
         bounds += a > b ? a : b;
         rep = 1;
-        if (*end == '}') p = end; /* past the bound: "x{2}{3}" is a stacked repetition */
+        p = q; /* past the bound: "x{2}{3}" is a stacked repetition */
       }
     }
     if (rep && prev_rep) {
