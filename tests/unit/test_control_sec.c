@@ -614,7 +614,7 @@ static void test_bootstrap(void **state) {
   assert_int_equal(p.role, CTL_ROLE_ADMIN);
   /* the secret is not in the database file */
   char out[64];
-  assert_int_equal(sk_test_sh(out, sizeof out, "cat '%s'* | grep -c -a -F '%s' || true", dbp, tok + 6), 0);
+  assert_int_equal(sk_test_sh(out, sizeof out, "cat '%s'* | grep -c -a -F -e '%s' || true", dbp, tok + 6), 0);
   assert_string_equal(out, "0\n");
   /* second start: nothing new */
   assert_int_equal(ctl_auth_bootstrap(a, path, sizeof path), 0);
