@@ -308,13 +308,15 @@ static int needs_quotes(const char *s) {
   return 0;
 }
 
-static void emit_str(const char *s, sk_buf_t *b) {
-  if (!needs_quotes(s)) {
+/* n is the string's whole length: a JSON string may hold NUL ("\u0000"),
+ * which only a double-quoted scalar can carry */
+static void emit_str(const char *s, size_t n, sk_buf_t *b) {
+  if (strlen(s) == n && !needs_quotes(s)) {
     sk_buf_puts(b, s);
     return;
   }
   sk_buf_puts(b, "\"");
-  sk_json_escape(b, s, strlen(s));
+  sk_json_escape(b, s, n);
   sk_buf_puts(b, "\"");
 }
 
@@ -324,7 +326,7 @@ static void indent(sk_buf_t *b, int n) {
 
 static void emit_scalar(const json_t *v, sk_buf_t *b) {
   switch (json_typeof(v)) {
-  case JSON_STRING: emit_str(json_string_value(v), b); break;
+  case JSON_STRING: emit_str(json_string_value(v), json_string_length(v), b); break;
   case JSON_INTEGER: sk_buf_printf(b, "%lld", (long long)json_integer_value(v)); break;
   case JSON_REAL: {
     char *t = json_dumps(v, JSON_ENCODE_ANY);
@@ -355,7 +357,7 @@ static void emit_map(const json_t *v, sk_buf_t *b, int ind, int first_inline) {
     first = 0;
     sk_buf_t kb;
     sk_buf_init(&kb);
-    emit_str(k, &kb);
+    emit_str(k, strlen(k), &kb);
     if (kb.len > 1000) { /* YAML's implicit keys end at 1024 characters: use "? key" */
       sk_buf_puts(b, "? ");
       sk_buf_append(b, kb.data, kb.len);
