@@ -220,6 +220,14 @@ static void test_append_select_matchers(void **state) {
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(){,1}{77,}", err, sizeof err), SK_EINVAL);
   assert_non_null(strstr(err, "bad repetition"));
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(){,177}{,}", err, sizeof err), SK_EINVAL);
+  /* copies of a group that can match empty cost glibc cubic memory: "^(){,577}$" took over 1 GB */
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(){,577}a", err, sizeof err), SK_EINVAL);
+  assert_non_null(strstr(err, "empty-matching copies"));
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "((a|b){,30}){,30}", err, sizeof err), SK_EINVAL);
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "([a-z0-9-]{1,63}[.]){1,4}(x?){,20}", err, sizeof err), 0);
+  tl_matcher_done(&m);
+  assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "(a|b){,1000}", err, sizeof err), 0);
+  tl_matcher_done(&m);
   assert_int_equal(tl_matcher_init(&m, TL_MATCH_RE, "job", "a*?b[+*]+\\++", err, sizeof err), 0);
   tl_matcher_done(&m);
   /* labels */

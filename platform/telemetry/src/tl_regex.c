@@ -28,59 +28,189 @@
 #include "skiff/mem.h"
 #include "tl_tsdb.h"
 
-/* glibc's regcomp can take exponential memory on stacked or large
- * repetitions ("a++++", "(a{1000}){1000}"); refuse what RE2 would refuse
- * too: a repetition right after another (one lazy '?' aside), and bounds
- * adding up past 1000. NULL = fine, else the reason. */
-static const char *regex_too_complex(const char *re) {
-  if (strlen(re) > 4096) return "longer than 4096 bytes";
-  long bounds = 0;
-  int prev_rep = 0, lazy_ok = 0;
-  for (const char *p = re; *p; p++) {
-    int rep = 0;
-    if (*p == '\\') {
-      if (p[1]) p++;
-    } else if (*p == '[') {
-      p++;
-      if (*p == '^') p++;
-      if (*p == ']') p++;
-      while (*p && *p != ']') p++;
-      if (!*p) return NULL; /* regcomp reports it */
-    } else if (*p == '*' || *p == '+' || *p == '?') {
-      rep = 1;
-    } else if (*p == '{') {
-      /* an interval as glibc reads one: {n} {n,} {n,m} {,m} {,} (the
-       * last two are {0,m} and {0,} to it); anything else is literal */
-      const char *q = p + 1;
-      long a = 0, b;
-      int da = 0, db = 0, comma = 0;
-      while (isdigit((unsigned char)*q) && a <= 100000) a = a * 10 + (*q++ - '0'), da = 1;
-      b = a;
-      if (*q == ',') {
-        comma = 1;
-        q++;
-        b = 0;
-        while (isdigit((unsigned char)*q) && b <= 100000) b = b * 10 + (*q++ - '0'), db = 1;
-        if (!db) b = a;
+/* glibc's regcomp builds a node per atom after copying each repeated atom
+ * out to its count, and its memory grows with the cube of the optional and
+ * empty-matching copies ("^(){,577}$" takes over 1 GB, "a++++" and
+ * "(a{1000}){1000}" explode too). Patterns are refused up front when they
+ * would: a repetition right after another (one lazy '?' aside), a count over
+ * 1000, counts adding up past 1000 (RE2's limits), nesting deeper than 1000,
+ * or a cost estimate over RX_BUDGET. The estimate charges each interval
+ * for the copies it makes: optional copies at the atom's node weight,
+ * copies of an atom that can match empty ten times that. */
+#define RX_BUDGET 8000.0
+#define RX_GROUP_WEIGHT 5.0
+
+typedef struct {
+  const char *p;
+  const char *why;
+  long bounds;
+  int depth;
+} rx_scan_t;
+
+typedef struct {
+  double weight; /* nodes after expansion */
+  double cost;   /* charged copies, see above */
+  int nullable;  /* can match the empty string */
+} rx_size_t;
+
+static rx_size_t rx_alt(rx_scan_t *s);
+
+/* An interval as glibc reads one at s->p ('{'): {n} {n,} {n,m} {,m} {,}
+ * (the last two are {0,m} and {0,}); anything else is a literal '{'.
+ * Returns 1 and sets *lo, *hi (hi -1: unbounded) and moves past it. */
+static int rx_interval(rx_scan_t *s, long *lo, long *hi) {
+  const char *q = s->p + 1;
+  long a = 0, b;
+  int da = 0, db = 0, comma = 0;
+  while (isdigit((unsigned char)*q) && a <= 100000) a = a * 10 + (*q++ - '0'), da = 1;
+  b = a;
+  if (*q == ',') {
+    comma = 1;
+    q++;
+    b = 0;
+    while (isdigit((unsigned char)*q) && b <= 100000) b = b * 10 + (*q++ - '0'), db = 1;
+    if (!db) b = -1;
+  }
+  if (*q != '}' || !(da || comma)) return 0;
+  *lo = a;
+  *hi = b;
+  s->p = q + 1;
+  return 1;
+}
+
+/* One atom: a group, a bracket expression, an escape or a character. */
+static rx_size_t rx_atom(rx_scan_t *s) {
+  rx_size_t r = {1, 0, 0};
+  const char *p = s->p;
+  if (*p == '(') {
+    p++;
+    if (p[0] == '?') {
+      if (p[1] == 'i' && p[2] == ')') { /* a flag group matches nothing itself */
+        s->p = p + 3;
+        r.weight = 0;
+        r.nullable = 1;
+        return r;
       }
-      if (*q == '}' && (da || comma)) {
-        if (a > 1000 || b > 1000) return "repetition count over 1000";
-        bounds += a > b ? a : b;
-        rep = 1;
-        p = q; /* past the bound: "x{2}{3}" is a stacked repetition */
+      p++;
+      if (*p == 'P') p++;
+      if (*p == '<') {
+        while (*p && *p != '>') p++;
+        if (*p) p++;
+      } else if (*p == ':') {
+        p++;
       }
     }
-    if (rep && prev_rep) {
-      if (*p == '?' && lazy_ok) {
-        lazy_ok = 0;
+    if (++s->depth > 1000) {
+      s->why = "groups nested more than 1000 deep";
+      return r;
+    }
+    s->p = p;
+    r = rx_alt(s);
+    s->depth--;
+    if (*s->p == ')') s->p++;
+    r.weight += RX_GROUP_WEIGHT;
+    return r;
+  }
+  if (*p == '[') {
+    p++;
+    if (*p == '^') p++;
+    if (*p == ']') p++;
+    while (*p && *p != ']') {
+      if (*p == '\\' && p[1]) p++;
+      else if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+        const char *e = strchr(p + 2, p[1]);
+        if (e && e[1] == ']') p = e + 1;
+      }
+      p++;
+    }
+    s->p = *p ? p + 1 : p; /* an unterminated one is regcomp's to report */
+    return r;
+  }
+  if (*p == '^' || *p == '$') r.nullable = 1;
+  if (*p == '\\' && p[1]) p++;
+  s->p = p + 1;
+  return r;
+}
+
+/* An atom and the repetitions after it. */
+static rx_size_t rx_repeat(rx_scan_t *s) {
+  rx_size_t r;
+  long lo, hi;
+  const char *c = s->p;
+  if (*c == '*' || *c == '+' || *c == '?' || (*c == '{' && rx_interval(s, &lo, &hi))) {
+    s->p = c + 1; /* nothing to repeat: regcomp's to judge */
+    return (rx_size_t){1, 0, 0};
+  }
+  r = rx_atom(s);
+  int reps = 0;
+  while (!s->why) {
+    c = s->p;
+    if (*c == '*' || *c == '+' || *c == '?') {
+      if (reps == 1 && *c == '?') { /* lazy: "*?", "??", "{2}?" */
+        s->p++;
+        reps = 2;
         continue;
       }
-      return "bad repetition operator";
+      if (reps) s->why = "bad repetition operator";
+      s->p++;
+      r.weight += 1;
+      if (*c != '+') r.nullable = 1;
+    } else if (*c == '{' && rx_interval(s, &lo, &hi)) {
+      if (reps) {
+        s->why = "bad repetition operator";
+        break;
+      }
+      if (lo > 1000 || hi > 1000) {
+        s->why = "repetition count over 1000";
+        break;
+      }
+      long n = hi < 0 ? (lo > 0 ? lo : 1) : hi;
+      s->bounds += n;
+      double opt = hi < 0 ? 1 : (double)(hi - lo);
+      r.cost = r.cost * (double)n + (r.nullable ? 10.0 * (double)n : opt) * r.weight;
+      r.weight *= (double)n;
+      if (lo == 0) r.nullable = 1;
+    } else {
+      break;
     }
-    lazy_ok = rep;
-    prev_rep = rep;
+    reps = 1;
   }
-  return bounds > 1000 ? "repetition counts add up to more than 1000" : NULL;
+  return r;
+}
+
+static rx_size_t rx_alt(rx_scan_t *s) {
+  rx_size_t all = {0, 0, 0}, br = {0, 0, 1};
+  int branches = 0;
+  while (!s->why) {
+    if (!*s->p || *s->p == ')' || *s->p == '|') {
+      all.weight += br.weight + (branches ? 1 : 0);
+      all.cost += br.cost;
+      all.nullable |= br.nullable;
+      branches++;
+      if (*s->p != '|') break;
+      s->p++;
+      br = (rx_size_t){0, 0, 1};
+      continue;
+    }
+    rx_size_t a = rx_repeat(s);
+    br.weight += a.weight;
+    br.cost += a.cost;
+    br.nullable &= a.nullable;
+  }
+  return all;
+}
+
+static const char *regex_too_complex(const char *re) {
+  if (strlen(re) > 4096) return "longer than 4096 bytes";
+  rx_scan_t s = {re, NULL, 0, 0};
+  double cost = 0;
+  while (!s.why && *s.p) {
+    cost += rx_alt(&s).cost;
+    if (*s.p == ')') s.p++; /* unmatched: regcomp's to report */
+  }
+  if (!s.why && cost > RX_BUDGET) return "too many optional or empty-matching copies after expanding repetitions";
+  if (!s.why && s.bounds > 1000) return "repetition counts add up to more than 1000";
+  return s.why;
 }
 
 /* Escaped punctuation outside a class: characters special to POSIX ERE
