@@ -477,9 +477,9 @@ static void test_merge_patch_and_yaml(void **state) {
   json_decref(t), json_decref(p), json_decref(r), json_decref(want);
   /* YAML output reads back as the same value, tricky scalars included */
   json_t *v = json_loads("{\"s\":\"true\",\"n\":\"123\",\"e\":\"\",\"c\":\"a: b\",\"h\":\"#x\",\"t\":\"2024-01-01T00:00:00Z\","
-                         "\"u\":\"caf\\u00e9\",\"nl\":\"a\\nb\",\"i\":5,\"f\":1.5,\"b\":false,\"z\":null,\"eo\":{},\"ea\":[],"
+                         "\"u\":\"caf\\u00e9\",\"nl\":\"a\\nb\",\"nel\":\"a\\u0085b\\u2028c\\u2029d\\ufeffe\\u0080\",\"nul\":\"a\\u0000b\",\"i\":5,\"f\":1.5,\"b\":false,\"z\":null,\"eo\":{},\"ea\":[],"
                          "\"arr\":[{\"k\":1,\"m\":[1,[2,3]]},\"x\"],\"o\":{\"p\":{\"q\":\"r\"}}}",
-                         0, NULL);
+                         JSON_ALLOW_NUL, NULL);
   assert_non_null(v);
   sk_buf_t b;
   sk_buf_init(&b);
@@ -500,6 +500,21 @@ static void test_merge_patch_and_yaml(void **state) {
   assert_int_equal(sk_json_get_int(st, "code", 0), 422);
   assert_string_equal(sk_json_get_str(st, "details.causes.0.field", ""), "spec.x");
   assert_string_equal(sk_json_get_str(st, "details.causes.0.message", ""), "bad 1");
+  json_decref(st);
+  /* a field or message cut by its buffer mid-character stays valid UTF-8,
+   * and so does a joined message cut short (this used to abort) */
+  char longname[1200] = "";
+  for (int i = 0; i < 399; i++) strcat(longname, "\xd0\x86"); /* 2-byte characters, 798 bytes */
+  strcat(longname, "x");
+  ctl_errs_init(&errs);
+  for (int i = 0; i < 4; i++) ctl_errs_add(&errs, longname + 1, "name %s is odd", longname + (i & 1));
+  char msg[777];
+  ctl_errs_format(&errs, msg, sizeof msg);
+  st = ctl_status_new(422, "Invalid", msg, "Route", longname + 1, &errs);
+  assert_non_null(st);
+  assert_true(strlen(sk_json_get_str(st, "message", "")) > 700);
+  assert_true(strlen(sk_json_get_str(st, "details.causes.3.field", "")) > 200);
+  assert_true(strlen(sk_json_get_str(st, "details.causes.3.message", "")) > 400);
   json_decref(st);
 }
 

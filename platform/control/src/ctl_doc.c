@@ -14,6 +14,31 @@
 
 /* ---- errs ---- */
 
+/* Drops a UTF-8 sequence cut short at the end of s (snprintf truncating a
+ * long name mid-character), so the text stays valid for JSON. */
+static void utf8_cut(char *s) {
+  size_t n = strlen(s), i = n, back = 0;
+  while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) i--, back++;
+  if (i == 0) return;
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  if (lead >= 0x80 && n - (i - 1) < want) s[i - 1] = 0;
+}
+
+/* json_string that never fails: text that is not valid UTF-8 gets '?' for
+ * every byte outside ASCII (the document decoders only let valid UTF-8 in;
+ * this covers a message cut by a fixed buffer). */
+static json_t *json_string_lossy(const char *s) {
+  json_t *j = json_string(s);
+  if (j) return j;
+  char *t = sk_xstrdup(s);
+  for (char *p = t; *p; p++)
+    if ((unsigned char)*p >= 0x80) *p = '?';
+  j = json_string(t);
+  free(t);
+  return j ? j : json_string("");
+}
+
 void ctl_errs_init(ctl_errs_t *e) {
   e->n = 0;
   e->dropped = 0;
@@ -26,10 +51,12 @@ void ctl_errs_add(ctl_errs_t *e, const char *field, const char *fmt, ...) {
   }
   ctl_cause_t *c = &e->v[e->n++];
   snprintf(c->field, sizeof c->field, "%s", field ? field : "");
+  utf8_cut(c->field);
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(c->message, sizeof c->message, fmt, ap);
   va_end(ap);
+  utf8_cut(c->message);
 }
 
 void ctl_errs_format(const ctl_errs_t *e, char *out, size_t len) {
@@ -43,6 +70,7 @@ void ctl_errs_format(const ctl_errs_t *e, char *out, size_t len) {
     k += (size_t)w;
   }
   if (e->dropped && k + 1 < len) snprintf(out + (k < len ? k : len - 1), len - (k < len ? k : len - 1), "; and %zu more", e->dropped);
+  utf8_cut(out);
 }
 
 /* ---- decoding ---- */
@@ -265,19 +293,20 @@ json_t *ctl_merge_patch(const json_t *target, const json_t *patch) {
 
 json_t *ctl_status_new(int code, const char *reason, const char *message, const char *kind, const char *name,
                        const ctl_errs_t *errs) {
-  json_t *st = json_pack("{s:s, s:s, s:{}, s:s, s:s, s:s, s:i}", "kind", "Status", "apiVersion", "v1", "metadata",
-                         "status", code < 400 ? "Success" : "Failure", "message", message ? message : "", "reason",
-                         reason ? reason : "", "code", code);
+  json_t *st = json_pack("{s:s, s:s, s:{}, s:s, s:o, s:o, s:i}", "kind", "Status", "apiVersion", "v1", "metadata",
+                         "status", code < 400 ? "Success" : "Failure", "message", json_string_lossy(message ? message : ""),
+                         "reason", json_string_lossy(reason ? reason : ""), "code", code);
   if (!st) abort();
   if (kind || name || (errs && errs->n)) {
     json_t *d = json_object();
-    if (name) json_object_set_new(d, "name", json_string(name));
-    if (kind) json_object_set_new(d, "kind", json_string(kind));
+    if (name) json_object_set_new(d, "name", json_string_lossy(name));
+    if (kind) json_object_set_new(d, "kind", json_string_lossy(kind));
     if (errs && errs->n) {
       json_t *causes = json_array();
       for (size_t i = 0; i < errs->n; i++)
-        json_array_append_new(causes, json_pack("{s:s, s:s, s:s}", "reason", "FieldValueInvalid", "field",
-                                                errs->v[i].field, "message", errs->v[i].message));
+        json_array_append_new(causes, json_pack("{s:s, s:o, s:o}", "reason", "FieldValueInvalid", "field",
+                                                json_string_lossy(errs->v[i].field), "message",
+                                                json_string_lossy(errs->v[i].message)));
       json_object_set_new(d, "causes", causes);
     }
     json_object_set_new(st, "details", d);
@@ -286,6 +315,26 @@ json_t *ctl_status_new(int code, const char *reason, const char *message, const 
 }
 
 /* ---- YAML output ---- */
+
+/* Characters a YAML reader takes as line breaks (U+0085, U+2028, U+2029)
+ * or refuses as non-printable (C1 controls, U+FEFF, U+FFFE, U+FFFF) even
+ * in a quoted scalar: returns the length of such a sequence at p (0 if
+ * there is none) and its code point in *cp, so it is written "\uXXXX". */
+static size_t yaml_unprintable(const unsigned char *p, size_t left, unsigned *cp) {
+  if (left >= 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+    *cp = p[1];
+    return 2;
+  }
+  if (left >= 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+    *cp = 0x2000u | (p[2] - 0x80u);
+    return 3;
+  }
+  if (left >= 3 && p[0] == 0xef && ((p[1] == 0xbb && p[2] == 0xbf) || (p[1] == 0xbf && p[2] >= 0xbe))) {
+    *cp = 0xf000u | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
+    return 3;
+  }
+  return 0;
+}
 
 static int needs_quotes(const char *s) {
   if (!*s) return 1;
@@ -302,7 +351,8 @@ static int needs_quotes(const char *s) {
   if (s[n - 1] == ' ' || s[n - 1] == ':') return 1;
   for (const char *p = s; *p; p++) {
     unsigned char c = (unsigned char)*p;
-    if (c < 0x20 || c == 0x7f) return 1;
+    unsigned cp;
+    if (c < 0x20 || c == 0x7f || yaml_unprintable((const unsigned char *)p, n - (size_t)(p - s), &cp)) return 1;
     if ((c == ':' && (p[1] == ' ' || !p[1])) || (c == '#' && p > s && p[-1] == ' ')) return 1;
   }
   return 0;
@@ -316,7 +366,22 @@ static void emit_str(const char *s, size_t n, sk_buf_t *b) {
     return;
   }
   sk_buf_puts(b, "\"");
-  sk_json_escape(b, s, n);
+  const unsigned char *u = (const unsigned char *)s;
+  size_t run = 0;
+  for (size_t i = 0; i < n;) {
+    unsigned cp;
+    size_t k = yaml_unprintable(u + i, n - i, &cp);
+    if (!k) {
+      run++;
+      i++;
+      continue;
+    }
+    sk_json_escape(b, s + i - run, run);
+    sk_buf_printf(b, "\\u%04x", cp);
+    run = 0;
+    i += k;
+  }
+  sk_json_escape(b, s + n - run, run);
   sk_buf_puts(b, "\"");
 }
 
