@@ -148,7 +148,7 @@ static void sk__set_err(sk_conn_t *c, int err) {
 
 static void sk__conn_destroy(sk_conn_t *c) {
   if (c->visible && c->cbs.on_close) c->cbs.on_close(c, c->err);
-  SSL_free(c->ssl);
+  if (c->ssl) SSL_free(c->ssl); /* a plain connection never touches OpenSSL (ossl_lazy.c) */
   free(c->pend);
   free(c->dial);
   if (c->ai_list) uv_freeaddrinfo(c->ai_list);

@@ -1,9 +1,10 @@
 /* trace.c - W3C Trace Context (traceparent, tracestate), ids, sampling and
  * spans recorded straight into OTLP protobuf (see skiff/trace.h). */
+#include <errno.h>
 #include <math.h>
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,16 +14,30 @@
 
 /* ---- ids ---- */
 
+/* Ids come from the kernel's CSPRNG (getrandom), 4 KB at a time per
+ * thread: one system call per ~100 requests, and no OpenSSL in the request
+ * path (skiff-proxy loads it only for TLS, see ossl_lazy.c). Bytes handed
+ * out are wiped from the buffer. */
 static _Thread_local struct {
-  uint8_t b[256];
+  uint8_t b[4096];
   size_t left;
 } rnd;
+
+static void refill(void) {
+  size_t got = 0;
+  while (got < sizeof rnd.b) {
+    ssize_t r = getrandom(rnd.b + got, sizeof rnd.b - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) abort(); /* no CSPRNG: nothing safe to do */
+    got += (size_t)r;
+  }
+}
 
 void sk_trace_random(void *p, size_t n) {
   uint8_t *o = p;
   while (n) {
     if (!rnd.left) {
-      if (RAND_bytes(rnd.b, sizeof rnd.b) != 1) abort(); /* no CSPRNG: nothing safe to do */
+      refill();
       rnd.left = sizeof rnd.b;
     }
     size_t k = n < rnd.left ? n : rnd.left;
