@@ -96,6 +96,16 @@ admin:
 EOF
 
 "$CONTROL" --config "$TMP/control.yaml" --check | has "config ok" || fail "--check on a good config"
+# --check loads the policies as a start would: a missing path or a bad
+# policy is reported with the path
+sed "s|policies: \[$TMP/policies\]|policies: [$TMP/no-such-dir]|" "$TMP/control.yaml" >"$TMP/bad-pol.yaml"
+out=$("$CONTROL" --config "$TMP/bad-pol.yaml" --check 2>&1) && fail "--check accepted a missing policies path"
+has -F "$TMP/no-such-dir" <<<"$out" || fail "--check did not name the missing policies path: $out"
+mkdir -p "$TMP/badpol"
+printf 'apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: broken}\nspec: {rules: 7}\n' >"$TMP/badpol/broken.yaml"
+sed "s|policies: \[$TMP/policies\]|policies: [$TMP/badpol]|" "$TMP/control.yaml" >"$TMP/bad-pol.yaml"
+out=$("$CONTROL" --config "$TMP/bad-pol.yaml" --check 2>&1) && fail "--check accepted a broken policy"
+has -F "broken.yaml" <<<"$out" || fail "--check did not name the broken policy file: $out"
 
 start() {
   "$CONTROL" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ctl_int.h"
+#include "policy.h"
 #include "skiff/err.h"
 
 #ifndef SKIFF_VERSION
@@ -73,6 +74,18 @@ static int check_body(const void *field, char *msg, size_t msglen) {
   return 0;
 }
 
+/* Loads the policies as the daemon will, so --check reports a missing path
+ * or a bad policy (with its file, document and field) before a start. */
+static int check_policies(const void *field, char *msg, size_t msglen) {
+  const sk_cfg_strlist_t *l = field;
+  pol_set_t s;
+  pol_set_init(&s);
+  int rc = 0;
+  for (size_t i = 0; i < l->n && rc == 0; i++) rc = pol_set_load_path(&s, l->v[i], msg, msglen);
+  pol_set_done(&s);
+  return rc < 0 ? rc : 0;
+}
+
 static int check_leaf_ttl(const void *field, char *msg, size_t msglen) {
   uint64_t v = *(const uint64_t *)field;
   if (v < 10000 || v > 7ull * 86400 * 1000) {
@@ -115,8 +128,9 @@ static const sk_config_entry_t ctl_entries[] = {
      .validate = check_retention},
     {SK_CFG_E_("max_body", SK_CFG_SIZE, "1MiB", ctl_config_t, max_body, "request body limit"),
      .validate = check_body},
-    SK_CFG_STRLIST_E("policies", NULL, ctl_config_t, policies,
-                     "policy files or directories checked before every create/replace/patch"),
+    {SK_CFG_E_("policies", SK_CFG_STRLIST, NULL, ctl_config_t, policies,
+               "policy files or directories checked before every create/replace/patch"),
+     .validate = check_policies},
     SK_CFG_DURATION_E("watch_heartbeat", "30s", ctl_config_t, watch_heartbeat_ms,
                       "BOOKMARK line interval on watch streams; 0 = none"),
     SK_CFG_INT_E("max_watches", "1024", 1, 100000, ctl_config_t, max_watches, "concurrent watch streams"),
