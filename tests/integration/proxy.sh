@@ -88,6 +88,7 @@ listeners:
   - name: tls
     address: 127.0.0.1:$PT
     tls: {cert: $CERTS/server.pem, key: $CERTS/server.key, ca: $CERTS/ca.pem, client_auth: require}
+    forward_client_cert: sanitize_set
   - {name: link, address: 127.0.0.1:$PL, protocol: tcp, cluster: v1}
 YAML
 }
@@ -166,6 +167,15 @@ curl -s --cacert "$CERTS/ca.pem" -o /dev/null "$T/status/200" && fail "mTLS list
 curl -s --cacert "$CERTS/ca.pem" --cert "$CERTS/rogue.pem" --key "$CERTS/rogue.key" -o /dev/null "$T/status/200" &&
   fail "mTLS listener accepted an untrusted certificate"
 grep -q '"peer_spiffe":"spiffe://skiff.test/region/local/workload/client"' "$TMP/access.log" || fail "peer_spiffe in log"
+# forward_client_cert: the upstream learns the client's SPIFFE ID on the
+# mTLS listener (sanitize_set replaces what the client sent); the plain
+# listener (default sanitize) drops a client's claim
+R=$(curl -s --cacert "$CERTS/ca.pem" --cert "$CERTS/client.pem" --key "$CERTS/client.key" \
+  -H 'x-forwarded-client-cert: URI=spiffe://skiff.test/forged' "$T/headers")
+has -F '"x-forwarded-client-cert": "URI=spiffe://skiff.test/region/local/workload/client"' <<<"$R" ||
+  fail "x-forwarded-client-cert on the mTLS listener: $R"
+R=$(curl -s -H 'x-forwarded-client-cert: URI=spiffe://skiff.test/forged' "$U/headers")
+has -i 'x-forwarded-client-cert' <<<"$R" && fail "a client's x-forwarded-client-cert reached the upstream: $R"
 echo "tls ok"
 
 # ---- L4 TCP pass-through

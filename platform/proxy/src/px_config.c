@@ -716,8 +716,8 @@ static void route_free(px_route_t *r) {
 /* ---- listeners ---- */
 
 static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, const char *path, px_listener_t *l) {
-  static const char *const k[] = {"name", "address", "protocol", "tls", "routes", "cluster", "fault", "max_body",
-                                  "idle_timeout", NULL};
+  static const char *const k[] = {"name",     "address",      "protocol",           "tls", "routes", "cluster",
+                                  "fault",    "max_body",     "idle_timeout",       "forward_client_cert", NULL};
   keys(b, o, path, k);
   char p[PX_PATH_MAX], err[600];
   l->name = str(b, o, path, "name", 1, 128);
@@ -758,6 +758,19 @@ static void listener_parse(bctx_t *b, const px_config_t *c, const json_t *o, con
   }
   l->max_body = mb;
   dur(b, o, path, "idle_timeout", &l->idle_timeout_ms);
+  char *xf = str(b, o, path, "forward_client_cert", 0, 32);
+  if (xf) {
+    static const char *const modes[] = {"sanitize", "forward", "append_forward", "sanitize_set"};
+    l->xfcc = -1;
+    for (int i = 0; i < 4; i++)
+      if (!strcmp(xf, modes[i])) l->xfcc = i;
+    subpath(b, p, path, ".forward_client_cert");
+    if (l->xfcc < 0) {
+      berr(b, p, "expected sanitize, forward, append_forward or sanitize_set");
+      l->xfcc = PX_XFCC_SANITIZE;
+    }
+    free(xf);
+  }
   if (l->proto == PX_PROTO_TCP) {
     l->cluster = cluster_ref(b, c, o, path, "cluster");
     if (json_object_get(o, "routes")) berr(b, path, "a tcp listener takes a cluster, not routes");

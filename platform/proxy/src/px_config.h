@@ -138,6 +138,14 @@ typedef struct px_cluster {
 
 typedef enum px_proto { PX_PROTO_HTTP = 0, PX_PROTO_TCP = 1 } px_proto_t;
 
+/* forward_client_cert: what reaches the upstream in x-forwarded-client-cert.
+ * SANITIZE drops the client's header (the default: a client cannot claim an
+ * identity); FORWARD passes it as sent; APPEND_FORWARD passes it and appends
+ * this hop's element; SANITIZE_SET replaces it with this hop's element. The
+ * element is URI=<the client certificate's SPIFFE ID>, added only when the
+ * client presented a verified certificate with one. */
+enum { PX_XFCC_SANITIZE, PX_XFCC_FORWARD, PX_XFCC_APPEND_FORWARD, PX_XFCC_SANITIZE_SET };
+
 typedef struct px_listener {
   char *name;
   sk_cfg_addr_t addr;
@@ -151,6 +159,7 @@ typedef struct px_listener {
   px_l4_fault_config_t l4_fault;
   uint64_t max_body;
   uint64_t idle_timeout_ms;
+  int xfcc;         /* forward_client_cert: PX_XFCC_* */
 } px_listener_t;
 
 typedef struct px_access_log {

@@ -158,13 +158,13 @@ static char *put_hex(char *p, const char *hx, size_t n) {
   return p + n;
 }
 
-size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, px_rng_t *rng, sk_pool_t *pool,
-                           sk_http_header_t **out, const char **request_id, px_trace_t *trace) {
-  size_t cap = req->headers.n + (ops ? ops->nadd : 0) + 6;
+size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, int xfcc, px_rng_t *rng,
+                           sk_pool_t *pool, sk_http_header_t **out, const char **request_id, px_trace_t *trace) {
+  size_t cap = req->headers.n + (ops ? ops->nadd : 0) + 7;
   sk_http_header_t *h = sk_pool_alloc(pool, cap * sizeof *h);
   size_t n = 0;
   const char *conn = conn_fields(sk_http_headers_get(&req->headers, "connection"));
-  const char *xff = NULL, *rid = NULL;
+  const char *xff = NULL, *rid = NULL, *xfcc_in = NULL;
   int have_trace = 0, have_ops = ops && (ops->nremove || ops->nadd);
   for (size_t i = 0; i < req->headers.n; i++) {
     const char *name = req->headers.v[i].name, *val = req->headers.v[i].value ? req->headers.v[i].value : "";
@@ -178,6 +178,12 @@ size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, px
       continue;
     }
     if (IS(name, nl, "x-forwarded-proto")) continue;
+    if (IS(name, nl, "x-forwarded-client-cert")) {
+      /* kept only when forwarding; several fields are joined below */
+      if (xfcc == PX_XFCC_FORWARD || xfcc == PX_XFCC_APPEND_FORWARD)
+        xfcc_in = xfcc_in ? sk_pool_printf(pool, "%s,%s", xfcc_in, val) : val;
+      continue;
+    }
     if (IS(name, nl, "x-request-id")) {
       if (!rid && valid_request_id(val)) rid = val;
       continue;
@@ -193,6 +199,12 @@ size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, px
   if (ip) h[n++] = (sk_http_header_t){"x-forwarded-for", xff ? sk_pool_printf(pool, "%s, %s", xff, ip) : ip};
   else if (xff) h[n++] = (sk_http_header_t){"x-forwarded-for", xff};
   h[n++] = (sk_http_header_t){"x-forwarded-proto", req->scheme ? req->scheme : "http"};
+  const char *me = (xfcc == PX_XFCC_APPEND_FORWARD || xfcc == PX_XFCC_SANITIZE_SET) && req->peer_spiffe &&
+                           *req->peer_spiffe
+                       ? sk_pool_printf(pool, "URI=%s", req->peer_spiffe)
+                       : NULL;
+  if (xfcc_in && me) h[n++] = (sk_http_header_t){"x-forwarded-client-cert", sk_pool_printf(pool, "%s,%s", xfcc_in, me)};
+  else if (xfcc_in || me) h[n++] = (sk_http_header_t){"x-forwarded-client-cert", xfcc_in ? xfcc_in : me};
   if (!rid) {
     /* a version 4 UUID: 8-4-4-4-12 hex digits, version nibble 4, variant 10xx */
     char hx[33];

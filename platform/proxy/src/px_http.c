@@ -532,7 +532,8 @@ void px_http_handle(sk_http_req_t *req, void *ud) {
   t->rt = rt;
   t->listener = l->name;
   /* trace context and request id, also for answers of our own */
-  t->nh = px_upstream_headers(req, rt ? &rt->req_hdrs : NULL, &w->rng, req->pool, &t->hdrs, &t->request_id, &t->trace);
+  t->nh = px_upstream_headers(req, rt ? &rt->req_hdrs : NULL, l->xfcc, &w->rng, req->pool, &t->hdrs, &t->request_id,
+                              &t->trace);
   px_trace_server_begin(w, req, rt, &t->span, &t->trace, t->hdrs, t->nh);
   if (!rt) {
     fail(t, 404, "no_route");

@@ -70,9 +70,10 @@ typedef struct px_trace {
  * and route-removed headers dropped, host kept, x-forwarded-for appended,
  * x-forwarded-proto set, x-request-id kept or generated (request_id gets
  * it), traceparent continued or started (trace gets it), route additions
- * set. Returns the count. */
-size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, px_rng_t *rng, sk_pool_t *pool,
-                           sk_http_header_t **out, const char **request_id, px_trace_t *trace);
+ * set, x-forwarded-client-cert as xfcc (PX_XFCC_*) says, with
+ * req->peer_spiffe as this hop's URI. Returns the count. */
+size_t px_upstream_headers(const sk_http_req_t *req, const px_hdr_ops_t *ops, int xfcc, px_rng_t *rng,
+                           sk_pool_t *pool, sk_http_header_t **out, const char **request_id, px_trace_t *trace);
 /* Response headers for the client: hop-by-hop dropped, route ops applied. */
 size_t px_downstream_headers(const sk_http_headers_t *in, const px_hdr_ops_t *ops, sk_pool_t *pool,
                              sk_http_header_t **out);
