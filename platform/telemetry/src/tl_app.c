@@ -125,7 +125,7 @@ static int metrics_init(tl_app_t *a) {
   }
   if ((rc = sk_metrics_counter_family(r, "skiff_telemetry_dropped_requests_total",
                                       "Ingest requests answered without storing anything, by reason "
-                                      "(queue_full, too_large, bad_request, storage).",
+                                      "(queue_full, draining, too_large, bad_request, storage).",
                                       reason_l, 1, &a->refused)) < 0)
     return rc;
   if ((rc = sk_metrics_gauge(r, "skiff_telemetry_queue_depth", "Ingest jobs waiting for or in the writer.",
@@ -588,7 +588,7 @@ static void ingest(tl_app_t *a, sk_http_req_t *req, tl_job_kind_t kind) {
   size_t max_bytes = a->cfg->max_queue_bytes ? (size_t)a->cfg->max_queue_bytes : (256u << 20);
   if (a->draining || a->depth >= (size_t)(a->cfg->max_queue > 0 ? a->cfg->max_queue : 64) ||
       a->bytes + req->body_len > max_bytes) {
-    count_refused(a, "queue_full");
+    count_refused(a, a->draining ? "draining" : "queue_full");
     sk_http_header_t h[] = {{"retry-after", "1"}, {"content-type", "text/plain; charset=utf-8"}};
     const char *msg = a->draining ? "shutting down\n" : "ingest queue full, retry later\n";
     sk_http_respond(req, a->draining ? 503 : 429, h, 2, msg, strlen(msg));
@@ -684,7 +684,7 @@ static void handle(sk_http_req_t *req, void *ud) {
 static void scrape_sink(void *ud, sk_pool_t *pool, tl_samples_t *s) {
   tl_app_t *a = ud;
   if (a->draining || a->depth >= (size_t)(a->cfg->max_queue > 0 ? a->cfg->max_queue : 64) * 2) {
-    count_refused(a, "queue_full");
+    count_refused(a, a->draining ? "draining" : "queue_full");
     sk_pool_free(pool);
     return;
   }
