@@ -950,6 +950,101 @@ static void test_match_exclude(void **state) {
   pol_set_done(&s);
 }
 
+/* Which operations a rule sees (Kyverno's defaults when a rule lists none:
+ * validate rules every operation, mutate rules CREATE and UPDATE), and the
+ * request control builds for a DELETE (pol_request_for) and a dry run. */
+static void test_operations_and_delete_request(void **state) {
+  pol_set_t s;
+  pol_set_init(&s);
+  load_text(&s, "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: ops}\nspec:\n"
+                "  validationFailureAction: Enforce\n  rules:\n"
+                "  - name: no-ops-listed\n    match: {any: [{resources: {kinds: [ConfigMap], namespaces: [a]}}]}\n"
+                "    validate:\n      message: 'seen {{ request.operation }} of {{ request.oldObject.metadata.name }}'\n"
+                "      deny: {conditions: [{key: '{{ request.operation }}', operator: Equals, value: DELETE}]}\n"
+                "  - name: create-update-only\n"
+                "    match: {any: [{resources: {kinds: [ConfigMap], namespaces: [b], operations: [CREATE, UPDATE]}}]}\n"
+                "    validate: {message: never, deny: {}}\n"
+                "  - name: pattern\n    match: {any: [{resources: {kinds: [ConfigMap], namespaces: [c]}}]}\n"
+                "    validate: {message: needs team, pattern: {metadata: {labels: {team: '?*'}}}}\n"
+                "  - name: dry\n    match: {any: [{resources: {kinds: [ConfigMap], namespaces: [d]}}]}\n"
+                "    validate:\n      message: 'dry {{ request.dryRun }}'\n"
+                "      deny: {conditions: [{key: '{{ request.dryRun }}', operator: Equals, value: true}]}\n"
+                "  - name: stamp\n    match: {any: [{resources: {kinds: [ConfigMap]}}]}\n"
+                "    mutate: {patchStrategicMerge: {metadata: {labels: {stamped: 'yes'}}}}\n"
+                "  - name: stamp-delete\n"
+                "    match: {any: [{resources: {kinds: [ConfigMap], operations: [DELETE, CONNECT]}}]}\n"
+                "    mutate: {patchStrategicMerge: {metadata: {labels: {deleted: 'yes'}}}}\n");
+  const char *cm_a = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: a}\n";
+  const char *cm_b = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: b}\n";
+  const char *cm_c = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: c}\n";
+  json_t *resp;
+  /* no operations: the validate rule sees the DELETE, with oldObject */
+  assert_false(allowed(&s, "DELETE", NULL, cm_a, &resp));
+  assert_has(sk_json_get_str(resp, "response.status.message", ""), "no-ops-listed: seen DELETE of x");
+  json_decref(resp);
+  assert_true(allowed(&s, "CREATE", cm_a, NULL, NULL));
+  /* operations without DELETE: deletes pass, updates do not */
+  assert_true(allowed(&s, "DELETE", NULL, cm_b, NULL));
+  assert_false(allowed(&s, "UPDATE", cm_b, cm_b, NULL));
+  /* pattern rules skip DELETE */
+  assert_true(allowed(&s, "DELETE", NULL, cm_c, NULL));
+  assert_false(allowed(&s, "CREATE", cm_c, NULL, NULL));
+
+  /* control's request for a DELETE: no object, the stored one as oldObject */
+  json_t *old = Y(cm_a);
+  json_t *req = pol_request_for(NULL, old, "DELETE", "alice");
+  assert_true(json_is_null(json_object_get(req, "object")));
+  assert_true(json_equal(json_object_get(req, "oldObject"), old));
+  assert_string_equal(sk_json_get_str(req, "operation", ""), "DELETE");
+  assert_string_equal(sk_json_get_str(req, "kind.kind", ""), "ConfigMap");
+  assert_string_equal(sk_json_get_str(req, "name", ""), "x");
+  assert_string_equal(sk_json_get_str(req, "namespace", ""), "a");
+  assert_string_equal(sk_json_get_str(req, "userInfo.username", ""), "alice");
+  assert_true(json_is_false(json_object_get(req, "dryRun")));
+  pol_report_t r;
+  pol_report_init(&r);
+  assert_int_equal(pol_evaluate(&s, req, &r), 0);
+  assert_true(pol_report_denied(&r));
+  /* mutate rules never change a delete, whatever their operations say */
+  assert_true(json_is_null(r.patched));
+  for (size_t i = 0; i < r.n; i++) assert_true(r.v[i].type != POL_RULE_MUTATE);
+  pol_report_done(&r);
+  json_decref(req);
+  json_decref(old);
+  /* ... nor a CONNECT; a CREATE gets only the default-operations rule */
+  json_t *rev = review("CONNECT", cm_b, NULL, 0, NULL);
+  resp = answer(&s, rev, 1);
+  assert_null(sk_json_get(resp, "response.patch"));
+  json_decref(resp);
+  json_decref(rev);
+  resp = mutate_answer(&s, cm_b);
+  check_patch(resp, cm_b, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: b, labels: {stamped: 'yes'}}\n");
+  json_decref(resp);
+
+  /* request.dryRun as the caller sets it */
+  json_t *cm_d = Y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: d}\n");
+  const char *ops[] = {"CREATE", "DELETE"};
+  for (int k = 0; k < 2; k++) {
+    int del = !strcmp(ops[k], "DELETE");
+    req = pol_request_for(del ? NULL : cm_d, del ? cm_d : NULL, ops[k], NULL);
+    pol_report_init(&r);
+    assert_int_equal(pol_evaluate(&s, req, &r), 0);
+    assert_false(pol_report_denied(&r));
+    pol_report_done(&r);
+    json_object_set_new(req, "dryRun", json_true());
+    pol_report_init(&r);
+    assert_int_equal(pol_evaluate(&s, req, &r), 0);
+    assert_true(pol_report_denied(&r));
+    char *m = pol_report_denial(&r, req);
+    assert_has(m, "dry: dry true");
+    free(m);
+    pol_report_done(&r);
+    json_decref(req);
+  }
+  json_decref(cm_d);
+  pol_set_done(&s);
+}
+
 static void test_rule_errors_and_anypattern(void **state) {
   pol_set_t s;
   pol_set_init(&s);
@@ -1119,6 +1214,7 @@ int main(void) {
       cmocka_unit_test(test_example_deny_delete_and_audit),
       cmocka_unit_test(test_example_mutations),
       cmocka_unit_test(test_match_exclude),
+      cmocka_unit_test(test_operations_and_delete_request),
       cmocka_unit_test(test_rule_errors_and_anypattern),
       cmocka_unit_test(test_review_decode_errors),
       cmocka_unit_test(test_cli_test),

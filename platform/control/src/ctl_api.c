@@ -3,8 +3,8 @@
  * pagination) and watch (newline-delimited JSON over a streamed response,
  * HTTP/1.1 chunked or HTTP/2). Every call but /healthz is authenticated and
  * authorized (ctl_auth), every change audited in the same transaction
- * (ctl_audit), and every create/replace/patch goes through the policy
- * engine first, so a denied resource never reaches the store. */
+ * (ctl_audit), and every create/replace/patch/delete goes through the
+ * policy engine first, so a denied change never reaches the store. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,7 +182,7 @@ typedef struct rq {
   ctl_errs_t errs;
   json_t *doc;   /* PUT body / PATCH patch */
   int dry_run;   /* ?dryRun=All: validate and run the policies, write nothing */
-  json_t *dry_out; /* what an update would have written */
+  json_t *dry_out; /* what an update would have written / a delete would have removed */
 } rq_t;
 
 static int audit_hook(int64_t rv, const json_t *old_obj, const json_t *new_obj, void *ud) {
@@ -200,14 +200,16 @@ static void audit_refusal(rq_t *r, int code, const char *msg) {
   (void)ctl_audit_record(r->app->audit, &e);
 }
 
-/* Runs the policies on doc (as the client sent it). 0 = allowed (*doc is
- * replaced by the mutated document, and 1 returned, when a mutate rule
- * changed it),
- * SK_EFORBID with the message in r->msg. */
+/* Runs the policies on doc (as the client sent it; NULL for a DELETE,
+ * where old is the object as stored). 0 = allowed (*doc is replaced by the
+ * mutated document, and 1 returned, when a mutate rule changed it),
+ * SK_EFORBID with the message in r->msg. The request says dryRun: true
+ * under ?dryRun=All. */
 static int policy_check(rq_t *r, json_t **doc, const json_t *old, const char *op) {
   if (!r->app->pols || !r->app->pols->n) return 0;
   json_t *preq = pol_request_for(*doc, old, op, r->p.name[0] ? r->p.name : NULL);
   if (!preq) return SK_ENOMEM;
+  if (r->dry_run) json_object_set_new(preq, "dryRun", json_true());
   pol_report_t rep;
   pol_report_init(&rep);
   int rc = pol_evaluate(r->app->pols, preq, &rep);
@@ -220,7 +222,7 @@ static int policy_check(rq_t *r, json_t **doc, const json_t *old, const char *op
     free(m);
     r->code = 403;
     rc = SK_EFORBID;
-  } else if (rep.patched && !json_equal(rep.patched, *doc)) {
+  } else if (*doc && rep.patched && !json_equal(rep.patched, *doc)) {
     json_decref(*doc);
     *doc = json_incref(rep.patched);
     rc = 1;
@@ -444,12 +446,49 @@ static void do_update(rq_t *r) {
 
 /* ---- delete / get / list ---- */
 
+/* Inside the delete's transaction, after the row went: the policies see
+ * the object as stored (in the addressed kind's form) as oldObject with
+ * operation DELETE and no object. A denial rolls the delete back; so does
+ * a dry run once the policies allowed it (r->dry_out keeps the object). */
+static int delete_hook(int64_t rv, const json_t *old_obj, const json_t *new_obj, void *ud) {
+  rq_t *r = ud;
+  if (old_obj && r->app->pols && r->app->pols->n) {
+    json_t *old_client = to_client(r->k, old_obj), *none = NULL;
+    int rc = policy_check(r, &none, old_client, "DELETE");
+    json_decref(old_client);
+    if (rc < 0) {
+      if (!r->code) {
+        r->code = 500;
+        snprintf(r->msg, sizeof r->msg, "policy evaluation failed: %s", sk_strerror(rc));
+      }
+      return rc;
+    }
+  }
+  if (r->dry_run) {
+    r->dry_out = json_incref((json_t *)old_obj);
+    return SK_ECANCELED;
+  }
+  return audit_hook(rv, old_obj, new_obj, ud);
+}
+
 static void do_delete(rq_t *r) {
   json_t *out = NULL;
-  int rc = ctl_store_delete(r->app->store, r->sk->kind, r->ns, r->name, audit_hook, r, &out);
-  if (rc == SK_ENOTFOUND) {
+  r->code = 0;
+  r->msg[0] = 0;
+  int rc = ctl_store_delete(r->app->store, r->sk->kind, r->ns, r->name, delete_hook, r, &out);
+  if (r->dry_run && rc == SK_ECANCELED && r->dry_out) {
+    /* what the delete would answer: the object as it is */
+    json_t *c = to_client(r->k, r->dry_out);
+    json_decref(r->dry_out);
+    r->dry_out = NULL;
+    respond_obj(r->req, 200, c, "dry-run");
+    json_decref(c);
+  } else if (rc == SK_ENOTFOUND) {
     char *msg = sk_pool_printf(r->req->pool, "%s \"%s\" not found", r->k->plural, r->name);
     respond_status(r->req, 404, NULL, msg, r->k->kind, r->name, NULL);
+  } else if (rc < 0 && r->code) {
+    if (r->code == 403) audit_refusal(r, 403, r->msg);
+    respond_status(r->req, r->code, NULL, r->msg, r->k->kind, r->name, NULL);
   } else if (rc < 0) {
     respond_status(r->req, 500, NULL, ctl_store_errmsg(r->app->store), r->k->kind, r->name, NULL);
   } else {
@@ -907,9 +946,10 @@ static void handle(sk_http_req_t *req, void *ud) {
       return;
     }
     r->dry_run = dry != NULL;
-    if (r->dry_run && r->verb != CTL_VERB_CREATE && r->verb != CTL_VERB_UPDATE && r->verb != CTL_VERB_PATCH) {
-      respond_status(req, 400, NULL, "dryRun is supported on create, replace and patch only", r->k->kind, r->name,
-                     NULL);
+    if (r->dry_run && r->verb != CTL_VERB_CREATE && r->verb != CTL_VERB_UPDATE && r->verb != CTL_VERB_PATCH &&
+        r->verb != CTL_VERB_DELETE) {
+      respond_status(req, 400, NULL, "dryRun is supported on create, replace, patch and delete only", r->k->kind,
+                     r->name, NULL);
       return;
     }
   }

@@ -2,7 +2,8 @@
  * kind, document validation) before the store is touched, then run in one
  * store transaction where each apply is authorized with the verb it turns
  * out to be (create or update), preconditioned and run through the
- * policies, and each change is audited; the first failure rolls back all. */
+ * policies (deletes too, as DELETE), and each change is audited; the first
+ * failure rolls back all. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,12 +72,15 @@ static int authorize(bjob_t *j, bitem_t *it, ctl_verb_t verb) {
   return 0;
 }
 
-/* The policies on doc; 1 when a mutate rule changed it (*doc replaced). */
+/* The policies on doc (NULL for a delete: old is the stored object); 1
+ * when a mutate rule changed it (*doc replaced). A dry-run batch says
+ * dryRun: true to the policies. */
 static int policy_check(bjob_t *j, bitem_t *it, json_t **doc, const json_t *old, const char *op) {
   const pol_set_t *pols = j->env->pols;
   if (!pols || !pols->n) return 0;
   json_t *preq = pol_request_for(*doc, old, op, j->p.name[0] ? j->p.name : NULL);
   if (!preq) return SK_ENOMEM;
+  if (j->dry_run) json_object_set_new(preq, "dryRun", json_true());
   pol_report_t rep;
   pol_report_init(&rep);
   int rc = pol_evaluate(pols, preq, &rep);
@@ -87,7 +91,7 @@ static int policy_check(bjob_t *j, bitem_t *it, json_t **doc, const json_t *old,
     fail(it, 403, "%s", m ? m : "denied by policy");
     free(m);
     rc = SK_EFORBID;
-  } else if (rep.patched && !json_equal(rep.patched, *doc)) {
+  } else if (*doc && rep.patched && !json_equal(rep.patched, *doc)) {
     json_decref(*doc);
     *doc = json_incref(rep.patched);
     rc = 1;
@@ -148,7 +152,8 @@ out:
   return rc;
 }
 
-/* Inside the transaction, after the write: delete precondition, audit. */
+/* Inside the transaction, after the write: delete precondition and
+ * policies (DELETE with the stored object as oldObject), audit. */
 static int step_hook(int64_t rv, const json_t *old_obj, const json_t *new_obj, void *ud) {
   bref_t *br = ud;
   bitem_t *it = br->it;
@@ -156,6 +161,15 @@ static int step_hook(int64_t rv, const json_t *old_obj, const json_t *new_obj, v
     fail(it, 409, "%s \"%s\" has been modified (resourceVersion %lld, current %lld)", it->k->kind, it->name,
          (long long)it->want_rv, (long long)ctl_obj_rv(old_obj));
     return SK_ECONFLICT;
+  }
+  if (it->op == CTL_STEP_DELETE && old_obj) {
+    json_t *old_client = to_client(it->k, old_obj), *none = NULL;
+    int rc = policy_check(br->job, it, &none, old_client, "DELETE");
+    json_decref(old_client);
+    if (rc < 0) {
+      if (!it->code) fail(it, 500, "policy evaluation failed: %s", sk_strerror(rc));
+      return rc;
+    }
   }
   if (!br->job->env->audit || br->job->dry_run) return 0;
   int code = it->verb == CTL_VERB_CREATE ? 201 : 200;

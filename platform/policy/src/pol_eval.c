@@ -420,7 +420,9 @@ int pol_mutate(const pol_set_t *s, const json_t *req, pol_report_t *out) {
     for (size_t j = 0; j < p->nrules; j++) {
       const pol_rule_t *rule = &p->rules[j];
       if ((rule->type != POL_RULE_MUTATE && rule->type != POL_RULE_VERIFY) || !rule_applies(p, rule, &ri)) continue;
-      if (!strcmp(ri.op, "DELETE") || !json_is_object(work)) continue;
+      /* as Kyverno's mutating webhook: CREATE and UPDATE only (a DELETE or
+       * CONNECT is never changed, whatever the rule's operations say) */
+      if ((strcmp(ri.op, "CREATE") && strcmp(ri.op, "UPDATE")) || !json_is_object(work)) continue;
       /* variables see the object as mutated so far */
       json_decref(ctx);
       json_decref(wreq);

@@ -113,7 +113,9 @@ int pol_evaluate(const pol_set_t *s, const json_t *req, pol_report_t *out);
 
 /* A request for a resource outside admission (CLI, control's pre-apply):
  * kind/namespace/name from the object, userInfo username (may be NULL).
- * operation "CREATE", "UPDATE" (old may be given) or "DELETE". */
+ * operation "CREATE", "UPDATE" (old may be given) or "DELETE" (object
+ * NULL, old the object being deleted). dryRun is false; a caller checking
+ * a dry run sets it to true (control does for ?dryRun=All). */
 json_t *pol_request_for(const json_t *object, const json_t *old, const char *operation, const char *username);
 
 /* The denial text listing every failed Enforce rule ("resource Pod/ns/n was
