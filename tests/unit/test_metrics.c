@@ -356,6 +356,77 @@ static void test_threads(void **state) {
   sk_metrics_free(m);
 }
 
+static void test_remove(void **state) {
+  sk_metrics_t *m;
+  assert_int_equal(sk_metrics_new(&m), 0);
+  sk_mfamily_t *f, *h;
+  assert_int_equal(sk_metrics_counter_family(m, "rq_total", "x", (const char *[]){"ep"}, 1, &f), 0);
+  assert_int_equal(sk_metrics_histogram_family(m, "d", "x", (const char *[]){"ep"}, 1, (const double[]){1}, 1, &h), 0);
+  assert_int_equal(sk_mfamily_set_max_children(f, 2), 0);
+  sk_counter_t *a, *b, *c;
+  sk_histogram_t *ha;
+  assert_int_equal(sk_counter_with(f, (const char *[]){"a"}, &a), 0);
+  assert_int_equal(sk_counter_with(f, (const char *[]){"b"}, &b), 0);
+  assert_int_equal(sk_histogram_with(h, (const char *[]){"a"}, &ha), 0);
+  sk_counter_add(a, 3);
+  sk_counter_add(b, 5);
+  sk_histogram_observe(ha, 0.5);
+  assert_int_equal(sk_counter_with(f, (const char *[]){"c"}, &c), SK_ELIMIT);
+  assert_int_equal(sk_mfamily_remove(f, (const char *[]){"a"}), 0);
+  assert_int_equal(sk_mfamily_remove(h, (const char *[]){"a"}), 0);
+  assert_int_equal(sk_mfamily_remove(f, (const char *[]){"a"}), SK_ENOTFOUND);
+  assert_int_equal(sk_mfamily_remove(f, (const char *[]){"zz"}), SK_ENOTFOUND);
+  assert_int_equal(sk_mfamily_child_count(f), 1);
+  expect_render(m, "# HELP rq_total x\n# TYPE rq_total counter\nrq_total{ep=\"b\"} 5\n");
+  /* the freed slot takes a new child; the old one comes back at zero */
+  assert_int_equal(sk_counter_with(f, (const char *[]){"a"}, &a), 0);
+  assert_true(sk_counter_value(a) == 0);
+  assert_int_equal(sk_counter_with(f, (const char *[]){"c"}, &c), SK_ELIMIT);
+  /* unlabelled families have one child for good */
+  sk_counter_t *u;
+  assert_int_equal(sk_metrics_counter(m, "u_total", "x", &u), 0);
+  sk_mfamily_t *uf;
+  assert_int_equal(sk_metrics_counter_family(m, "u_total", "x", NULL, 0, &uf), 0);
+  assert_int_equal(sk_mfamily_remove(uf, NULL), SK_EINVAL);
+  assert_int_equal(sk_mfamily_remove(NULL, (const char *[]){"a"}), SK_EINVAL);
+  sk_metrics_free(m);
+}
+
+struct churn_arg {
+  sk_mfamily_t *f;
+  int id; /* each thread its own children: only their user may remove them */
+  int *stop;
+};
+
+static void churn_main(void *p) {
+  struct churn_arg *a = p;
+  char v[16];
+  for (int i = 0; i < 20000 && !__atomic_load_n(a->stop, __ATOMIC_ACQUIRE); i++) {
+    snprintf(v, sizeof v, "t%d-e%d", a->id, i % 25);
+    sk_histogram_t *h;
+    if (sk_histogram_with(a->f, (const char *[]){v}, &h) == 0) sk_histogram_observe(h, 0.1);
+    snprintf(v, sizeof v, "t%d-e%d", a->id, (i + 12) % 25);
+    sk_mfamily_remove(a->f, (const char *[]){v});
+  }
+}
+
+/* Children come and go while renders read them (run under ASan / TSan). */
+static void test_remove_while_rendering(void **state) {
+  sk_metrics_t *m;
+  assert_int_equal(sk_metrics_new(&m), 0);
+  int stop = 0;
+  sk_mfamily_t *f;
+  assert_int_equal(sk_metrics_histogram_family(m, "h", "x", (const char *[]){"ep"}, 1, NULL, 0, &f), 0);
+  struct churn_arg a[2] = {{f, 0, &stop}, {f, 1, &stop}};
+  uv_thread_t t[2];
+  for (int i = 0; i < 2; i++) uv_thread_create(&t[i], churn_main, &a[i]);
+  for (int i = 0; i < 200; i++) free(render(m));
+  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+  for (int i = 0; i < 2; i++) uv_thread_join(&t[i]);
+  assert_true(sk_mfamily_child_count(f) <= 50);
+  sk_metrics_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_empty),
@@ -368,6 +439,8 @@ int main(void) {
       cmocka_unit_test(test_format_value),
       cmocka_unit_test(test_process_and_hooks),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_remove),
+      cmocka_unit_test(test_remove_while_rendering),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,11 +244,7 @@ static const char *error_reason(px_outcome_t o, int err, int *status) {
 static void count_upstream(px_ep_t *ep, int err, int status) {
   int cls = err < 0 ? 5 : (status >= 100 && status < 600 ? status / 100 - 1 : 5);
   if (!ep->m_rq[cls] && ep->w->p->f_upstream) {
-    static const char *const names[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "error"};
-    const char *dash = strchr(ep->key, '|');
-    char cname[130];
-    snprintf(cname, sizeof cname, "%.*s", dash ? (int)(dash - ep->key) : 0, ep->key);
-    const char *v[3] = {cname, ep->stats->addr, names[cls]};
+    const char *v[3] = {ep->stats->cluster, ep->stats->addr, px_upstream_classes[cls]};
     sk_counter_with(ep->w->p->f_upstream, v, &ep->m_rq[cls]);
   }
   sk_counter_inc(ep->m_rq[cls]);

@@ -94,9 +94,21 @@ typedef struct px_ep_stats {
   long conns;                  /* open upstream connections, all workers (the pools' conn_gauge) */
 } px_ep_stats_t;
 
+/* The entry of (cluster, addr), made on first use, with a new reference
+ * (any thread); _unref drops one, and the last frees the entry and removes
+ * its per-endpoint metric series. See px_worker.c for who holds them. */
+px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char *addr);
+px_ep_stats_t *px_proxy_ep_stats_ref(px_proxy_t *p, px_ep_stats_t *s);
+void px_proxy_ep_stats_unref(px_proxy_t *p, px_ep_stats_t *s); /* accepts NULL */
+/* The class label of skiff_proxy_upstream_rq_total{cluster,endpoint,class}:
+ * 1xx..5xx, error (the unref removes all six series). */
+extern const char *const px_upstream_classes[6];
+
 /* Open downstream HTTP connections of a listener (by name), all workers:
- * the servers' conn_gauge. Lives as long as the proxy. */
+ * the servers' conn_gauge, with a reference each server holds until it has
+ * no connection left; the last _unref removes the listener's series. */
 long *px_proxy_listener_gauge(px_proxy_t *p, const char *name);
+void px_proxy_listener_gauge_unref(px_proxy_t *p, long *gauge); /* accepts NULL */
 /* Sets skiff_proxy_downstream_connections{listener} and
  * skiff_proxy_upstream_connections{cluster} (scrape time, main thread). */
 void px_proxy_collect_conns(px_proxy_t *p);
@@ -214,6 +226,7 @@ typedef struct px_wlistener {
   int proto;
   sk_http_server_t *srv;
   sk_listener_t *tcp;
+  long *gauge; /* srv's conn_gauge (a reference), NULL once srv is gone */
   int port;
   struct px_wlistener *next;
 } px_wlistener_t;
@@ -276,8 +289,8 @@ struct px_proxy {
   void *drain_ud;
   px_port_t ports[PX_MAX_LISTENERS * 4];
   size_t nports;
-  px_ep_stats_t *stats;
-  size_t nstats, capstats;
+  void *stats;   /* endpoint stats entries (px_worker.c); under mu */
+  size_t nstats; /* how many; under mu */
   px_scluster_t *sclusters; /* under mu */
   px_sroute_t *sroutes;     /* under mu */
   int access_fd; /* -1 = off */
@@ -306,7 +319,6 @@ void px_proxy_drain(px_proxy_t *p, void (*cb)(void *ud), void *ud);
 void px_proxy_free(px_proxy_t *p);
 /* JSON for /clusters. */
 json_t *px_proxy_clusters_json(px_proxy_t *p);
-px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char *addr);
 
 /* worker side (px_worker.c) */
 /* Asks every worker to close its idle upstream connections of clusters

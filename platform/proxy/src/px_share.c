@@ -58,6 +58,7 @@ static void scluster_free(px_scluster_t *s) {
     if (atomic_load(&s->brk_open) & (1u << k)) sk_gauge_dec(s->m_breaker_open[k]);
   px_outlier_done(&s->outlier);
   free(s->unhealthy);
+  for (size_t i = 0; i < s->n; i++) px_proxy_ep_stats_unref(s->p, s->stats[i]);
   free(s->stats);
   free(s->key);
   free(s);

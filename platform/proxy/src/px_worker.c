@@ -9,32 +9,96 @@
 #include "px_int.h"
 #include "skiff/err.h"
 
-/* ---- endpoint stats (shared) ---- */
+/* ---- endpoint stats (shared) ----
+ *
+ * One entry per (cluster, endpoint address), shared by every worker and
+ * config generation that has that endpoint, so its counters survive
+ * reloads. Each holder takes a reference (under p->mu): a worker's pool
+ * record (px_ep_t), its upstream client until the client and all its
+ * connections are gone (the pool's conn_gauge points into the entry), and
+ * a cluster's shared state (px_scluster_t, the health flags). The last
+ * reference frees the entry and removes its per-endpoint metric series;
+ * the cluster's upstream_connections series goes with its last entry. */
 
 typedef struct stats_node {
   px_ep_stats_t s;
+  int refs; /* under p->mu */
   struct stats_node *next;
 } stats_node_t;
 
+const char *const px_upstream_classes[6] = {"1xx", "2xx", "3xx", "4xx", "5xx", "error"};
+
+static stats_node_t *stats_find(px_proxy_t *p, const char *cluster, const char *addr) {
+  for (stats_node_t *n = p->stats; n; n = n->next)
+    if (!strcmp(n->s.cluster, cluster) && !strcmp(n->s.addr, addr)) return n;
+  return NULL;
+}
+
 px_ep_stats_t *px_proxy_ep_stats(px_proxy_t *p, const char *cluster, const char *addr) {
   uv_mutex_lock(&p->mu);
-  stats_node_t *n = (stats_node_t *)p->stats;
-  for (; n; n = n->next)
-    if (!strcmp(n->s.cluster, cluster) && !strcmp(n->s.addr, addr)) break;
+  stats_node_t *n = stats_find(p, cluster, addr);
   if (!n) {
     n = sk_xcalloc(1, sizeof *n);
     snprintf(n->s.cluster, sizeof n->s.cluster, "%s", cluster);
     snprintf(n->s.addr, sizeof n->s.addr, "%s", addr);
-    n->next = (stats_node_t *)p->stats;
-    p->stats = &n->s; /* s is the first member */
+    n->next = p->stats;
+    p->stats = n;
+    p->nstats++;
   }
+  n->refs++;
   uv_mutex_unlock(&p->mu);
   return &n->s;
 }
 
+px_ep_stats_t *px_proxy_ep_stats_ref(px_proxy_t *p, px_ep_stats_t *s) {
+  uv_mutex_lock(&p->mu);
+  ((stats_node_t *)s)->refs++;
+  uv_mutex_unlock(&p->mu);
+  return s;
+}
+
+/* Under p->mu: nothing holds n's metric children any more (their users
+ * held references to n), and a new entry for the same endpoint, made after
+ * this under the same lock, asks for fresh ones. */
+static void stats_forget_series(px_proxy_t *p, stats_node_t *n) {
+  const char *v[3] = {n->s.cluster, n->s.addr, NULL};
+  if (p->f_ep_duration) sk_mfamily_remove(p->f_ep_duration, v);
+  if (p->f_upstream)
+    for (size_t k = 0; k < 6; k++) {
+      v[2] = px_upstream_classes[k];
+      sk_mfamily_remove(p->f_upstream, v);
+    }
+  if (p->f_up_conns) { /* n is off the list: is it the cluster's last entry? */
+    int more = 0;
+    for (stats_node_t *o = p->stats; o && !more; o = o->next)
+      more = !strcmp(o->s.cluster, n->s.cluster);
+    if (!more) sk_mfamily_remove(p->f_up_conns, v);
+  }
+}
+
+void px_proxy_ep_stats_unref(px_proxy_t *p, px_ep_stats_t *s) {
+  if (!s) return;
+  stats_node_t *n = (stats_node_t *)s, *gone = NULL;
+  uv_mutex_lock(&p->mu);
+  if (--n->refs == 0) {
+    stats_node_t *prev = NULL, *o = p->stats;
+    for (; o && o != n; o = o->next) prev = o;
+    if (o && prev) prev->next = n->next;
+    else if (o) p->stats = n->next;
+    p->nstats--;
+    stats_forget_series(p, n);
+    gone = n;
+  }
+  uv_mutex_unlock(&p->mu);
+  free(gone);
+}
+
+/* Listener gauges: one per listener name, referenced by each worker's
+ * server of that listener until the server and its connections are gone. */
 typedef struct lstats_node {
+  long conns; /* first: the gauge pointer handed out is the node */
+  int refs;   /* under p->mu */
   char name[129];
-  long conns;
   struct lstats_node *next;
 } lstats_node_t;
 
@@ -49,8 +113,28 @@ long *px_proxy_listener_gauge(px_proxy_t *p, const char *name) {
     n->next = p->lstats;
     p->lstats = n;
   }
+  n->refs++;
   uv_mutex_unlock(&p->mu);
   return &n->conns;
+}
+
+void px_proxy_listener_gauge_unref(px_proxy_t *p, long *gauge) {
+  if (!gauge) return;
+  lstats_node_t *n = (lstats_node_t *)gauge, *gone = NULL;
+  uv_mutex_lock(&p->mu);
+  if (--n->refs == 0) {
+    lstats_node_t *prev = NULL, *o = p->lstats;
+    for (; o && o != n; o = o->next) prev = o;
+    if (o && prev) prev->next = n->next;
+    else if (o) p->lstats = n->next;
+    if (p->f_down_conns) {
+      const char *v[1] = {n->name};
+      sk_mfamily_remove(p->f_down_conns, v);
+    }
+    gone = n;
+  }
+  uv_mutex_unlock(&p->mu);
+  free(gone);
 }
 
 void px_proxy_collect_conns(px_proxy_t *p) {
@@ -64,7 +148,7 @@ void px_proxy_collect_conns(px_proxy_t *p) {
   if (p->f_up_conns) {
     /* a cluster's endpoints add up: zero every cluster first */
     for (int pass = 0; pass < 2; pass++)
-      for (stats_node_t *n = (stats_node_t *)p->stats; n; n = n->next) {
+      for (stats_node_t *n = p->stats; n; n = n->next) {
         const char *v[1] = {n->s.cluster};
         sk_gauge_t *g = NULL;
         if (sk_gauge_with(p->f_up_conns, v, &g) < 0) continue;
@@ -80,6 +164,42 @@ void px_proxy_collect_conns(px_proxy_t *p) {
 /* A cluster with max_connections or max_pending_requests binds its pools
  * to its shared state sh (the pool's gate counts into sh's breaker for the
  * pool's whole life), so sh is part of the key. */
+/* What an upstream client holds until it and all its connections are gone
+ * (its gate's done hook): a reference to the endpoint's stats entry, whose
+ * conns field is the client's conn_gauge. The cluster's own gate, if any,
+ * runs inside. */
+typedef struct ep_hold {
+  px_proxy_t *p;
+  px_ep_stats_t *stats;
+  sk_http_client_gate_t inner;
+} ep_hold_t;
+
+static int hold_conn_open(void *ud) {
+  ep_hold_t *h = ud;
+  return h->inner.conn_open(h->inner.ud);
+}
+static void hold_conn_closed(void *ud) {
+  ep_hold_t *h = ud;
+  h->inner.conn_closed(h->inner.ud);
+}
+static int hold_wait_start(void *ud) {
+  ep_hold_t *h = ud;
+  return h->inner.wait_start(h->inner.ud);
+}
+static void hold_wait_end(void *ud) {
+  ep_hold_t *h = ud;
+  h->inner.wait_end(h->inner.ud);
+}
+static void hold_free(ep_hold_t *h) {
+  px_proxy_ep_stats_unref(h->p, h->stats);
+  free(h);
+}
+static void hold_done(void *ud) {
+  ep_hold_t *h = ud;
+  if (h->inner.done) h->inner.done(h->inner.ud);
+  hold_free(h);
+}
+
 static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_scluster_t *sh) {
   char key[1200];
   const px_endpoint_t *e = &c->endpoints[i];
@@ -98,7 +218,18 @@ static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_sclus
   ep->w = w;
   ep->key = sk_xstrdup(key);
   ep->refs = 1;
-  ep->stats = px_proxy_ep_stats(w->p, c->name, e->addr);
+  ep->stats = px_proxy_ep_stats(w->p, c->name, e->addr); /* the ep's reference */
+  ep_hold_t *hold = sk_xcalloc(1, sizeof *hold);
+  hold->p = w->p;
+  hold->stats = px_proxy_ep_stats_ref(w->p, ep->stats); /* the client's */
+  if (gated) hold->inner = gate;
+  sk_http_client_gate_t hg = {.conn_open = hold->inner.conn_open ? hold_conn_open : NULL,
+                              .conn_closed = hold->inner.conn_closed ? hold_conn_closed : NULL,
+                              .wait_start = hold->inner.wait_start ? hold_wait_start : NULL,
+                              .wait_end = hold->inner.wait_end ? hold_wait_end : NULL,
+                              .done = hold_done,
+                              .ud = hold,
+                              .retry_ms = hold->inner.retry_ms};
   sk_http_client_opts_t o = {.host = e->host,
                              .port = e->port,
                              .tls = c->tls,
@@ -109,7 +240,7 @@ static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_sclus
                              .connect_timeout_ms = c->connect_timeout_ms,
                              .request_timeout_ms = c->request_timeout_ms,
                              .idle_timeout_ms = c->idle_timeout_ms,
-                             .gate = gated ? &gate : NULL,
+                             .gate = &hg,
                              .conn_gauge = &ep->stats->conns};
   if (w->p->f_ep_duration) {
     const char *v[2] = {c->name, e->addr};
@@ -118,6 +249,7 @@ static px_ep_t *ep_get(px_worker_t *w, const px_cluster_t *c, size_t i, px_sclus
   if (sk_http_client_new(&w->loop, &o, &ep->client) < 0) {
     ep->client = NULL;
     if (gated) px_share_cluster_unref(w->p, sh); /* no client: its done hook never runs */
+    hold_free(hold);
   } else if (gated) {
     ep->gate_sh = sh;
   }
@@ -134,7 +266,8 @@ static void ep_unref(px_ep_t *ep) {
       *pp = ep->next;
       break;
     }
-  sk_http_client_free(ep->client);
+  sk_http_client_free(ep->client); /* its done hook drops the client's stats reference */
+  px_proxy_ep_stats_unref(w->p, ep->stats);
   free(ep->key);
   free(ep);
 }
@@ -253,6 +386,8 @@ static int listener_open(px_worker_t *w, const px_listener_t *l, int idx, px_wli
                                 .conn_gauge = px_proxy_listener_gauge(w->p, l->name)};
     rc = sk_http_server_new(&w->loop, &so, px_http_handle, wl, &wl->srv);
     if (rc >= 0) wl->port = sk_http_server_port(wl->srv);
+    if (rc >= 0) wl->gauge = so.conn_gauge;
+    else px_proxy_listener_gauge_unref(w->p, so.conn_gauge);
   }
   if (rc < 0) {
     free(wl->name);
@@ -273,7 +408,8 @@ static void wl_free(px_wlistener_t *wl) {
 
 static void wl_drained(sk_http_server_t *s, void *ud) {
   px_wlistener_t *wl = ud;
-  sk_http_server_free(s);
+  sk_http_server_free(s); /* drained: no connection is left to count */
+  px_proxy_listener_gauge_unref(wl->w->p, wl->gauge);
   wl_free(wl);
 }
 
@@ -391,6 +527,8 @@ static void wl_drain_done(sk_http_server_t *s, void *ud) {
   px_wlistener_t *wl = ud;
   sk_http_server_free(s);
   wl->srv = NULL;
+  px_proxy_listener_gauge_unref(wl->w->p, wl->gauge);
+  wl->gauge = NULL;
   px_worker_check_drained(wl->w);
 }
 
@@ -639,7 +777,10 @@ void px_proxy_free(px_proxy_t *p) {
     s->refs = 1;
     px_share_route_unref(p, s);
   }
-  for (stats_node_t *n = (stats_node_t *)p->stats, *nx; n; n = nx) {
+  /* what is left: stats entries normally none (every client is gone with
+   * its loop); listener gauges of servers that worker_stop freed without a
+   * drain (their connections were still counting) */
+  for (stats_node_t *n = p->stats, *nx; n; n = nx) {
     nx = n->next;
     free(n);
   }
@@ -658,6 +799,8 @@ json_t *px_proxy_clusters_json(px_proxy_t *p) {
   px_config_t *c = px_proxy_config(p);
   json_t *o = json_object();
   json_object_set_new(o, "version", json_integer((json_int_t)c->version));
+  uv_mutex_lock(&p->mu); /* the entries stay while we read them */
+  json_object_set_new(o, "endpoint_stats", json_integer((json_int_t)p->nstats));
   json_t *arr = json_array();
   for (size_t i = 0; i < c->nclusters; i++) {
     const px_cluster_t *cl = &c->clusters[i];
@@ -667,7 +810,9 @@ json_t *px_proxy_clusters_json(px_proxy_t *p) {
     json_object_set_new(co, "protocol", json_string(cl->h2 ? "h2" : "http1"));
     json_t *eps = json_array();
     for (size_t j = 0; j < cl->nendpoints; j++) {
-      px_ep_stats_t *s = px_proxy_ep_stats(p, cl->name, cl->endpoints[j].addr);
+      /* none yet when the workers have not built this config: all zero */
+      stats_node_t *sn = stats_find(p, cl->name, cl->endpoints[j].addr);
+      px_ep_stats_t zero = {0}, *s = sn ? &sn->s : &zero;
       json_t *e = json_object();
       json_object_set_new(e, "address", json_string(cl->endpoints[j].addr));
       json_object_set_new(e, "healthy", json_boolean(atomic_load(&s->unhealthy) == 0));
@@ -680,6 +825,7 @@ json_t *px_proxy_clusters_json(px_proxy_t *p) {
     json_object_set_new(co, "endpoints", eps);
     json_array_append_new(arr, co);
   }
+  uv_mutex_unlock(&p->mu);
   json_object_set_new(o, "clusters", arr);
   px_config_unref(c);
   return o;

@@ -1,9 +1,11 @@
 /* metrics.c - Prometheus metrics registry and text exposition (0.0.4).
  *
- * Families and children are only ever added, never removed, until the
- * registry is freed; so a render copies the pointer arrays under the locks
- * and reads values without them. Values are doubles kept as their bit
- * patterns in 64-bit atomics and updated with compare-and-swap loops. */
+ * Families are only ever added, never removed, until the registry is
+ * freed; so a render copies the pointer arrays under the locks and reads
+ * values without them. A child removed (sk_mfamily_remove) while a render
+ * of its family runs waits on the family's dead list until the last such
+ * render is done. Values are doubles kept as their bit patterns in 64-bit
+ * atomics and updated with compare-and-swap loops. */
 #include "skiff/metrics.h"
 
 #include <dirent.h>
@@ -35,6 +37,7 @@ struct sk_mchild {
   _Atomic uint64_t val;     /* counter / gauge: double bits */
   _Atomic uint64_t sum;     /* histogram: double bits */
   _Atomic uint64_t *counts; /* histogram: per bucket (not cumulative), last = +Inf */
+  struct sk_mchild *dead_next; /* removed while a render ran: on fam->dead */
 };
 
 /* The public child types are views of one struct. */
@@ -61,6 +64,8 @@ struct sk_mfamily {
   struct sk_mchild **children;
   size_t nchildren, cap;
   _Atomic size_t max_children;
+  int renders;            /* renders reading the children without mu (under mu) */
+  struct sk_mchild *dead; /* removed children they may still read (under mu) */
 };
 
 struct sk_hook {
@@ -189,6 +194,10 @@ static void free_child(struct sk_mchild *c, size_t nlabels) {
 static void free_family(struct sk_mfamily *f) {
   if (!f) return;
   for (size_t i = 0; i < f->nchildren; i++) free_child(f->children[i], f->nlabels);
+  for (struct sk_mchild *c = f->dead, *n; c; c = n) {
+    n = c->dead_next;
+    free_child(c, f->nlabels);
+  }
   free(f->children);
   for (size_t i = 0; i < f->nlabels; i++) free(f->labels[i]);
   free(f->labels);
@@ -430,6 +439,34 @@ out:
   return rc;
 }
 
+int sk_mfamily_remove(sk_mfamily_t *f, const char *const *values) {
+  if (!f || !f->nlabels || !values) return SK_EINVAL;
+  for (size_t i = 0; i < f->nlabels; i++)
+    if (!values[i]) return SK_EINVAL;
+  uint64_t h = values_hash(values, f->nlabels);
+  struct sk_mchild *gone = NULL;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->nchildren; i++) {
+    struct sk_mchild *c = f->children[i];
+    if (c->hash != h) continue;
+    size_t k = 0;
+    while (k < f->nlabels && strcmp(c->values[k], values[k]) == 0) k++;
+    if (k < f->nlabels) continue;
+    f->children[i] = f->children[--f->nchildren]; /* order does not matter: renders sort */
+    if (f->renders > 0) {
+      c->dead_next = f->dead;
+      f->dead = c;
+    } else {
+      gone = c;
+    }
+    pthread_mutex_unlock(&f->mu);
+    free_child(gone, f->nlabels);
+    return 0;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return SK_ENOTFOUND;
+}
+
 int sk_counter_with(sk_mfamily_t *f, const char *const *values, sk_counter_t **out) {
   struct sk_mchild *c;
   int rc = child_get(f, SK_METRIC_COUNTER, values, &c);
@@ -627,6 +664,21 @@ static const char *type_name(sk_metric_type_t t) {
   return "untyped";
 }
 
+/* The end of a render of f: children removed meanwhile can go now. */
+static void render_done(struct sk_mfamily *f) {
+  struct sk_mchild *dead = NULL;
+  pthread_mutex_lock(&f->mu);
+  if (--f->renders == 0) {
+    dead = f->dead;
+    f->dead = NULL;
+  }
+  pthread_mutex_unlock(&f->mu);
+  for (struct sk_mchild *n; dead; dead = n) {
+    n = dead->dead_next;
+    free_child(dead, f->nlabels);
+  }
+}
+
 static void render_family(sk_buf_t *out, struct sk_mfamily *f) {
   pthread_mutex_lock(&f->mu);
   size_t n = f->nchildren;
@@ -634,6 +686,7 @@ static void render_family(sk_buf_t *out, struct sk_mfamily *f) {
   if (n) {
     kids = sk_xmalloc(n * sizeof *kids);
     memcpy(kids, f->children, n * sizeof *kids);
+    f->renders++;
   }
   pthread_mutex_unlock(&f->mu);
   if (!n) return; /* a labelled family with no series yet is not shown */
@@ -668,6 +721,7 @@ static void render_family(sk_buf_t *out, struct sk_mfamily *f) {
   }
   sk_buf_done(&le);
   free(kids);
+  render_done(f);
 }
 
 int sk_metrics_render(sk_metrics_t *m, sk_buf_t *out) {

@@ -3,8 +3,9 @@
  * A registry holds metric families. A family has a name, a help text, a type
  * (counter, gauge or histogram) and a fixed list of label names; each
  * distinct tuple of label values is a child, created on first use. Children
- * live as long as the registry, so callers look a child up once and keep the
- * pointer: updates are lock-free atomics and safe from any thread.
+ * live as long as the registry unless removed (sk_mfamily_remove), so
+ * callers look a child up once and keep the pointer: updates are lock-free
+ * atomics and safe from any thread.
  *
  * Cardinality is bounded: a family holds at most max_children children
  * (SK_METRICS_DEFAULT_MAX_CHILDREN unless set); asking for one more returns
@@ -103,6 +104,12 @@ sk_metric_type_t sk_mfamily_type(const sk_mfamily_t *f);
 int sk_counter_with(sk_mfamily_t *f, const char *const *values, sk_counter_t **out);
 int sk_gauge_with(sk_mfamily_t *f, const char *const *values, sk_gauge_t **out);
 int sk_histogram_with(sk_mfamily_t *f, const char *const *values, sk_histogram_t **out);
+/* Removes the child with these label values (its series leaves the
+ * exposition; asking for it again makes a fresh one at zero). The caller
+ * makes sure nothing updates it any more: every pointer to it is dead once
+ * this returns (a render running meanwhile is safe). SK_ENOTFOUND when
+ * there is no such child, SK_EINVAL for an unlabelled family. */
+int sk_mfamily_remove(sk_mfamily_t *f, const char *const *values);
 
 /* Shortcuts for unlabelled metrics: family and its single child. */
 int sk_metrics_counter(sk_metrics_t *m, const char *name, const char *help, sk_counter_t **out);
