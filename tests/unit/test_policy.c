@@ -1081,6 +1081,8 @@ static void test_review_decode_errors(void **state) {
        "request.uid is missing"},
       {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"u\",\"operation\":\"EXPLODE\"}}",
        "request.operation must be"},
+      {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"a\\u0000b\",\"operation\":\"CREATE\"}}",
+       "without NUL"},
       {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"u\",\"operation\":\"CREATE\",\"kind\":{\"kind\":\"Pod\"}}}",
        "request.object is missing for CREATE"},
       {"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"u\",\"operation\":\"DELETE\",\"kind\":{\"kind\":\"Pod\"},\"object\":null}}",

@@ -58,8 +58,8 @@ int pol_review_decode(const char *body, size_t len, size_t max_bytes, int max_de
     goto fail;
   }
   uid = json_string_value(json_object_get(req, "uid"));
-  if (!uid || !*uid || strlen(uid) > 256) {
-    rc = bad(err, errlen, "request.uid is missing or not a string of at most 256 characters");
+  if (!uid || !*uid || strlen(uid) > 256 || strlen(uid) != json_string_length(json_object_get(req, "uid"))) {
+    rc = bad(err, errlen, "request.uid is missing or not a string of at most 256 characters without NUL");
     goto fail;
   }
   op = json_string_value(json_object_get(req, "operation"));
