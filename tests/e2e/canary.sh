@@ -19,22 +19,13 @@ UP_PID= E2_PID=
 cleanup() {
   set +e
   [ -n "$E2_PID" ] && kill -KILL "$E2_PID" 2>/dev/null
-  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
-    "$SKIFF" down --state-dir "$ST" --timeout 20s >/dev/null 2>&1
-    kill -KILL "$UP_PID" 2>/dev/null
-  fi
+  up_stop
   wait 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff up output" >&2
-  cat "$TMP/up.log" >&2 || true
-  for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
-  exit 1
-}
+fail() { up_fail "$@"; }
 
 # every 127.0.0.1 port of the examples (and of canary-split.yaml) moved to a free one
 declare -A MAP=()

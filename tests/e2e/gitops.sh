@@ -14,87 +14,20 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops.XXXXXX")
-PIDS=()
-
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops gitd; do
-    echo "---- $f log" >&2
-    tail -40 "$TMP/$f.log" >&2 || true
-  done
-  exit 1
-}
-
-CPORT=$(free_port)
-CADMIN=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
-GITPORT=$(free_port)
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+gx_init gitops control gitops gitd
 DEAD=$(free_port) # nobody listens there
 API=http://127.0.0.1:$CPORT/api/v1
-mkdir -p "$TMP/policies" "$TMP/cstate" "$TMP/gxstate" "$TMP/srv"
 
 # ---- skiff-control with a policy ----
-cat >"$TMP/policies/no-blocked.yaml" <<'EOF'
-apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata:
-  name: no-blocked-routes
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: not-blocked
-    match:
-      any:
-      - resources:
-          kinds: [Route]
-    validate:
-      message: "routes labelled blocked=yes are not allowed here"
-      pattern:
-        metadata:
-          =(labels):
-            =(blocked): "!yes"
-EOF
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-policies: [$TMP/policies]
-admin:
-  listen: 127.0.0.1:$CADMIN
-EOF
-"$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-PIDS+=($!)
-wait_until 20 curl -sf "http://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(-H "authorization: Bearer $TOKEN")
+gx_policy_no_blocked
+gx_control_yaml "policies: [$TMP/policies]" "admin: {listen: 127.0.0.1:$CADMIN}"
+gx_run_control
 export SKIFF_SERVER=http://127.0.0.1:$CPORT SKIFF_TOKEN=$TOKEN
 
 # ---- git daemon (push enabled) and a working clone ----
-git init -q --bare "$TMP/srv/demo.git"
-git daemon --reuseaddr --listen=127.0.0.1 --port="$GITPORT" --base-path="$TMP/srv" --export-all \
-  --enable=receive-pack "$TMP/srv" >>"$TMP/gitd.log" 2>&1 &
-PIDS+=($!)
-REPO=git://127.0.0.1:$GITPORT/demo.git
-wait_until 20 git ls-remote "$REPO" || fail "git daemon did not start"
-W=$TMP/work
-git init -q -b main "$W"
-g() { git -C "$W" -c user.name="Ada Lovelace" -c user.email=ada@example.com "$@"; }
-commit_push() { # message
-  g add -A
-  g commit -q -m "$1"
-  g push -q "$REPO" HEAD:main 2>>"$TMP/gitd.log"
-  g rev-parse HEAD
-}
+gx_git_daemon demo
+gx_work "Ada Lovelace" ada@example.com "$REPO" gitd
 
 mkdir -p "$W/apps/demo/more" "$W/apps/manual"
 svc() { # name endpoint [wave]
@@ -139,26 +72,11 @@ REV1=$(commit_push "first version")
 # ---- skiff-gitops ----
 printf 'github-secret-1\n' >"$TMP/gh.secret"
 printf 'gitlab-token-1\n' >"$TMP/gl.token"
-cat >"$TMP/gitops.yaml" <<EOF
-listen: 127.0.0.1:$GXPORT
-control: http://127.0.0.1:$CPORT
-token_file: $TMP/cstate/admin.token
-state_dir: $TMP/gxstate
-poll_interval: 1h            # updates below arrive by webhook
-resync_interval: 500ms
-app_refresh: 200ms
-github_secret_file: $TMP/gh.secret
-gitlab_token_file: $TMP/gl.token
-admin:
-  listen: 127.0.0.1:$GXADMIN
-EOF
+gx_gitops_yaml "poll_interval: 1h            # updates below arrive by webhook" "resync_interval: 500ms" \
+  "app_refresh: 200ms" "github_secret_file: $TMP/gh.secret" "gitlab_token_file: $TMP/gl.token"
 "$BIN/skiff-gitops" --config "$TMP/gitops.yaml" --check | has "config ok" || fail "gitops --check"
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-GXPID=$!
-PIDS+=($GXPID)
-wait_until 20 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+gx_run_gitops
 
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
 j() { jq -r "$@"; }
 app_field() { get "applications/${2:-argocd}/${3:-demo}" | j "$1"; }
 

@@ -11,68 +11,23 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops-example.XXXXXX")
-PIDS=()
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
-  exit 1
-}
-
-CPORT=$(free_port)
-CADMIN=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+GX_TAIL=30
+gx_init gitops-example control gitops
 API=https://127.0.0.1:$CPORT/api/v1
-R=$TMP/repo
-mkdir -p "$TMP/cstate" "$TMP/gxstate" "$R/examples"
-cp -r "$SRC/examples/gitops-repo" "$R/examples/"
-git -C "$R" init -q -b main
-git -C "$R" add -A
-git -C "$R" -c user.name=demo -c user.email=demo@example.com commit -q -m "sample repository"
+gx_sample_repo
 
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-policies: [$R/examples/gitops-repo/policies]
-tls: {identity: true, client_auth: optional}
-admin: {listen: 127.0.0.1:$CADMIN}
-EOF
-"$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-PIDS+=($!)
+gx_control_yaml "policies: [$R/examples/gitops-repo/policies]" "tls: {identity: true, client_auth: optional}" \
+  "admin: {listen: 127.0.0.1:$CADMIN}"
 CA=$TMP/cstate/ca/bundle.pem
-wait_until 20 curl -sf --cacert "$CA" "https://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(--cacert "$CA" -H "authorization: Bearer $TOKEN")
+gx_run_control
 
-cat >"$TMP/gitops.yaml" <<EOF
-listen: 127.0.0.1:$GXPORT
-control: https://127.0.0.1:$CPORT
-control_ca: $CA
-token_file: $TMP/cstate/admin.token
-state_dir: $TMP/gxstate
-poll_interval: 500ms
-resync_interval: 500ms
-app_refresh: 200ms
-admin: {listen: 127.0.0.1:$GXADMIN}
-EOF
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-PIDS+=($!)
-wait_until 20 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+gx_gitops_yaml "poll_interval: 500ms" "resync_interval: 500ms" "app_refresh: 200ms"
+gx_run_gitops
 
 sed "s|REPO_URL|file://$R|" "$SRC/examples/gitops-repo/applications/demo.yaml" |
   curl -sf "${AUTH[@]}" -H 'content-type: application/yaml' -X POST "$API/applications.argoproj.io/argocd" \
     --data-binary @- >/dev/null || fail "apply the sample Application"
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
 app() { get applications/argocd/demo | jq -r "$1"; }
 synced() { [ "$(app .status.sync.status)" = Synced ] && [ "$(app .status.health.status)" = Healthy ]; }
 wait_until 30 synced || fail "sample not synced: $(get applications/argocd/demo)"

@@ -9,47 +9,15 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops-http.XXXXXX")
-PIDS=()
-
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops http; do
-    echo "---- $f log" >&2
-    tail -30 "$TMP/$f.log" >&2 || true
-  done
-  exit 1
-}
-
-CPORT=$(free_port)
-CADMIN=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+GX_TAIL=30
+gx_init gitops-http control gitops http
 HPORT=$(free_port)
 API=http://127.0.0.1:$CPORT/api/v1
-mkdir -p "$TMP/cstate" "$TMP/gxstate" "$TMP/srv"
+mkdir -p "$TMP/srv"
 
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-admin:
-  listen: 127.0.0.1:$CADMIN
-EOF
-"$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-PIDS+=($!)
-wait_until 20 curl -sf "http://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(-H "authorization: Bearer $TOKEN")
+gx_control_yaml "admin: {listen: 127.0.0.1:$CADMIN}"
+gx_run_control
 
 git init -q --bare "$TMP/srv/demo.git"
 git init -q --bare "$TMP/srv/other.git"
@@ -61,15 +29,7 @@ PUSH=http://tester:pa55word@127.0.0.1:$HPORT/demo.git
 wait_until 20 git ls-remote "$PUSH" || fail "git http server did not start"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$REPO/info/refs?service=git-upload-pack")" = 401 ] || fail "server without auth"
 
-W=$TMP/work
-git init -q -b main "$W"
-g() { git -C "$W" -c user.name="Grace Hopper" -c user.email=grace@example.com "$@"; }
-commit_push() {
-  g add -A
-  g commit -q -m "$1"
-  g push -q "$PUSH" HEAD:main 2>>"$TMP/http.log"
-  g rev-parse HEAD
-}
+gx_work "Grace Hopper" grace@example.com "$PUSH" http
 mkdir -p "$W/a" "$W/b"
 printf 'apiVersion: skiff.dev/v1\nkind: Service\nmetadata: {name: alpha}\nspec: {endpoints: ["127.0.0.1:8001"]}\n' >"$W/a/s.yaml"
 printf 'apiVersion: skiff.dev/v1\nkind: Service\nmetadata: {name: beta}\nspec: {endpoints: ["127.0.0.1:8002"]}\n' >"$W/b/s.yaml"
@@ -79,28 +39,13 @@ g push -q "$PUSH" v1 2>>"$TMP/http.log"
 
 printf 'pa55word\n' >"$TMP/git.password"
 printf 'hook-secret\n' >"$TMP/gh.secret"
-cat >"$TMP/gitops.yaml" <<EOF
-listen: 127.0.0.1:$GXPORT
-control: http://127.0.0.1:$CPORT
-token_file: $TMP/cstate/admin.token
-state_dir: $TMP/gxstate
-poll_interval: 1h
-resync_interval: 500ms
-app_refresh: 200ms
-github_secret_file: $TMP/gh.secret
-credentials:
+gx_gitops_yaml "poll_interval: 1h" "resync_interval: 500ms" "app_refresh: 200ms" \
+  "github_secret_file: $TMP/gh.secret" "credentials:
 - url: http://127.0.0.1:$HPORT/demo
   username: tester
-  password_file: $TMP/git.password
-admin:
-  listen: 127.0.0.1:$GXADMIN
-EOF
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-GXPID=$!
-PIDS+=($GXPID)
-wait_until 20 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+  password_file: $TMP/git.password"
+gx_run_gitops
 
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
 app_field() { get "applications/default/$2" | jq -r "$1"; }
 mkapp() { # name path revision [repo]
   curl -sf "${AUTH[@]}" -H 'content-type: application/yaml' -X POST "$API/applications/default" --data-binary @- \

@@ -17,58 +17,18 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops-mtls.XXXXXX")
-PIDS=()
-CPID=
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}" $CPID; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}" $CPID; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops rogue anon; do
-    [ -f "$TMP/$f.log" ] && { echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2; }
-  done
-  exit 1
-}
-
-CPORT=$(free_port)
-CADMIN=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+GX_TAIL=30
+gx_init gitops-mtls control gitops rogue anon
 API=https://127.0.0.1:$CPORT/api/v1
 GX_ID=spiffe://skiff.local/region/local/daemon/gitops
-R=$TMP/repo
-mkdir -p "$TMP/cstate" "$TMP/gxstate" "$R/examples"
-cp -r "$SRC/examples/gitops-repo" "$R/examples/"
-git -C "$R" init -q -b main
-git -C "$R" add -A
-git -C "$R" -c user.name=demo -c user.email=demo@example.com commit -q -m "sample repository"
+gx_sample_repo
 
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-ca_leaf_ttl: 20s
-tls: {identity: true, client_auth: optional}
-admin: {listen: 127.0.0.1:$CADMIN}
-auth:
-  identities: [{match: "spiffe://skiff.local/region/*/daemon/gitops", role: operator}]  # as examples/control.yaml
-EOF
-start_control() {
-  "$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-  CPID=$!
-  wait_until 20 curl -sf --cacert "$CA" "https://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-}
+gx_control_yaml "ca_leaf_ttl: 20s" "tls: {identity: true, client_auth: optional}" "admin: {listen: 127.0.0.1:$CADMIN}" \
+  'auth:
+  identities: [{match: "spiffe://skiff.local/region/*/daemon/gitops", role: operator}]  # as examples/control.yaml'
 CA=$TMP/cstate/ca/bundle.pem
-start_control
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(--cacert "$CA" -H "authorization: Bearer $TOKEN")
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
+gx_run_control
 audit() { curl -sf "${AUTH[@]}" -G "$API/audit" --data-urlencode "limit=1000" "$@"; }
 
 curl -fsS -m 10 "${AUTH[@]}" -H 'content-type: application/json' \
@@ -100,10 +60,7 @@ identity:
   join_token_file: $TMP/gitops.join
   bundle: $CA
 EOF
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-GPID=$!
-PIDS+=("$GPID")
-wait_until 30 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+gx_run_gitops 30
 grep -q 'control_auth=mtls\|"control_auth":"mtls"' "$TMP/gitops.log" || fail "gitops does not use its identity for control"
 CERT=$TMP/gxstate/identity/cert.pem
 openssl x509 -in "$CERT" -noout -ext subjectAltName | has "URI:$GX_ID" || fail "gitops has the wrong identity"
@@ -140,13 +97,13 @@ wait_until 40 sh -c "[ \"\$(openssl x509 -in '$CERT' -noout -serial)\" != '$SERI
   fail "gitops's certificate was not renewed"
 grep -q "identity renewed" "$TMP/gitops.log" || fail "no renewal logged"
 wait_until 40 sh -c "[ \$(date +%s) -gt $((END1 + 1)) ]" || fail "clock"
-kill -0 "$GPID" || fail "gitops died"
+kill -0 "$GXPID" || fail "gitops died"
 # every connection is new after a control restart: only the renewed
 # certificate can pass the handshake now
 kill -TERM "$CPID"
 wait "$CPID" || true
 CPID=
-start_control
+gx_run_control
 sed -i 's/weight: 90/weight: 80/; s/weight: 10/weight: 20/' "$R/examples/gitops-repo/apps/demo/canary.yaml"
 git -C "$R" -c user.name=demo -c user.email=demo@example.com commit -qam "80/20"
 wait_until 40 sh -c "curl -sf --cacert '$CA' -H 'authorization: Bearer $TOKEN' '$API/routes/demo/echo' | grep -q '\"weight\":80'" ||
@@ -155,7 +112,7 @@ audit --data-urlencode "namespace=demo" --data-urlencode "name=echo" |
   jq -e --arg id "$GX_ID" '[.items[] | select(.verb != "create" and .code < 300 and .user == $id and .via == "mtls")] | length >= 1' \
     >/dev/null || fail "the update of routes/demo/echo is not audited as $GX_ID"
 [ "$(openssl x509 -in "$CERT" -noout -serial)" != "$SERIAL1" ] || fail "serial"
-kill -0 "$GPID" || fail "gitops restarted"
+kill -0 "$GXPID" || fail "gitops restarted"
 
 # a gitops with the right SPIFFE ID on a certificate of another CA: the
 # handshake fails, nothing reaches the API

@@ -19,84 +19,16 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops-opts.XXXXXX")
-PIDS=()
-
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops gitd; do
-    echo "---- $f log" >&2
-    tail -40 "$TMP/$f.log" >&2 || true
-  done
-  exit 1
-}
-
-CPORT=$(free_port)
-CADMIN=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
-GITPORT=$(free_port)
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+gx_init gitops-opts control gitops gitd
 API=http://127.0.0.1:$CPORT/api/v1
-mkdir -p "$TMP/policies" "$TMP/cstate" "$TMP/gxstate" "$TMP/srv"
 
-cat >"$TMP/policies/no-blocked.yaml" <<'EOF'
-apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata:
-  name: no-blocked-routes
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: not-blocked
-    match:
-      any:
-      - resources:
-          kinds: [Route]
-    validate:
-      message: "routes labelled blocked=yes are not allowed here"
-      pattern:
-        metadata:
-          =(labels):
-            =(blocked): "!yes"
-EOF
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-policies: [$TMP/policies]
-admin:
-  listen: 127.0.0.1:$CADMIN
-EOF
-"$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-CPID=$!
-PIDS+=($CPID)
-wait_until 20 curl -sf "http://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(-H "authorization: Bearer $TOKEN")
+gx_policy_no_blocked
+gx_control_yaml "policies: [$TMP/policies]" "admin: {listen: 127.0.0.1:$CADMIN}"
+gx_run_control
 
-git init -q --bare "$TMP/srv/opts.git"
-git daemon --reuseaddr --listen=127.0.0.1 --port="$GITPORT" --base-path="$TMP/srv" --export-all \
-  --enable=receive-pack "$TMP/srv" >>"$TMP/gitd.log" 2>&1 &
-PIDS+=($!)
-REPO=git://127.0.0.1:$GITPORT/opts.git
-wait_until 20 git ls-remote "$REPO" || fail "git daemon did not start"
-W=$TMP/work
-git init -q -b main "$W"
-g() { git -C "$W" -c user.name="Ada Lovelace" -c user.email=ada@example.com "$@"; }
-commit_push() {
-  g add -A
-  g commit -q -m "$1"
-  g push -q "$REPO" HEAD:main 2>>"$TMP/gitd.log"
-  g rev-parse HEAD
-}
+gx_git_daemon opts
+gx_work "Ada Lovelace" ada@example.com "$REPO" gitd
 
 svc() { # name endpoint [annotations-yaml-lines] [labels-yaml-lines]
   cat <<EOF
@@ -146,23 +78,9 @@ route blocked 100 0 / "blocked: \"yes\"" >"$W/limit/r.yaml"
 route web 100 0 / >"$W/ignore/web.yaml"
 REV1=$(commit_push "first")
 
-cat >"$TMP/gitops.yaml" <<EOF
-listen: 127.0.0.1:$GXPORT
-control: http://127.0.0.1:$CPORT
-token_file: $TMP/cstate/admin.token
-state_dir: $TMP/gxstate
-poll_interval: 300ms
-resync_interval: 300ms
-app_refresh: 200ms
-admin:
-  listen: 127.0.0.1:$GXADMIN
-EOF
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-GXPID=$!
-PIDS+=($GXPID)
-wait_until 20 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+gx_gitops_yaml "poll_interval: 300ms" "resync_interval: 300ms" "app_refresh: 200ms"
+gx_run_gitops
 
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
 code() { curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "$API/$1"; }
 app_field() { get "applications/default/$2" | jq -r "$1"; }
 app() { # name path namespace syncPolicy-yaml [extra spec yaml]

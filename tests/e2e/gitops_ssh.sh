@@ -26,35 +26,14 @@ if [ -z "${SKIFF_GX_NETNS:-}" ]; then
   exit $rc
 fi
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-e2e-gitops-ssh.XXXXXX")
-PIDS=()
-
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in control gitops sshd; do
-    echo "---- $f log" >&2
-    tail -40 "$TMP/$f.log" >&2 || true
-  done
-  exit 1
-}
+. "$SKIFF_SRC_DIR/tests/support/gitops_lib.sh"
+gx_init gitops-ssh control gitops sshd
 
 [ -x /usr/sbin/sshd ] || fail "/usr/sbin/sshd missing (openssh-server, see .ci/install-deps.sh)"
-CPORT=$(free_port)
-GXPORT=$(free_port)
-GXADMIN=$(free_port)
 SSHPORT=$(free_port)
 DROPPORT=$(free_port)
 API=http://127.0.0.1:$CPORT/api/v1
-mkdir -p "$TMP/cstate" "$TMP/gxstate" "$TMP/srv" "$TMP/keys"
+mkdir -p "$TMP/srv" "$TMP/keys"
 ME=$(id -un)
 
 # ---- keys: the server's host key, a user key it accepts, one it does not ----
@@ -100,9 +79,7 @@ git init -q --bare "$TMP/srv/demo.git"
 git init -q --bare "$TMP/srv/other.git"
 REPO=ssh://$ME@127.0.0.1:$SSHPORT$TMP/srv/demo.git
 wait_until 20 git ls-remote "$REPO" || fail "sshd did not serve the repository"
-W=$TMP/work
-git init -q -b main "$W"
-g() { git -C "$W" -c user.name="Ada Lovelace" -c user.email=ada@example.com "$@"; }
+gx_work "Ada Lovelace" ada@example.com "$REPO"
 commit_push() {
   g add -A
   g commit -q -m "$1"
@@ -115,43 +92,21 @@ svc web 127.0.0.1:8001 >"$W/web.yaml"
 REV1=$(commit_push "over ssh")
 
 # ---- control and gitops ----
-cat >"$TMP/control.yaml" <<EOF
-listen: 127.0.0.1:$CPORT
-state_dir: $TMP/cstate
-EOF
-"$BIN/skiff-control" --config "$TMP/control.yaml" >>"$TMP/control.log" 2>&1 &
-PIDS+=($!)
-wait_until 20 curl -sf "http://127.0.0.1:$CPORT/healthz" || fail "control did not start"
-TOKEN=$(cat "$TMP/cstate/admin.token")
-AUTH=(-H "authorization: Bearer $TOKEN")
+gx_control_yaml
+gx_run_control
 
 # the repository served by sshd is reached through several URLs (the path
 # spelled differently), each with its own credentials entry; the first one
 # takes the user name from the URL
-cat >"$TMP/gitops.yaml" <<EOF
-listen: 127.0.0.1:$GXPORT
-control: http://127.0.0.1:$CPORT
-token_file: $TMP/cstate/admin.token
-state_dir: $TMP/gxstate
-poll_interval: 500ms
-resync_interval: 500ms
-app_refresh: 200ms
-connect_timeout: 2s
-credentials:
-- {url: "ssh://$ME@127.0.0.1:$SSHPORT$TMP/srv/demo.git", ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts}
-- {url: "ssh://$ME@127.0.0.1:$SSHPORT$TMP/srv/other.git", username: $ME, ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts.wrong}
-- {url: "ssh://$ME@127.0.0.1:$SSHPORT/$TMP/srv/other.git", username: $ME, ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts.other}
-- {url: "ssh://$ME@127.0.0.1:$SSHPORT//$TMP/srv/other.git", username: $ME, ssh_key_file: $K/stranger, known_hosts_file: $TMP/known_hosts}
-admin:
-  listen: 127.0.0.1:$GXADMIN
-EOF
+gx_gitops_yaml "poll_interval: 500ms" "resync_interval: 500ms" "app_refresh: 200ms" "connect_timeout: 2s" \
+  "credentials:
+- {url: \"ssh://$ME@127.0.0.1:$SSHPORT$TMP/srv/demo.git\", ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts}
+- {url: \"ssh://$ME@127.0.0.1:$SSHPORT$TMP/srv/other.git\", username: $ME, ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts.wrong}
+- {url: \"ssh://$ME@127.0.0.1:$SSHPORT/$TMP/srv/other.git\", username: $ME, ssh_key_file: $K/user, known_hosts_file: $TMP/known_hosts.other}
+- {url: \"ssh://$ME@127.0.0.1:$SSHPORT//$TMP/srv/other.git\", username: $ME, ssh_key_file: $K/stranger, known_hosts_file: $TMP/known_hosts}"
 "$BIN/skiff-gitops" --config "$TMP/gitops.yaml" --check | has "config ok" || fail "gitops --check"
-"$BIN/skiff-gitops" --config "$TMP/gitops.yaml" >>"$TMP/gitops.log" 2>&1 &
-GXPID=$!
-PIDS+=($GXPID)
-wait_until 20 curl -sf "http://127.0.0.1:$GXADMIN/readyz" || fail "gitops did not start"
+gx_run_gitops
 
-get() { curl -sf "${AUTH[@]}" "$API/$1"; }
 app_field() { get "applications/default/$2" | jq -r "$1"; }
 app() { # name repoURL namespace
   curl -sf "${AUTH[@]}" -H 'content-type: application/yaml' -X POST "$API/applications/default" \

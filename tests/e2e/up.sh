@@ -19,23 +19,14 @@ UP_PID=
 
 cleanup() {
   set +e
-  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
-    "$SKIFF" down --state-dir "$ST" --timeout 20s >/dev/null 2>&1
-    kill -KILL "$UP_PID" 2>/dev/null
-  fi
+  up_stop
   pkill -KILL -f -- "$TMP/" 2>/dev/null
   wait 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff up output" >&2
-  cat "$TMP/up.log" >&2 || true
-  for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
-  exit 1
-}
+fail() { up_fail "$@"; }
 
 echo_field() { # FIELD of skiff-echo in skiff status --json (one key per line)
   "$SKIFF" status --state-dir "$ST" --json 2>/dev/null | awk -v f="\"$1\":" '

@@ -6,28 +6,7 @@ set -euo pipefail
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-echo-test.XXXXXX")
-PID=
-
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff-echo log" >&2
-  cat "$TMP/echo.log" >&2 || true
-  exit 1
-}
-
-PORT=$(free_port)
-ADMIN=$(free_port)
-[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+one_daemon echo-test echo
 
 write_config() { # version latency error_rate
   cat >"$TMP/echo.yaml" <<EOF
@@ -87,11 +66,5 @@ echo "$metrics" | has '^skiff_echo_requests_total{code="200"} ' || fail "no 200 
 echo "$metrics" | has '^skiff_echo_request_duration_seconds_bucket' || fail "no latency histogram"
 
 # SIGTERM: drains and exits 0
-kill -TERM "$PID"
-rc=0
-for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PID" 2>/dev/null && fail "still running 15s after SIGTERM"
-wait "$PID" || rc=$?
-PID=
-[ "$rc" = 0 ] || fail "exit status $rc after SIGTERM"
+stop_daemon
 echo "1 passed, 0 failed"

@@ -12,20 +12,7 @@ set -euo pipefail
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 SRC=$SKIFF_SRC_DIR/tests/support/otel_js
 CACHE=${SKIFF_OTEL_JS_CACHE:-$(cd "$BIN/.." && pwd)/otel-js}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-otel-js.XXXXXX")
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- tl log" >&2; tail -30 "$TMP/tl.log" >&2 || true
-  exit 1
-}
+with_pids otel-js tl
 
 command -v node >/dev/null || fail "node is required (Node.js >= 18)"
 command -v npm >/dev/null || fail "npm is required"

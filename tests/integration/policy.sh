@@ -10,28 +10,7 @@ BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
 SRC=${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}
 POLICY=$BIN/skiff-policy
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-policy-test.XXXXXX")
-PID=
-
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff-policy log" >&2
-  cat "$TMP/policy.log" >&2 || true
-  exit 1
-}
-
-PORT=$(free_port)
-ADMIN=$(free_port)
-[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+one_daemon policy-test policy
 URL=https://localhost:$PORT
 mkdir -p "$TMP/policies"
 cp "$SRC"/examples/policies/*.yaml "$TMP/policies/"
@@ -206,11 +185,5 @@ for _ in $(seq 1 50); do
 done
 [ "$ok" = 1 ] || fail "reload did not drop the policies"
 
-kill -TERM "$PID"
-rc=0
-for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PID" 2>/dev/null && fail "still running 15s after SIGTERM"
-wait "$PID" || rc=$?
-PID=
-[ "$rc" = 0 ] || fail "exit status $rc after SIGTERM"
+stop_daemon
 echo "1 passed, 0 failed"

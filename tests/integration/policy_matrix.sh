@@ -10,28 +10,7 @@ set -euo pipefail
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
 POLICY=$BIN/skiff-policy
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-policy-matrix.XXXXXX")
-PID=
-
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff-policy log" >&2
-  cat "$TMP/policy.log" >&2 || true
-  exit 1
-}
-
-PORT=$(free_port)
-ADMIN=$(free_port)
-[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+one_daemon policy-matrix policy
 URL=https://localhost:$PORT
 mkdir -p "$TMP/policies"
 

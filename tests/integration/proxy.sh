@@ -7,37 +7,16 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-test.XXXXXX")
-PIDS=()
-PPID_=
-
-cleanup() {
-  for p in "${PIDS[@]}" $PPID_; do kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- proxy log" >&2; tail -50 "$TMP/proxy.log" >&2 || true
-  exit 1
-}
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_basic proxy-test
 
 E1=$(free_port); E2=$(free_port); EM=$(free_port); A1=$(free_port); A2=$(free_port); AM=$(free_port)
 P=$(free_port); PT=$(free_port); PL=$(free_port); PX=$(free_port); PA=$(free_port)
 DEAD=$(free_port)
 
-start_echo() { # name port admin version
-  printf 'listen: 127.0.0.1:%s\nversion: %s\nadmin: {listen: 127.0.0.1:%s}\n' "$2" "$4" "$3" >"$TMP/$1.yaml"
-  "$BIN/skiff-echo" --config "$TMP/$1.yaml" 2>"$TMP/$1.log" &
-  PIDS+=($!)
-}
-start_echo e1 "$E1" "$A1" v1
-start_echo e2 "$E2" "$A2" v2
-start_echo em "$EM" "$AM" mirror
+echo_at e1 "$E1" "$A1" v1
+echo_at e2 "$E2" "$A2" v2
+echo_at em "$EM" "$AM" mirror
 for a in "$A1" "$A2" "$AM"; do wait_until 10 curl -sf "http://127.0.0.1:$a/readyz" || fail "echo not ready"; done
 
 write_config() { # $1 = extra route prefix for the reload test

@@ -15,55 +15,12 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-PROXY=$BIN/skiff-proxy
-ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-breaker.XXXXXX")
-PIDS=""
-PROXY_PID=
-BG=""
-
-cleanup() {
-  for p in $BG $PIDS $PROXY_PID; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP" # KEEP=1 keeps logs for debugging
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$TMP"/*.log "$TMP"/*.out; do
-    [ -f "$f" ] || continue
-    echo "---- $f (tail)" >&2
-    tail -n 30 "$f" >&2 || true
-  done
-  exit 1
-}
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_init proxy-breaker
 
 command -v ss >/dev/null || { echo "SKIP: ss not installed"; exit 0; }
 command -v h2load >/dev/null || { echo "SKIP: h2load not installed"; exit 0; }
 
-start_echo() { # NAME -> <NAME>_PORT
-  local port admin pid
-  port=$(free_port)
-  admin=$(free_port)
-  cat >"$TMP/$1.yaml" <<EOF
-listen: 127.0.0.1:$port
-name: $1
-version: $1
-admin:
-  listen: 127.0.0.1:$admin
-EOF
-  "$ECHO" --config "$TMP/$1.yaml" >"$TMP/echo-$1.log" 2>&1 &
-  pid=$!
-  PIDS="$PIDS $pid"
-  eval "$1_PORT=$port"
-  wait_until 20 curl -fsS "http://127.0.0.1:$admin/readyz" || fail "echo $1 never ready"
-}
 start_echo a
 start_echo b
 start_echo c
@@ -107,11 +64,7 @@ routes:
     cluster: capped
     timeout: 60s
 EOF
-"$PROXY" --config "$TMP/proxy.yaml" --check >"$TMP/check.log" 2>&1 || fail "--check rejected the config"
-"$PROXY" --config "$TMP/proxy.yaml" >"$TMP/proxy.log" 2>&1 &
-PROXY_PID=$!
-wait_until 20 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "proxy never ready"
-URL="http://127.0.0.1:$PORT"
+start_proxy
 
 metrics() { curl -fsS "http://127.0.0.1:$ADMIN/metrics"; }
 metric() { # NAME{LABELS} -> value (0 when absent)
@@ -210,11 +163,5 @@ awk -v a="$after" -v b="$before" -v n="$((refused + 1))" 'BEGIN { exit !(a - b =
 metrics | has '^skiff_proxy_circuit_open{cluster="tight",kind="pending"} 0$' || fail "pending gauge not back at 0"
 echo "ok max_pending_requests: $ok admitted (2 connections + 4 waiting), the next refused with 503 circuit_open; $((refused + 1)) refusals counted"
 
-kill -TERM "$PROXY_PID"
-for _ in $(seq 1 150); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PROXY_PID" 2>/dev/null && fail "proxy still running 15s after SIGTERM"
-rc=0
-wait "$PROXY_PID" || rc=$?
-PROXY_PID=
-[ "$rc" = 0 ] || fail "proxy exit status $rc after SIGTERM"
+stop_proxy
 echo "1 passed, 0 failed"

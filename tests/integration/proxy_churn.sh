@@ -12,57 +12,13 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-PROXY=$BIN/skiff-proxy
-ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-churn.XXXXXX")
-PIDS=""
-PROXY_PID=
-LOOP_PID=
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_init proxy-churn
 RELOADS=50
 
-cleanup() {
-  for p in $LOOP_PID $PIDS $PROXY_PID; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP" # KEEP=1 keeps logs for debugging
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$TMP"/*.log; do
-    echo "---- $f (tail)" >&2
-    tail -n 30 "$f" >&2 || true
-  done
-  exit 1
-}
-
-# start_echo NAME -> sets <NAME>_PORT
-start_echo() {
-  local port admin
-  port=$(free_port)
-  admin=$(free_port)
-  cat >"$TMP/$1.yaml" <<EOF
-listen: 127.0.0.1:$port
-name: $1
-version: $1
-latency: 20ms
-admin:
-  listen: 127.0.0.1:$admin
-EOF
-  "$ECHO" --config "$TMP/$1.yaml" >"$TMP/echo-$1.log" 2>&1 &
-  PIDS="$PIDS $!"
-  eval "$1_PORT=$port"
-  wait_until 20 curl -fsS "http://127.0.0.1:$admin/readyz" || fail "echo $1 never ready"
-}
-
-start_echo a
-start_echo b
-start_echo c
+start_echo a 0 20ms
+start_echo b 0 20ms
+start_echo c 0 20ms
 REAL=("$a_PORT" "$b_PORT" "$c_PORT")
 
 PORT=$(free_port)
@@ -137,7 +93,7 @@ for k in 1 2 3; do
       curl -s -o /dev/null -w '%{http_code}\n' "$URL/?i=[1-20]" >>"$TMP/codes$k" 2>>"$TMP/curl.log" || true
     done
   ) &
-  LOOP_PID="$LOOP_PID $!"
+  BG="$BG $!"
 done
 wait_until 20 test -s "$TMP/codes3" || fail "no traffic before the reloads"
 
@@ -152,8 +108,8 @@ for n in $(seq 1 $RELOADS); do
   [ "$code" = 503 ] || fail "reload $n: /churn to $DEAD answered $code, not 503"
 done
 touch "$TMP/stop"
-for p in $LOOP_PID; do wait "$p" || true; done
-LOOP_PID=
+for p in $BG; do wait "$p" || true; done
+BG=
 
 cat "$TMP"/codes? >"$TMP/codes"
 total=$(wc -l <"$TMP/codes")

@@ -9,59 +9,8 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-PROXY=$BIN/skiff-proxy
-ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-resil.XXXXXX")
-PIDS=""
-PROXY_PID=
-
-cleanup() {
-  for p in $PIDS $PROXY_PID; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP" # KEEP=1 keeps logs for debugging
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$TMP"/*.log; do
-    echo "---- $f (tail)" >&2
-    tail -n 30 "$f" >&2 || true
-  done
-  exit 1
-}
-
-# echo_config NAME PORT ADMIN ERROR_RATE LATENCY
-echo_config() {
-  cat >"$TMP/$1.yaml" <<EOF
-listen: 127.0.0.1:$2
-name: $1
-version: $1
-latency: $5
-error_rate: $4
-error_status: 503
-admin:
-  listen: 127.0.0.1:$3
-EOF
-}
-
-# start_echo NAME ERROR_RATE LATENCY  -> sets <NAME>_PORT, <NAME>_PID
-start_echo() {
-  local port admin pid
-  port=$(free_port)
-  admin=$(free_port)
-  echo_config "$1" "$port" "$admin" "$2" "$3"
-  "$ECHO" --config "$TMP/$1.yaml" >"$TMP/echo-$1.log" 2>&1 &
-  pid=$!
-  PIDS="$PIDS $pid"
-  eval "$1_PORT=$port; $1_ADMIN=$admin; $1_PID=$pid"
-  wait_until 20 curl -fsS "http://127.0.0.1:$admin/readyz" || fail "echo $1 never ready"
-}
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_init proxy-resil
 
 # reconfigure_echo NAME ERROR_RATE: live change through SIGHUP
 reconfigure_echo() {
@@ -173,11 +122,7 @@ routes:
     fault: {delay: {percent: 30, fixed_delay: 1ms}}
 EOF
 
-"$PROXY" --config "$TMP/proxy.yaml" --check >"$TMP/check.log" 2>&1 || fail "--check rejected the config"
-"$PROXY" --config "$TMP/proxy.yaml" >"$TMP/proxy.log" 2>&1 &
-PROXY_PID=$!
-wait_until 20 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "proxy never ready"
-URL="http://127.0.0.1:$PORT"
+start_proxy
 
 # count STATUS FILE: responses with that status in a curl -D dump
 count() { grep -c "^HTTP/[0-9.]* $1 " "$2" || true; }
@@ -318,11 +263,5 @@ m=$(curl -fsS "http://127.0.0.1:$ADMIN/metrics")
 grep -Eq '^skiff_proxy_retries_total\{cluster="flaky"\} [1-9]' <<<"$m" || fail "no retries counted for flaky"
 grep -Eq '^skiff_proxy_outlier_ejections_total\{cluster="pair"\} [1-9]' <<<"$m" || fail "no ejection counted for pair"
 
-kill -TERM "$PROXY_PID"
-for _ in $(seq 1 150); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PROXY_PID" 2>/dev/null && fail "proxy still running 15s after SIGTERM"
-rc=0
-wait "$PROXY_PID" || rc=$?
-PROXY_PID=
-[ "$rc" = 0 ] || fail "proxy exit status $rc after SIGTERM"
+stop_proxy
 echo "1 passed, 0 failed"

@@ -12,55 +12,9 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-PROXY=$BIN/skiff-proxy
-ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-shared.XXXXXX")
-PIDS=""
-PROXY_PID=
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_init proxy-shared
 WORKERS=3
-
-cleanup() {
-  for p in $PIDS $PROXY_PID; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP" # KEEP=1 keeps logs for debugging
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$TMP"/*.log; do
-    echo "---- $f (tail)" >&2
-    tail -n 30 "$f" >&2 || true
-  done
-  exit 1
-}
-
-# start_echo NAME ERROR_RATE LATENCY -> sets <NAME>_PORT, <NAME>_ADMIN
-start_echo() {
-  local port admin pid
-  port=$(free_port)
-  admin=$(free_port)
-  cat >"$TMP/$1.yaml" <<EOF
-listen: 127.0.0.1:$port
-name: $1
-version: $1
-latency: $3
-error_rate: $2
-error_status: 503
-admin:
-  listen: 127.0.0.1:$admin
-EOF
-  "$ECHO" --config "$TMP/$1.yaml" >"$TMP/echo-$1.log" 2>&1 &
-  pid=$!
-  PIDS="$PIDS $pid"
-  eval "$1_PORT=$port; $1_ADMIN=$admin"
-  wait_until 20 curl -fsS "http://127.0.0.1:$admin/readyz" || fail "echo $1 never ready"
-}
 
 start_echo good 0 0ms
 start_echo bad 1 0ms   # always 503
@@ -124,11 +78,7 @@ EOF
 }
 write_config
 
-"$PROXY" --config "$TMP/proxy.yaml" --check >"$TMP/check.log" 2>&1 || fail "--check rejected the config"
-"$PROXY" --config "$TMP/proxy.yaml" >"$TMP/proxy.log" 2>&1 &
-PROXY_PID=$!
-wait_until 20 curl -fsS "http://127.0.0.1:$ADMIN/readyz" || fail "proxy never ready"
-URL="http://127.0.0.1:$PORT"
+start_proxy
 
 metrics() { curl -fsS "http://127.0.0.1:$ADMIN/metrics"; }
 # per-worker request counts, one line "w0 w1 w2"
@@ -287,11 +237,5 @@ admitted=$((admitted + $(h2count 2xx "$TMP/rl4.out")))
 [ "$admitted" = 7 ] || fail "after changing the rate limit to 7/hour, $admitted requests were admitted"
 echo "ok reload with a changed rate limit: a fresh bucket of 7"
 
-kill -TERM "$PROXY_PID"
-for _ in $(seq 1 150); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PROXY_PID" 2>/dev/null && fail "proxy still running 15s after SIGTERM"
-rc=0
-wait "$PROXY_PID" || rc=$?
-PROXY_PID=
-[ "$rc" = 0 ] || fail "proxy exit status $rc after SIGTERM"
+stop_proxy
 echo "1 passed, 0 failed"

@@ -15,6 +15,7 @@
 #   - `skiff proxies` shows the acked versions and the NACK
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
+. "$SKIFF_SRC_DIR/tests/support/push_lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-push-test.XXXXXX")
@@ -44,16 +45,7 @@ URL=http://127.0.0.1:$CP
 API=$URL/api/v1
 mkdir -p "$TMP/state"
 
-for v in 1 2; do
-  port_var=EP$v; admin_var=EA$v
-  cat >"$TMP/echo$v.yaml" <<EOF
-listen: 127.0.0.1:${!port_var}
-version: v$v
-admin: {listen: 127.0.0.1:${!admin_var}}
-EOF
-  "$BIN/skiff-echo" --config "$TMP/echo$v.yaml" >>"$TMP/echo$v.log" 2>&1 &
-  eval "E$v=$!"
-done
+start_echo_pair
 
 cat >"$TMP/control.yaml" <<EOF
 listen: 127.0.0.1:$CP
@@ -81,28 +73,7 @@ OTHER=$(curl -sf "${AUTH[@]}" -H 'content-type: application/json' -d '{"name":"p
 VIEWER=$(curl -sf "${AUTH[@]}" -H 'content-type: application/json' -d '{"name":"dashboards","role":"viewer"}' \
   "$API/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
-apply_split() { # weight-v1 weight-v2
-  cat >"$TMP/routes.yaml" <<EOF
-apiVersion: skiff.dev/v1
-kind: Service
-metadata: {name: echo-v1}
-spec: {endpoints: ["127.0.0.1:$EP1"]}
----
-apiVersion: skiff.dev/v1
-kind: Service
-metadata: {name: echo-v2}
-spec: {endpoints: ["127.0.0.1:$EP2"]}
----
-apiVersion: skiff.dev/v1
-kind: Route
-metadata: {name: web}
-spec:
-  rules:
-    - matches: [{path: {type: PathPrefix, value: /}}]
-      backendRefs: [{name: echo-v1, weight: $1}, {name: echo-v2, weight: $2}]
-EOF
-  "$BIN/skiff" apply -f "$TMP/routes.yaml" >"$TMP/apply.out" 2>&1 || fail "apply: $(cat "$TMP/apply.out")"
-}
+apply_split() { apply_web "[{name: echo-v1, weight: $1}, {name: echo-v2, weight: $2}]"; } # weight-v1 weight-v2
 apply_split 100 0
 
 # a local file with listeners only: clusters and routes come from control

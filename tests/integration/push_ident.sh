@@ -15,6 +15,7 @@
 #     and ACKs a Route change, which `skiff proxies` shows, and routes it
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
+. "$SKIFF_SRC_DIR/tests/support/push_lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-push-ident-test.XXXXXX")
@@ -39,16 +40,7 @@ CTL=$(free_port); CADM=$(free_port); PP=$(free_port); PADM=$(free_port)
 EP1=$(free_port); EP2=$(free_port); EA1=$(free_port); EA2=$(free_port)
 mkdir -p "$TMP/ctl"
 
-for v in 1 2; do
-  port_var=EP$v; admin_var=EA$v
-  cat >"$TMP/echo$v.yaml" <<EOF
-listen: 127.0.0.1:${!port_var}
-version: v$v
-admin: {listen: 127.0.0.1:${!admin_var}}
-EOF
-  "$BIN/skiff-echo" --config "$TMP/echo$v.yaml" >>"$TMP/echo$v.log" 2>&1 &
-  eval "E$v=$!"
-done
+start_echo_pair
 
 cat >"$TMP/control.yaml" <<EOF
 listen: 127.0.0.1:$CTL
@@ -83,28 +75,7 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TM
     "https://127.0.0.1:$CTL/api/v1/ca/csr" | jq -r .chain >"$TMP/probe.pem" || fail "no client certificate issued"
 openssl x509 -in "$TMP/probe.pem" -noout >/dev/null 2>&1 || fail "no client certificate"
 
-apply_route() { # SERVICE
-  cat >"$TMP/routes.yaml" <<EOF
-apiVersion: skiff.dev/v1
-kind: Service
-metadata: {name: echo-v1}
-spec: {endpoints: ["127.0.0.1:$EP1"]}
----
-apiVersion: skiff.dev/v1
-kind: Service
-metadata: {name: echo-v2}
-spec: {endpoints: ["127.0.0.1:$EP2"]}
----
-apiVersion: skiff.dev/v1
-kind: Route
-metadata: {name: web}
-spec:
-  rules:
-    - matches: [{path: {type: PathPrefix, value: /}}]
-      backendRefs: [{name: $1}]
-EOF
-  "$BIN/skiff" apply -f "$TMP/routes.yaml" >"$TMP/apply.out" 2>&1 || fail "apply: $(cat "$TMP/apply.out")"
-}
+apply_route() { apply_web "[{name: $1}]"; } # SERVICE
 apply_route echo-v1
 
 ID=$TMP/pid

@@ -15,10 +15,7 @@ LOGS_PID=
 cleanup() {
   set +e
   [ -n "$LOGS_PID" ] && kill "$LOGS_PID" 2>/dev/null
-  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
-    "$SKIFF" down --state-dir "$ST" --timeout 20s >/dev/null 2>&1
-    kill -KILL "$UP_PID" 2>/dev/null
-  fi
+  up_stop
   # anything still running from this test's directory
   pkill -KILL -f -- "$TMP/" 2>/dev/null
   wait 2>/dev/null
@@ -26,13 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff up output" >&2
-  cat "$TMP/up.log" >&2 || true
-  for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
-  exit 1
-}
+fail() { up_fail "$@"; }
 
 json_field() { # DAEMON FIELD: from skiff status --json (one key per line)
   "$SKIFF" status --state-dir "$ST" --json | awk -v n="$1" -v f="\"$2\":" '

@@ -9,20 +9,7 @@ set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-json.XXXXXX")
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in tl prom; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
-  exit 1
-}
+with_pids tl-json tl prom
 
 command -v prometheus >/dev/null || fail "prometheus is required (apt-get install prometheus)"
 

@@ -9,20 +9,7 @@ set -euo pipefail
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 TEL=$BIN/skiff-telemetry
 ECHO=$BIN/skiff-echo
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-prom.XXXXXX")
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in tl echo prom; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
-  exit 1
-}
+with_pids tl-prom tl echo prom
 
 OTLP=$(free_port); QUERY=$(free_port); ADMIN=$(free_port)
 EPORT=$(free_port); EADMIN=$(free_port); PPORT=$(free_port); STALL=$(free_port)

@@ -10,20 +10,7 @@ set -euo pipefail
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 SUP=$SKIFF_SRC_DIR/tests/support
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tl-compat.XXXXXX")
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  for f in tl prom; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
-  exit 1
-}
+with_pids tl-compat tl prom
 
 for t in prometheus promtool python3; do
   command -v "$t" >/dev/null || fail "$t is required (apt-get install prometheus python3)"

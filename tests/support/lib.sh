@@ -35,3 +35,95 @@ has() {
   in=$(cat)
   grep -q "$@" <<<"$in"
 }
+
+# with_pids NAME LOG...: TMP (skiff-NAME.XXXXXX) and PIDS (an array of pids,
+#   killed at exit, then TMP is removed), and fail MSG, which prints the last
+#   30 lines of $TMP/LOG.log for each LOG
+with_pids() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-$1.XXXXXX")
+  shift
+  WITH_PIDS_LOGS=("$@")
+  PIDS=()
+  trap with_pids_cleanup EXIT
+  fail() { with_pids_fail "$@"; }
+}
+
+with_pids_cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+
+with_pids_fail() {
+  echo "FAIL: $*" >&2
+  local f
+  for f in "${WITH_PIDS_LOGS[@]}"; do echo "---- $f log" >&2; tail -30 "$TMP/$f.log" >&2 || true; done
+  exit 1
+}
+
+# For a script around one daemon (echo.sh, policy.sh, policy_matrix.sh):
+#   one_daemon NAME DAEMON  TMP (skiff-NAME.XXXXXX), PID (set it to the
+#                    daemon's pid: killed at exit, then TMP is removed), PORT
+#                    and ADMIN (two distinct free ports), and fail MSG, which
+#                    prints $TMP/DAEMON.log (the log of skiff-DAEMON)
+#   stop_daemon      SIGTERM to PID: it must be gone within 15 s, exit status 0
+one_daemon() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-$1.XXXXXX")
+  ONE_DAEMON=$2
+  PID=
+  trap one_daemon_cleanup EXIT
+  fail() { one_daemon_fail "$@"; }
+  PORT=$(free_port)
+  ADMIN=$(free_port)
+  [ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+}
+
+one_daemon_cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+
+one_daemon_fail() {
+  echo "FAIL: $*" >&2
+  echo "---- skiff-$ONE_DAEMON log" >&2
+  cat "$TMP/$ONE_DAEMON.log" >&2 || true
+  exit 1
+}
+
+stop_daemon() {
+  stop_pid "$PID"
+  PID=
+}
+
+# stop_pid PID [WHAT]: SIGTERM to PID, a child of this shell: it must be gone
+# within 15 s with exit status 0 (fail's message starts with WHAT)
+stop_pid() {
+  local what=${2:+$2 } rc=0
+  kill -TERM "$1"
+  for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && fail "${what}still running 15s after SIGTERM"
+  wait "$1" || rc=$?
+  [ "$rc" = 0 ] || fail "${what}exit status $rc after SIGTERM"
+}
+
+# For a script around `skiff up` (UP_PID, its state dir ST, its output in
+# $TMP/up.log, SKIFF the CLI):
+#   up_stop        `skiff down` the supervisor when it still runs, then KILL it
+#   up_fail MSG    the supervisor's output and the tail of every daemon log,
+#                  then exit 1
+up_stop() {
+  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
+    "$SKIFF" down --state-dir "$ST" --timeout 20s >/dev/null 2>&1
+    kill -KILL "$UP_PID" 2>/dev/null
+  fi
+}
+
+up_fail() {
+  echo "FAIL: $*" >&2
+  echo "---- skiff up output" >&2
+  cat "$TMP/up.log" >&2 || true
+  for f in "$ST"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -20 "$f" >&2; }; done
+  exit 1
+}

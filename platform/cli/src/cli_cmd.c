@@ -140,6 +140,28 @@ static int parse_opts(const char *verb, int argc, char **argv, const char *allow
   return 0;
 }
 
+/* parse_opts, then --help: -1 when the verb goes on, otherwise its exit
+ * code (a usage error, or the help text was printed). */
+static int cmd_start(const char *verb, int argc, char **argv, const char *allowed, cmd_opts_t *o) {
+  int rc = parse_opts(verb, argc, argv, allowed, o);
+  if (rc) return rc;
+  if (o->help) {
+    usage(stdout);
+    return 0;
+  }
+  return -1;
+}
+
+/* cli_config_load, its errors printed to stderr. */
+static int load_config(const char *file, cli_config_t **cfg) {
+  char err[8192];
+  if (cli_config_load(file, cfg, err, sizeof err) < 0) {
+    fputs(err, stderr);
+    return -1;
+  }
+  return 0;
+}
+
 /* --state-dir, $SKIFF_STATE_DIR, the config's state_dir (relative to the
  * config file), ./.skiff. */
 static void resolve_state_dir(const cmd_opts_t *o, const cli_config_t *cfg, char *out, size_t outlen) {
@@ -163,13 +185,7 @@ static void resolve_state_dir(const cmd_opts_t *o, const cli_config_t *cfg, char
 /* With -f FILE the state dir may come from the file. */
 static int state_dir_for(const cmd_opts_t *o, char *out, size_t outlen) {
   cli_config_t *cfg = NULL;
-  if (o->file && !(o->state_dir && *o->state_dir)) {
-    char err[4096];
-    if (cli_config_load(o->file, &cfg, err, sizeof err) < 0) {
-      fputs(err, stderr);
-      return 1;
-    }
-  }
+  if (o->file && !(o->state_dir && *o->state_dir) && load_config(o->file, &cfg) < 0) return 1;
   resolve_state_dir(o, cfg, out, outlen);
   cli_config_free(cfg);
   return 0;
@@ -191,17 +207,11 @@ static void self_dir(char *out, size_t outlen) {
 
 static int cmd_up(int argc, char **argv) {
   cmd_opts_t o;
-  int rc = parse_opts("up", argc, argv, "fs", &o);
-  if (rc) return rc;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
+  int rc = cmd_start("up", argc, argv, "fs", &o);
+  if (rc >= 0) return rc;
   const char *file = o.file ? o.file : DEFAULT_CONFIG;
   cli_config_t *cfg = NULL;
-  char err[8192];
-  if (cli_config_load(file, &cfg, err, sizeof err) < 0) {
-    fputs(err, stderr);
+  if (load_config(file, &cfg) < 0) {
     if (!o.file && access(file, F_OK) != 0)
       fprintf(stderr, "skiff up: no %s here; pass one with -f FILE (see examples/skiff.yaml)\n", file);
     return 1;
@@ -256,12 +266,8 @@ static int lock_free(const char *dir) {
 
 static int cmd_down(int argc, char **argv) {
   cmd_opts_t o;
-  int rc = parse_opts("down", argc, argv, "fst", &o);
-  if (rc) return rc;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
+  int rc = cmd_start("down", argc, argv, "fst", &o);
+  if (rc >= 0) return rc;
   uint64_t timeout_ms = 60000;
   if (o.timeout && cli_parse_duration_ms(o.timeout, &timeout_ms) < 0)
     return usage_error("down", "bad --timeout (e.g. 30s):", o.timeout);
@@ -294,12 +300,8 @@ static int cmd_down(int argc, char **argv) {
 
 static int cmd_status(int argc, char **argv) {
   cmd_opts_t o;
-  int rc = parse_opts("status", argc, argv, "fsj", &o);
-  if (rc) return rc;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
+  int rc = cmd_start("status", argc, argv, "fsj", &o);
+  if (rc >= 0) return rc;
   char sd[PATH_MAX - 64], path[PATH_MAX];
   if (state_dir_for(&o, sd, sizeof sd)) return 1;
   pid_t pid = cli_state_live_pid(sd);
@@ -419,12 +421,8 @@ static off_t tail_offset(int fd, off_t size, long lines) {
 
 static int cmd_logs(int argc, char **argv) {
   cmd_opts_t o;
-  int rc = parse_opts("logs", argc, argv, "sFnp", &o);
-  if (rc) return rc;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
+  int rc = cmd_start("logs", argc, argv, "sFnp", &o);
+  if (rc >= 0) return rc;
   if (!o.daemon) return usage_error("logs", "which daemon? usage: skiff logs DAEMON [-f]", NULL);
   if (!valid_daemon_name(o.daemon)) return usage_error("logs", "bad daemon name", o.daemon);
   long lines = -1;
@@ -484,19 +482,12 @@ static int cmd_logs(int argc, char **argv) {
 
 static int cmd_check(int argc, char **argv) {
   cmd_opts_t o;
-  int rc = parse_opts("check", argc, argv, "f", &o);
-  if (rc) return rc;
-  if (o.help) {
-    usage(stdout);
-    return 0;
-  }
+  int rc = cmd_start("check", argc, argv, "f", &o);
+  if (rc >= 0) return rc;
   const char *file = o.file ? o.file : DEFAULT_CONFIG;
   cli_config_t *cfg = NULL;
+  if (load_config(file, &cfg) < 0) return 1;
   char err[8192];
-  if (cli_config_load(file, &cfg, err, sizeof err) < 0) {
-    fputs(err, stderr);
-    return 1;
-  }
   size_t order[CLI_MAX_DAEMONS];
   cli_order(cfg, order, err, sizeof err);
   printf("%s: ok, %zu daemon%s, start order:", file, cfg->n, cfg->n == 1 ? "" : "s");

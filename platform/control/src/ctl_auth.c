@@ -45,15 +45,15 @@ struct ctl_auth {
   size_t max_tokens;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+void ctl__seterr(char *err, size_t errlen, const char *fmt, ...) {
   if (!err || !errlen) return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
 }
+
+#define seterr ctl__seterr
 
 /* ---------------- shared helpers ---------------- */
 
@@ -81,6 +81,26 @@ int ctl__random_b64url(char *out, size_t outlen, size_t nbytes) {
 void ctl__sha256(const void *data, size_t len, unsigned char out[32]) {
   unsigned int n = 32;
   EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+int ctl__secret_new(const char *prefix, char *out, size_t outlen, unsigned char hash[32]) {
+  size_t pl = strlen(prefix);
+  if (outlen <= pl) return SK_EINVAL;
+  memcpy(out, prefix, pl);
+  int rc = ctl__random_b64url(out + pl, outlen - pl, 32);
+  if (rc < 0) return rc;
+  ctl__sha256(out, strlen(out), hash);
+  return 0;
+}
+
+int ctl__secret_hash(const char *secret, const char *prefix, size_t total, const char *what,
+                     unsigned char hash[32], char *err, size_t errlen) {
+  if (!ctl__token_shape_ok(secret, prefix, total)) {
+    seterr(err, errlen, "malformed %s (expected %s followed by 43 characters)", what, prefix);
+    return SK_EUNAUTH;
+  }
+  ctl__sha256(secret, total, hash);
+  return 0;
 }
 
 int ctl__write_file_atomic(const char *path, const void *data, size_t len, int mode, char *err,
@@ -452,15 +472,12 @@ int ctl_auth_token_create(ctl_auth_t *a, const char *name, ctl_role_t role, int6
   if (rc < 0) return rc;
   if ((size_t)live >= a->max_tokens) return SK_ELIMIT;
   char secret[CTL_TOKEN_LEN + 8];
-  memcpy(secret, CTL_TOKEN_PREFIX, sizeof CTL_TOKEN_PREFIX - 1);
-  rc = ctl__random_b64url(secret + sizeof CTL_TOKEN_PREFIX - 1,
-                          sizeof secret - (sizeof CTL_TOKEN_PREFIX - 1), 32);
+  unsigned char h[32];
+  rc = ctl__secret_new(CTL_TOKEN_PREFIX, secret, sizeof secret, h);
   if (rc < 0) return rc;
   char id[32] = "tok_";
   rc = ctl__random_b64url(id + 4, sizeof id - 4, 9); /* 12 characters */
   if (rc < 0) return rc;
-  unsigned char h[32];
-  ctl__sha256(secret, strlen(secret), h);
   int64_t expires = ttl_s ? now + ttl_s : 0;
   ctl_token_row_t row = {.id = id, .name = name, .role = role, .hash = h, .created = now, .expires = expires};
   rc = a->be ? a->be->ops->token_add(a->be, &row)
@@ -583,15 +600,12 @@ static int check_be_row(const ctl_token_row_t *t, void *ud) {
 
 int ctl_auth_token_check(ctl_auth_t *a, const char *secret, int64_t now, ctl_principal_t *p,
                          char *reason, size_t reasonlen) {
-  if (!ctl__token_shape_ok(secret, CTL_TOKEN_PREFIX, CTL_TOKEN_LEN)) {
-    seterr(reason, reasonlen, "malformed bearer token (expected %s followed by 43 characters)",
-           CTL_TOKEN_PREFIX);
-    return SK_EUNAUTH;
-  }
   check_ctx_t c;
   memset(&c, 0, sizeof c);
-  ctl__sha256(secret, CTL_TOKEN_LEN, c.want);
-  int rc = a->be ? a->be->ops->token_find(a->be, c.want, check_be_row, &c)
+  int rc = ctl__secret_hash(secret, CTL_TOKEN_PREFIX, CTL_TOKEN_LEN, "bearer token", c.want, reason,
+                            reasonlen);
+  if (rc < 0) return rc;
+  rc = a->be ? a->be->ops->token_find(a->be, c.want, check_be_row, &c)
                  : sk_store_query(a->store,
                           "SELECT id, name, role, hash, expires, revoked FROM ctl_tokens"
                           " WHERE hash = ?1",

@@ -183,6 +183,17 @@ int ctl__random_b64url(char *out, size_t outlen, size_t nbytes);
 void ctl__sha256(const void *data, size_t len, unsigned char out[32]);
 /* 1 if s is prefix followed by base64url characters, total bytes long. */
 int ctl__token_shape_ok(const char *s, const char *prefix, size_t total);
+/* A new secret: prefix followed by 43 random base64url characters into out
+ * (outlen > strlen(prefix) + 43), and its SHA-256 into hash. */
+int ctl__secret_new(const char *prefix, char *out, size_t outlen, unsigned char hash[32]);
+/* SHA-256 of secret into hash when it has the shape ctl__secret_new gives
+ * (total bytes); otherwise SK_EUNAUTH and "malformed <what> (expected
+ * <prefix> followed by 43 characters)" in err. */
+int ctl__secret_hash(const char *secret, const char *prefix, size_t total, const char *what,
+                     unsigned char hash[32], char *err, size_t errlen);
+/* vsnprintf into err (nothing when err is NULL or errlen 0). */
+void ctl__seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* tmp file + fsync + rename (+ directory fsync); mode e.g. 0600. */
 int ctl__write_file_atomic(const char *path, const void *data, size_t len, int mode, char *err,
                            size_t errlen);

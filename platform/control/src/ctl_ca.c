@@ -49,15 +49,7 @@ struct ctl_ca {
   int allow_ip_sans;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+#define seterr ctl__seterr
 
 static const char *ossl_reason(void) {
   static __thread char buf[160];
@@ -302,7 +294,13 @@ static int read_file(const char *path, size_t max, char **out, size_t *len) {
   return 0;
 }
 
-static int load_cert(const char *path, X509 **out, char *err, size_t errlen) {
+static void *pem_x509(BIO *b) { return PEM_read_bio_X509(b, NULL, NULL, NULL); }
+static void *pem_key(BIO *b) { return PEM_read_bio_PrivateKey(b, NULL, NULL, NULL); }
+
+/* Reads path (at most 64 KiB) and parses it with parse; a secret file's
+ * bytes are wiped before they are freed. */
+static int load_pem(const char *path, void *(*parse)(BIO *), const char *what, int secret,
+                    void **out, char *err, size_t errlen) {
   char *pem = NULL;
   size_t len = 0;
   int rc = read_file(path, 1 << 16, &pem, &len);
@@ -311,15 +309,23 @@ static int load_cert(const char *path, X509 **out, char *err, size_t errlen) {
     return rc;
   }
   BIO *b = BIO_new_mem_buf(pem, (int)len);
-  X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  void *x = b ? parse(b) : NULL;
   BIO_free(b);
+  if (secret) OPENSSL_cleanse(pem, len);
   free(pem);
   if (!x) {
-    seterr(err, errlen, "%s: not a PEM certificate (%s)", path, ossl_reason());
+    seterr(err, errlen, "%s: not a PEM %s (%s)", path, what, ossl_reason());
     return SK_EPARSE;
   }
   *out = x;
   return 0;
+}
+
+static int load_cert(const char *path, X509 **out, char *err, size_t errlen) {
+  void *x = NULL;
+  int rc = load_pem(path, pem_x509, "certificate", 0, &x, err, errlen);
+  if (rc == 0) *out = x;
+  return rc;
 }
 
 static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) {
@@ -334,23 +340,23 @@ static int load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) 
            path, (unsigned)(st.st_mode & 0777));
     return SK_EACCES;
   }
-  char *pem = NULL;
-  size_t len = 0;
-  int rc = read_file(path, 1 << 16, &pem, &len);
-  if (rc < 0) {
-    seterr(err, errlen, "%s: %s", path, sk_strerror(rc));
-    return rc;
+  void *k = NULL;
+  int rc = load_pem(path, pem_key, "private key", 1, &k, err, errlen);
+  if (rc == 0) *out = k;
+  return rc;
+}
+
+/* A certificate and the private key that goes with it. */
+static int load_pair(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     char *err, size_t errlen) {
+  int rc;
+  if ((rc = load_cert(cert_path, cert, err, errlen)) < 0) return rc;
+  if ((rc = load_key(key_path, key, err, errlen)) < 0) return rc;
+  if (X509_check_private_key(*cert, *key) != 1) {
+    ERR_clear_error();
+    seterr(err, errlen, "%s does not match %s", key_path, cert_path);
+    return SK_ETLS;
   }
-  BIO *b = BIO_new_mem_buf(pem, (int)len);
-  EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
-  BIO_free(b);
-  OPENSSL_cleanse(pem, len);
-  free(pem);
-  if (!k) {
-    seterr(err, errlen, "%s: not a PEM private key (%s)", path, ossl_reason());
-    return SK_EPARSE;
-  }
-  *out = k;
   return 0;
 }
 
@@ -397,13 +403,7 @@ static int ca_load_or_create(ctl_ca_t *ca, char *err, size_t errlen) {
   int rc;
   char cn[300];
   if (file_exists(rp) || file_exists(rk)) {
-    if ((rc = load_cert(rp, &ca->root, err, errlen)) < 0) return rc;
-    if ((rc = load_key(rk, &ca->root_key, err, errlen)) < 0) return rc;
-    if (X509_check_private_key(ca->root, ca->root_key) != 1) {
-      ERR_clear_error();
-      seterr(err, errlen, "%s does not match %s", rk, rp);
-      return SK_ETLS;
-    }
+    if ((rc = load_pair(rp, rk, &ca->root, &ca->root_key, err, errlen)) < 0) return rc;
   } else {
     ca->root_key = EVP_EC_gen("P-256");
     if (!ca->root_key) {
@@ -419,13 +419,7 @@ static int ca_load_or_create(ctl_ca_t *ca, char *err, size_t errlen) {
   }
   int renew_inter = 1;
   if (file_exists(ip) || file_exists(ik)) {
-    if ((rc = load_cert(ip, &ca->inter, err, errlen)) < 0) return rc;
-    if ((rc = load_key(ik, &ca->inter_key, err, errlen)) < 0) return rc;
-    if (X509_check_private_key(ca->inter, ca->inter_key) != 1) {
-      ERR_clear_error();
-      seterr(err, errlen, "%s does not match %s", ik, ip);
-      return SK_ETLS;
-    }
+    if ((rc = load_pair(ip, ik, &ca->inter, &ca->inter_key, err, errlen)) < 0) return rc;
     EVP_PKEY *rpub = X509_get0_pubkey(ca->root);
     if (X509_verify(ca->inter, rpub) != 1) {
       ERR_clear_error();
@@ -1038,12 +1032,9 @@ int ctl_ca_join_token_create(ctl_ca_t *ca, const char *spiffe_id, int64_t ttl_s,
   if (rc < 0) return rc;
   if (count >= 10000) return SK_ELIMIT;
   char secret[CTL_JOIN_LEN + 8];
-  memcpy(secret, CTL_JOIN_PREFIX, sizeof CTL_JOIN_PREFIX - 1);
-  rc = ctl__random_b64url(secret + sizeof CTL_JOIN_PREFIX - 1,
-                          sizeof secret - (sizeof CTL_JOIN_PREFIX - 1), 32);
-  if (rc < 0) return rc;
   unsigned char h[32];
-  ctl__sha256(secret, strlen(secret), h);
+  rc = ctl__secret_new(CTL_JOIN_PREFIX, secret, sizeof secret, h);
+  if (rc < 0) return rc;
   ctl_join_row_t jr = {.hash = h, .spiffe_id = spiffe_id, .created = now, .expires = now + ttl_s, .uses_left = uses};
   rc = ca->be ? ca->be->ops->join_add(ca->be, &jr)
               : sk_store_exec(ca->store,
@@ -1095,15 +1086,12 @@ int ctl_ca_join_token_use(ctl_ca_t *ca, const char *secret, const char *spiffe_i
     seterr(err, errlen, "join tokens are not enabled");
     return SK_EUNAUTH;
   }
-  if (!ctl__token_shape_ok(secret, CTL_JOIN_PREFIX, CTL_JOIN_LEN)) {
-    seterr(err, errlen, "malformed join token (expected %s followed by 43 characters)",
-           CTL_JOIN_PREFIX);
-    return SK_EUNAUTH;
-  }
   join_row_t j;
   memset(&j, 0, sizeof j);
-  ctl__sha256(secret, CTL_JOIN_LEN, j.want);
-  int rc = ca->be ? ca->be->ops->join_find(ca->be, j.want, join_be_row, &j)
+  int rc = ctl__secret_hash(secret, CTL_JOIN_PREFIX, CTL_JOIN_LEN, "join token", j.want, err,
+                            errlen);
+  if (rc < 0) return rc;
+  rc = ca->be ? ca->be->ops->join_find(ca->be, j.want, join_be_row, &j)
                   : sk_store_query(ca->store,
                           "SELECT hash, spiffe_id, expires, uses_left FROM ctl_join_tokens"
                           " WHERE hash = ?1",

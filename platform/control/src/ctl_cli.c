@@ -271,6 +271,20 @@ static const ctl_kind_t *addr_of(const copts_t *o, const char *src, json_t *doc,
   return k;
 }
 
+/* addr_of for one [source, document] pair of load_docs, with "kind/name"
+ * (the kind in lower case) in label. */
+static const ctl_kind_t *pair_addr(const copts_t *o, json_t *pair, json_t **doc, const char **ns,
+                                   const char **name, char *label, size_t labellen) {
+  const char *src = json_string_value(json_array_get(pair, 0));
+  *doc = json_array_get(pair, 1);
+  const ctl_kind_t *k = addr_of(o, src, *doc, ns, name);
+  if (!k) return NULL;
+  char lk[64];
+  lower(lk, sizeof lk, k->kind);
+  snprintf(label, labellen, "%s/%s", lk, *name);
+  return k;
+}
+
 static char *obj_path(const ctl_kind_t *k, const char *ns, const char *name) {
   size_t l = strlen(k->plural) + strlen(ns) + (name ? strlen(name) : 0) + 16;
   char *p = sk_xmalloc(l);
@@ -292,17 +306,14 @@ static int cmd_apply(const copts_t *o) {
   json_t *pair;
   json_array_foreach(docs, i, pair) {
     if (bad) break;
-    const char *src = json_string_value(json_array_get(pair, 0));
-    json_t *doc = json_array_get(pair, 1);
+    json_t *doc;
     const char *ns, *name;
-    const ctl_kind_t *k = addr_of(o, src, doc, &ns, &name);
+    char what[400];
+    const ctl_kind_t *k = pair_addr(o, pair, &doc, &ns, &name, what, sizeof what);
     if (!k) {
       bad = 1;
       continue;
     }
-    char lk[64], what[400];
-    lower(lk, sizeof lk, k->kind);
-    snprintf(what, sizeof what, "%s/%s", lk, name);
     json_object_del(json_object_get(doc, "metadata"), "resourceVersion");
     char *body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     char *coll = obj_path(k, ns, NULL);
@@ -558,17 +569,14 @@ static int cmd_diff(const copts_t *o) {
   size_t i;
   json_t *pair;
   json_array_foreach(docs, i, pair) {
-    const char *src = json_string_value(json_array_get(pair, 0));
-    json_t *doc = json_array_get(pair, 1);
+    json_t *doc;
     const char *ns, *name;
-    const ctl_kind_t *k = addr_of(o, src, doc, &ns, &name);
+    char label[400];
+    const ctl_kind_t *k = pair_addr(o, pair, &doc, &ns, &name, label, sizeof label);
     if (!k) {
       bad = 1;
       continue;
     }
-    char lk[64], label[400];
-    lower(lk, sizeof lk, k->kind);
-    snprintf(label, sizeof label, "%s/%s", lk, name);
     char *path = obj_path(k, ns, name);
     cresp_t r;
     int rc = call(o, "GET", path, NULL, NULL, 0, &r);
@@ -650,26 +658,34 @@ static int token_create(const copts_t *o) {
   return ret;
 }
 
+/* GET path: the answer when it is an object with an "items" array, or NULL
+ * with the problem printed (what names the resource, cmd the command). */
+static json_t *get_items(const copts_t *o, const char *path, const char *what, const char *cmd) {
+  cresp_t r;
+  if (call(o, "GET", path, NULL, NULL, 0, &r) < 0) return NULL;
+  if (r.status != 200) {
+    print_failure(what, &r);
+    sk_buf_done(&r.body);
+    return NULL;
+  }
+  json_t *v = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
+  sk_buf_done(&r.body);
+  if (!json_is_array(json_object_get(v, "items"))) {
+    fprintf(stderr, "%s: the server sent invalid JSON\n", cmd);
+    json_decref(v);
+    return NULL;
+  }
+  return v;
+}
+
 static int token_list(const copts_t *o) {
   if (o->nargs != 1) {
     fprintf(stderr, "skiff token list: usage: skiff token list [-o json]\n");
     return 2;
   }
-  cresp_t r;
-  if (call(o, "GET", "/api/v1/tokens", NULL, NULL, 0, &r) < 0) return 1;
-  if (r.status != 200) {
-    print_failure("tokens", &r);
-    sk_buf_done(&r.body);
-    return 1;
-  }
-  json_t *v = json_loadb(r.body.data, r.body.len, 0, NULL);
-  sk_buf_done(&r.body);
+  json_t *v = get_items(o, "/api/v1/tokens", "tokens", "skiff token list");
+  if (!v) return 1;
   json_t *items = json_object_get(v, "items");
-  if (!json_is_array(items)) {
-    fprintf(stderr, "skiff token list: the server sent invalid JSON\n");
-    json_decref(v);
-    return 1;
-  }
   if (o->output && !strcmp(o->output, "json")) {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     printf("%s\n", s);
@@ -748,21 +764,9 @@ static int cmd_proxies(const copts_t *o) {
     fprintf(stderr, "skiff proxies: usage: skiff proxies [-o json|wide]\n");
     return 2;
   }
-  cresp_t r;
-  if (call(o, "GET", "/api/v1/proxies", NULL, NULL, 0, &r) < 0) return 1;
-  if (r.status != 200) {
-    print_failure("proxies", &r);
-    sk_buf_done(&r.body);
-    return 1;
-  }
-  json_t *v = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
-  sk_buf_done(&r.body);
+  json_t *v = get_items(o, "/api/v1/proxies", "proxies", "skiff proxies");
+  if (!v) return 1;
   json_t *items = json_object_get(v, "items");
-  if (!json_is_array(items)) {
-    fprintf(stderr, "skiff proxies: the server sent invalid JSON\n");
-    json_decref(v);
-    return 1;
-  }
   long long cur = (long long)sk_json_get_int(v, "version", 0);
   int wide = o->output && !strcmp(o->output, "wide");
   if (o->output && !strcmp(o->output, "json")) {

@@ -28,6 +28,13 @@ void ctl__index(char *out, size_t len, const char *base, size_t i) {
   path_cut(out, len, snprintf(out, len, "%s[%zu]", base, i));
 }
 
+/* msg at field.key. */
+static void key_err(ctl_errs_t *errs, const char *field, const char *key, const char *msg) {
+  char f[CTL_FIELD_MAX];
+  ctl__path(f, sizeof f, field, key);
+  ctl_errs_add(errs, f, "%s", msg);
+}
+
 void ctl__known_keys(const json_t *obj, const char *field, const char *const *keys, ctl_errs_t *errs) {
   const char *k;
   json_t *v;
@@ -35,28 +42,35 @@ void ctl__known_keys(const json_t *obj, const char *field, const char *const *ke
     int ok = 0;
     for (size_t i = 0; keys[i]; i++)
       if (!strcmp(keys[i], k)) ok = 1;
-    if (!ok) {
-      char f[CTL_FIELD_MAX];
-      ctl__path(f, sizeof f, field, k);
-      ctl_errs_add(errs, f, "unknown or unsupported field");
-    }
+    if (!ok) key_err(errs, field, k, "unknown or unsupported field");
   }
+}
+
+/* obj.key (its path in f) when it is there and of json type want; NULL
+ * with "required" when absent but required, with type_msg when of
+ * another type. */
+static const json_t *typed(const json_t *obj, const char *field, const char *key, int required,
+                           json_type want, const char *type_msg, char f[CTL_FIELD_MAX],
+                           ctl_errs_t *errs) {
+  ctl__path(f, CTL_FIELD_MAX, field, key);
+  json_t *v = json_object_get(obj, key);
+  if (!v || json_is_null(v)) {
+    if (required) ctl_errs_add(errs, f, "required");
+    return NULL;
+  }
+  if (json_typeof(v) != want) {
+    ctl_errs_add(errs, f, "%s", type_msg);
+    return NULL;
+  }
+  return v;
 }
 
 /* String field: required or optional, bounded, optionally one of a set. */
 const char *ctl__str(const json_t *obj, const char *field, const char *key, int required, size_t maxlen,
                      ctl_errs_t *errs) {
   char f[CTL_FIELD_MAX];
-  ctl__path(f, sizeof f, field, key);
-  json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) {
-    if (required) ctl_errs_add(errs, f, "required");
-    return NULL;
-  }
-  if (!json_is_string(v)) {
-    ctl_errs_add(errs, f, "must be a string");
-    return NULL;
-  }
+  const json_t *v = typed(obj, field, key, required, JSON_STRING, "must be a string", f, errs);
+  if (!v) return NULL;
   const char *s = json_string_value(v);
   if (required && !*s) {
     ctl_errs_add(errs, f, "must not be empty");
@@ -134,25 +148,13 @@ void ctl__duration(const json_t *obj, const char *field, const char *key, ctl_er
   uint64_t ms;
   char msg[128];
   if (sk_config_parse_duration(s, &ms, msg, sizeof msg) < 0) {
-    char f[CTL_FIELD_MAX];
-    ctl__path(f, sizeof f, field, key);
-    ctl_errs_add(errs, f, "%s", msg);
+    key_err(errs, field, key, msg);
   }
 }
 
 const json_t *ctl__obj(const json_t *obj, const char *field, const char *key, int required, ctl_errs_t *errs) {
   char f[CTL_FIELD_MAX];
-  ctl__path(f, sizeof f, field, key);
-  json_t *v = json_object_get(obj, key);
-  if (!v || json_is_null(v)) {
-    if (required) ctl_errs_add(errs, f, "required");
-    return NULL;
-  }
-  if (!json_is_object(v)) {
-    ctl_errs_add(errs, f, "must be a mapping");
-    return NULL;
-  }
-  return v;
+  return typed(obj, field, key, required, JSON_OBJECT, "must be a mapping", f, errs);
 }
 
 /* host:port with a port 1..65535. */
@@ -218,38 +220,45 @@ static int hostname_ok(const char *s) {
   return ctl_valid_name(s);
 }
 
-static void check_name_value_list(const json_t *m, const char *field, const char *key, int with_type, size_t max,
-                                  ctl_errs_t *errs) {
+typedef void (*entry_check_fn)(const json_t *entry, const char *field, int opt, ctl_errs_t *errs);
+
+/* The array at obj.key (min..max entries): "must be a mapping" for an
+ * entry that is not one, check(entry, "field.key[i]", opt) for the others. */
+static void each_mapping(const json_t *obj, const char *field, const char *key, size_t min, size_t max,
+                         entry_check_fn check, int opt, ctl_errs_t *errs) {
   char base[CTL_FIELD_MAX];
   ctl__path(base, sizeof base, field, key);
-  const json_t *arr = ctl__array(m, field, key, 0, max, errs);
+  const json_t *arr = ctl__array(obj, field, key, min, max, errs);
   size_t i;
-  json_t *h;
-  json_array_foreach(arr, i, h) {
+  json_t *x;
+  json_array_foreach(arr, i, x) {
     char f[CTL_FIELD_MAX];
     ctl__index(f, sizeof f, base, i);
-    if (!json_is_object(h)) {
-      ctl_errs_add(errs, f, "must be a mapping");
-      continue;
-    }
-    static const char *const k1[] = {"type", "name", "value", NULL};
-    static const char *const k2[] = {"name", "value", NULL};
-    ctl__known_keys(h, f, with_type ? k1 : k2, errs);
-    const char *n = ctl__str(h, f, "name", 1, 256, errs);
-    if (n && !header_name_ok(n)) {
-      char ff[CTL_FIELD_MAX];
-      ctl__path(ff, sizeof ff, f, "name");
-      ctl_errs_add(errs, ff, "not a valid header/parameter name");
-    }
-    ctl__str(h, f, "value", 1, 4096, errs);
-    if (with_type) {
-      static const char *const types[] = {"Exact", "RegularExpression", NULL};
-      ctl__enum(h, f, "type", types, "Exact", errs);
-    }
+    if (!json_is_object(x)) ctl_errs_add(errs, f, "must be a mapping");
+    else check(x, f, opt, errs);
   }
 }
 
-static void check_match(const json_t *m, const char *f, ctl_errs_t *errs) {
+static void check_name_value(const json_t *h, const char *f, int with_type, ctl_errs_t *errs) {
+  static const char *const k1[] = {"type", "name", "value", NULL};
+  static const char *const k2[] = {"name", "value", NULL};
+  ctl__known_keys(h, f, with_type ? k1 : k2, errs);
+  const char *n = ctl__str(h, f, "name", 1, 256, errs);
+  if (n && !header_name_ok(n)) key_err(errs, f, "name", "not a valid header/parameter name");
+  ctl__str(h, f, "value", 1, 4096, errs);
+  if (with_type) {
+    static const char *const types[] = {"Exact", "RegularExpression", NULL};
+    ctl__enum(h, f, "type", types, "Exact", errs);
+  }
+}
+
+static void check_name_value_list(const json_t *m, const char *field, const char *key, int with_type, size_t max,
+                                  ctl_errs_t *errs) {
+  each_mapping(m, field, key, 0, max, check_name_value, with_type, errs);
+}
+
+static void check_match(const json_t *m, const char *f, int unused, ctl_errs_t *errs) {
+  (void)unused;
   static const char *const keys[] = {"path", "headers", "queryParams", "method", NULL};
   ctl__known_keys(m, f, keys, errs);
   const json_t *p = ctl__obj(m, f, "path", 0, errs);
@@ -262,9 +271,7 @@ static void check_match(const json_t *m, const char *f, ctl_errs_t *errs) {
     const char *t = ctl__enum(p, pf, "type", types, "PathPrefix", errs);
     const char *v = ctl__str(p, pf, "value", 0, 1024, errs);
     if (v && t && strcmp(t, "RegularExpression") && v[0] != '/') {
-      char vf[CTL_FIELD_MAX];
-      ctl__path(vf, sizeof vf, pf, "value");
-      ctl_errs_add(errs, vf, "must start with '/'");
+      key_err(errs, pf, "value", "must start with '/'");
     }
   }
   check_name_value_list(m, f, "headers", 1, 16, errs);
@@ -274,7 +281,8 @@ static void check_match(const json_t *m, const char *f, ctl_errs_t *errs) {
   ctl__enum(m, f, "method", methods, NULL, errs);
 }
 
-static void check_filter(const json_t *fl, const char *f, ctl_errs_t *errs) {
+static void check_filter(const json_t *fl, const char *f, int unused, ctl_errs_t *errs) {
+  (void)unused;
   static const char *const types[] = {"RequestHeaderModifier", "URLRewrite", NULL};
   static const char *const keys[] = {"type", "requestHeaderModifier", "urlRewrite", NULL};
   ctl__known_keys(fl, f, keys, errs);
@@ -310,9 +318,7 @@ static void check_filter(const json_t *fl, const char *f, ctl_errs_t *errs) {
     ctl__known_keys(u, uf, uk, errs);
     const char *h = ctl__str(u, uf, "hostname", 0, 253, errs);
     if (h && !ctl_valid_name(h)) {
-      char hf[CTL_FIELD_MAX];
-      ctl__path(hf, sizeof hf, uf, "hostname");
-      ctl_errs_add(errs, hf, "must be a DNS name");
+      key_err(errs, uf, "hostname", "must be a DNS name");
     }
     const json_t *p = ctl__obj(u, uf, "path", 0, errs);
     if (p) {
@@ -327,120 +333,75 @@ static void check_filter(const json_t *fl, const char *f, ctl_errs_t *errs) {
         const char *key = !strcmp(t2, "ReplaceFullPath") ? "replaceFullPath" : "replacePrefixMatch";
         const char *v = ctl__str(p, pf, key, 1, 1024, errs);
         if (v && v[0] != '/') {
-          char vf[CTL_FIELD_MAX];
-          ctl__path(vf, sizeof vf, pf, key);
-          ctl_errs_add(errs, vf, "must start with '/'");
+          key_err(errs, pf, key, "must start with '/'");
         }
       }
     }
   }
 }
 
+static void check_parent_ref(const json_t *x, const char *f, int unused, ctl_errs_t *errs) {
+  (void)unused;
+  static const char *const pk[] = {"group", "kind", "name", "namespace", "sectionName", "port", NULL};
+  ctl__known_keys(x, f, pk, errs);
+  ctl__str(x, f, "name", 1, 253, errs);
+  ctl__str(x, f, "namespace", 0, 63, errs);
+  ctl__str(x, f, "sectionName", 0, 253, errs);
+  ctl__str(x, f, "group", 0, 253, errs);
+  ctl__str(x, f, "kind", 0, 63, errs);
+  ctl__int(x, f, "port", 1, 65535, NULL, errs);
+}
+
+static void check_backend_ref(const json_t *y, const char *f, int unused, ctl_errs_t *errs) {
+  (void)unused;
+  static const char *const bk[] = {"group", "kind", "name", "namespace", "port", "weight", NULL};
+  ctl__known_keys(y, f, bk, errs);
+  const char *n = ctl__str(y, f, "name", 1, 253, errs);
+  if (n && !ctl_valid_name(n)) key_err(errs, f, "name", "must be a Service name (DNS subdomain)");
+  const char *ns = ctl__str(y, f, "namespace", 0, 63, errs);
+  if (ns && !ctl_valid_ns(ns)) key_err(errs, f, "namespace", "must be a DNS label");
+  const char *kd = ctl__str(y, f, "kind", 0, 63, errs);
+  if (kd && strcmp(kd, "Service")) key_err(errs, f, "kind", "only Service backends are supported");
+  ctl__str(y, f, "group", 0, 253, errs);
+  ctl__int(y, f, "port", 1, 65535, NULL, errs);
+  ctl__int(y, f, "weight", 0, 1000000, NULL, errs);
+}
+
+static void check_rule(const json_t *x, const char *rf, int httproute, ctl_errs_t *errs) {
+  static const char *const k_route[] = {"matches", "filters", "backendRefs", "timeout", NULL};
+  static const char *const k_http[] = {"matches", "filters", "backendRefs", "timeouts", NULL};
+  ctl__known_keys(x, rf, httproute ? k_http : k_route, errs);
+  each_mapping(x, rf, "matches", 0, 8, check_match, 0, errs);
+  each_mapping(x, rf, "filters", 0, 16, check_filter, 0, errs);
+  each_mapping(x, rf, "backendRefs", 1, 32, check_backend_ref, 0, errs);
+  if (httproute) {
+    const json_t *t = ctl__obj(x, rf, "timeouts", 0, errs);
+    if (t) {
+      char tf[CTL_FIELD_MAX];
+      ctl__path(tf, sizeof tf, rf, "timeouts");
+      static const char *const tk[] = {"request", NULL};
+      ctl__known_keys(t, tf, tk, errs);
+      ctl__duration(t, tf, "request", errs);
+    }
+  } else {
+    ctl__duration(x, rf, "timeout", errs);
+  }
+}
+
 void ctl__validate_route_spec(const json_t *spec, int httproute, ctl_errs_t *errs) {
   static const char *const rkeys[] = {"parentRefs", "hostnames", "rules", NULL};
   ctl__known_keys(spec, "spec", rkeys, errs);
-  const json_t *prs = ctl__array(spec, "spec", "parentRefs", 0, 32, errs);
+  each_mapping(spec, "spec", "parentRefs", 0, 32, check_parent_ref, 0, errs);
+  const json_t *hosts = ctl__array(spec, "spec", "hostnames", 0, 16, errs);
   size_t i;
   json_t *x;
-  json_array_foreach(prs, i, x) {
-    char f[CTL_FIELD_MAX];
-    ctl__index(f, sizeof f, "spec.parentRefs", i);
-    if (!json_is_object(x)) {
-      ctl_errs_add(errs, f, "must be a mapping");
-      continue;
-    }
-    static const char *const pk[] = {"group", "kind", "name", "namespace", "sectionName", "port", NULL};
-    ctl__known_keys(x, f, pk, errs);
-    ctl__str(x, f, "name", 1, 253, errs);
-    ctl__str(x, f, "namespace", 0, 63, errs);
-    ctl__str(x, f, "sectionName", 0, 253, errs);
-    ctl__str(x, f, "group", 0, 253, errs);
-    ctl__str(x, f, "kind", 0, 63, errs);
-    ctl__int(x, f, "port", 1, 65535, NULL, errs);
-  }
-  const json_t *hosts = ctl__array(spec, "spec", "hostnames", 0, 16, errs);
   json_array_foreach(hosts, i, x) {
     char f[CTL_FIELD_MAX];
     ctl__index(f, sizeof f, "spec.hostnames", i);
     if (!json_is_string(x) || !hostname_ok(json_string_value(x)))
       ctl_errs_add(errs, f, "must be a DNS name, optionally starting with '*.'");
   }
-  const json_t *rules = ctl__array(spec, "spec", "rules", 1, 64, errs);
-  json_array_foreach(rules, i, x) {
-    char rf[CTL_FIELD_MAX];
-    ctl__index(rf, sizeof rf, "spec.rules", i);
-    if (!json_is_object(x)) {
-      ctl_errs_add(errs, rf, "must be a mapping");
-      continue;
-    }
-    static const char *const k_route[] = {"matches", "filters", "backendRefs", "timeout", NULL};
-    static const char *const k_http[] = {"matches", "filters", "backendRefs", "timeouts", NULL};
-    ctl__known_keys(x, rf, httproute ? k_http : k_route, errs);
-    char base[CTL_FIELD_MAX];
-    ctl__path(base, sizeof base, rf, "matches");
-    const json_t *ms = ctl__array(x, rf, "matches", 0, 8, errs);
-    size_t j;
-    json_t *y;
-    json_array_foreach(ms, j, y) {
-      char f[CTL_FIELD_MAX];
-      ctl__index(f, sizeof f, base, j);
-      if (!json_is_object(y)) ctl_errs_add(errs, f, "must be a mapping");
-      else check_match(y, f, errs);
-    }
-    ctl__path(base, sizeof base, rf, "filters");
-    const json_t *fs = ctl__array(x, rf, "filters", 0, 16, errs);
-    json_array_foreach(fs, j, y) {
-      char f[CTL_FIELD_MAX];
-      ctl__index(f, sizeof f, base, j);
-      if (!json_is_object(y)) ctl_errs_add(errs, f, "must be a mapping");
-      else check_filter(y, f, errs);
-    }
-    ctl__path(base, sizeof base, rf, "backendRefs");
-    const json_t *bs = ctl__array(x, rf, "backendRefs", 1, 32, errs);
-    json_array_foreach(bs, j, y) {
-      char f[CTL_FIELD_MAX];
-      ctl__index(f, sizeof f, base, j);
-      if (!json_is_object(y)) {
-        ctl_errs_add(errs, f, "must be a mapping");
-        continue;
-      }
-      static const char *const bk[] = {"group", "kind", "name", "namespace", "port", "weight", NULL};
-      ctl__known_keys(y, f, bk, errs);
-      const char *n = ctl__str(y, f, "name", 1, 253, errs);
-      if (n && !ctl_valid_name(n)) {
-        char nf[CTL_FIELD_MAX];
-        ctl__path(nf, sizeof nf, f, "name");
-        ctl_errs_add(errs, nf, "must be a Service name (DNS subdomain)");
-      }
-      const char *ns = ctl__str(y, f, "namespace", 0, 63, errs);
-      if (ns && !ctl_valid_ns(ns)) {
-        char nf[CTL_FIELD_MAX];
-        ctl__path(nf, sizeof nf, f, "namespace");
-        ctl_errs_add(errs, nf, "must be a DNS label");
-      }
-      const char *kd = ctl__str(y, f, "kind", 0, 63, errs);
-      if (kd && strcmp(kd, "Service")) {
-        char kf[CTL_FIELD_MAX];
-        ctl__path(kf, sizeof kf, f, "kind");
-        ctl_errs_add(errs, kf, "only Service backends are supported");
-      }
-      ctl__str(y, f, "group", 0, 253, errs);
-      ctl__int(y, f, "port", 1, 65535, NULL, errs);
-      ctl__int(y, f, "weight", 0, 1000000, NULL, errs);
-    }
-    if (httproute) {
-      const json_t *t = ctl__obj(x, rf, "timeouts", 0, errs);
-      if (t) {
-        char tf[CTL_FIELD_MAX];
-        ctl__path(tf, sizeof tf, rf, "timeouts");
-        static const char *const tk[] = {"request", NULL};
-        ctl__known_keys(t, tf, tk, errs);
-        ctl__duration(t, tf, "request", errs);
-      }
-    } else {
-      ctl__duration(x, rf, "timeout", errs);
-    }
-  }
+  each_mapping(spec, "spec", "rules", 1, 64, check_rule, httproute, errs);
 }
 
 static void validate_route(const json_t *obj, ctl_errs_t *errs) {

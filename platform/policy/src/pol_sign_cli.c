@@ -102,6 +102,35 @@ static int resolve(pol_registry_t *r, const pol_imgref_t *ref, char digest[72], 
   return rc;
 }
 
+/* The key in o->key (private to sign, public to verify), then the registry
+ * of the image and the digest the reference points at (doing: "signing" or
+ * "verifying", for the messages). 0, or -1 with the problem printed. */
+static int key_and_digest(sign_opts_t *o, pol_imgref_t *ref, int sign, const char *doing,
+                          EVP_PKEY **key, pol_registry_t **r, char digest[72]) {
+  char err[1024];
+  sk_buf_t pem;
+  sk_buf_init(&pem);
+  int rc = -1;
+  if (read_small(o->key, &pem, err, sizeof err) < 0) {
+    fprintf(stderr, "Error: %s\n", err);
+    goto out;
+  }
+  if ((sign ? pol_key_parse_private : pol_key_parse_public)(pem.data, pem.len, key, err,
+                                                           sizeof err) < 0) {
+    fprintf(stderr, "Error: %s: %s\n", o->key, err);
+    goto out;
+  }
+  if (pol_registry_open(&o->reg, ref, sign, r, err, sizeof err) < 0 ||
+      resolve(*r, ref, digest, err, sizeof err) < 0) {
+    fprintf(stderr, "Error: %s %s: %s\n", doing, o->image, err);
+    goto out;
+  }
+  rc = 0;
+out:
+  sk_buf_done(&pem);
+  return rc;
+}
+
 int pol_cli_sign(int argc, char **argv) {
   sign_opts_t o;
   int rc = parse_args("sign", argc, argv, &o);
@@ -127,24 +156,11 @@ int pol_cli_sign(int argc, char **argv) {
   }
   pol_imgref_t ref;
   if (setup(&o, &ref) < 0) return 2;
-  sk_buf_t pem;
-  sk_buf_init(&pem);
   EVP_PKEY *key = NULL;
   pol_registry_t *r = NULL;
   rc = 1;
-  if (read_small(o.key, &pem, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: %s\n", err);
-    goto out;
-  }
-  if (pol_key_parse_private(pem.data, pem.len, &key, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: %s: %s\n", o.key, err);
-    goto out;
-  }
   char digest[72], docker_ref[800];
-  if (pol_registry_open(&o.reg, &ref, 1, &r, err, sizeof err) < 0 || resolve(r, &ref, digest, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: signing %s: %s\n", o.image, err);
-    goto out;
-  }
+  if (key_and_digest(&o, &ref, 1, "signing", &key, &r, digest) < 0) goto out;
   if (!ref.digest[0])
     fprintf(stderr, "WARNING: Image reference %s uses a tag, not a digest; signing %s, the digest it points at now.\n",
             o.image, digest);
@@ -158,7 +174,6 @@ int pol_cli_sign(int argc, char **argv) {
 out:
   pol_registry_close(r);
   EVP_PKEY_free(key);
-  sk_buf_done(&pem);
   return rc;
 }
 
@@ -176,24 +191,11 @@ int pol_cli_verify(int argc, char **argv) {
   pol_imgref_t ref;
   if (setup(&o, &ref) < 0) return 2;
   char err[1024];
-  sk_buf_t pem;
-  sk_buf_init(&pem);
   EVP_PKEY *key = NULL;
   pol_registry_t *r = NULL;
   rc = 1;
-  if (read_small(o.key, &pem, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: %s\n", err);
-    goto out;
-  }
-  if (pol_key_parse_public(pem.data, pem.len, &key, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: %s: %s\n", o.key, err);
-    goto out;
-  }
   char digest[72];
-  if (pol_registry_open(&o.reg, &ref, 0, &r, err, sizeof err) < 0 || resolve(r, &ref, digest, err, sizeof err) < 0) {
-    fprintf(stderr, "Error: verifying %s: %s\n", o.image, err);
-    goto out;
-  }
+  if (key_and_digest(&o, &ref, 0, "verifying", &key, &r, digest) < 0) goto out;
   if (pol_cosign_verify(r, digest, &key, 1, err, sizeof err) < 0) {
     fprintf(stderr, "Error: verifying %s: %s\n", o.image, err);
     goto out;
@@ -207,6 +209,5 @@ int pol_cli_verify(int argc, char **argv) {
 out:
   pol_registry_close(r);
   EVP_PKEY_free(key);
-  sk_buf_done(&pem);
   return rc;
 }
