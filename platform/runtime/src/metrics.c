@@ -392,6 +392,19 @@ size_t sk_mfamily_child_count(const sk_mfamily_t *f) {
 
 sk_metric_type_t sk_mfamily_type(const sk_mfamily_t *f) { return f ? f->type : 0; }
 
+/* Under f->mu: the index of the child with these label values (h their
+ * hash), or f->nchildren when there is none. */
+static size_t child_find(const sk_mfamily_t *f, const char *const *values, uint64_t h) {
+  for (size_t i = 0; i < f->nchildren; i++) {
+    const struct sk_mchild *c = f->children[i];
+    if (c->hash != h) continue;
+    size_t k = 0;
+    while (k < f->nlabels && strcmp(c->values[k], values[k]) == 0) k++;
+    if (k == f->nlabels) return i;
+  }
+  return f->nchildren;
+}
+
 static int child_get(sk_mfamily_t *f, sk_metric_type_t type, const char *const *values,
                      struct sk_mchild **out) {
   if (!out) return SK_EINVAL;
@@ -403,15 +416,10 @@ static int child_get(sk_mfamily_t *f, sk_metric_type_t type, const char *const *
   uint64_t h = values_hash(values, f->nlabels);
   int rc = 0;
   pthread_mutex_lock(&f->mu);
-  for (size_t i = 0; i < f->nchildren; i++) {
-    struct sk_mchild *c = f->children[i];
-    if (c->hash != h) continue;
-    size_t k = 0;
-    while (k < f->nlabels && strcmp(c->values[k], values[k]) == 0) k++;
-    if (k == f->nlabels) {
-      *out = c;
-      goto out;
-    }
+  size_t at = child_find(f, values, h);
+  if (at < f->nchildren) {
+    *out = f->children[at];
+    goto out;
   }
   for (size_t i = 0; i < f->nlabels; i++) {
     size_t n = strlen(values[i]);
@@ -446,25 +454,22 @@ int sk_mfamily_remove(sk_mfamily_t *f, const char *const *values) {
   uint64_t h = values_hash(values, f->nlabels);
   struct sk_mchild *gone = NULL;
   pthread_mutex_lock(&f->mu);
-  for (size_t i = 0; i < f->nchildren; i++) {
-    struct sk_mchild *c = f->children[i];
-    if (c->hash != h) continue;
-    size_t k = 0;
-    while (k < f->nlabels && strcmp(c->values[k], values[k]) == 0) k++;
-    if (k < f->nlabels) continue;
-    f->children[i] = f->children[--f->nchildren]; /* order does not matter: renders sort */
-    if (f->renders > 0) {
-      c->dead_next = f->dead;
-      f->dead = c;
-    } else {
-      gone = c;
-    }
+  size_t i = child_find(f, values, h);
+  if (i == f->nchildren) {
     pthread_mutex_unlock(&f->mu);
-    free_child(gone, f->nlabels);
-    return 0;
+    return SK_ENOTFOUND;
+  }
+  struct sk_mchild *c = f->children[i];
+  f->children[i] = f->children[--f->nchildren]; /* order does not matter: renders sort */
+  if (f->renders > 0) {
+    c->dead_next = f->dead;
+    f->dead = c;
+  } else {
+    gone = c;
   }
   pthread_mutex_unlock(&f->mu);
-  return SK_ENOTFOUND;
+  free_child(gone, f->nlabels);
+  return 0;
 }
 
 int sk_counter_with(sk_mfamily_t *f, const char *const *values, sk_counter_t **out) {
