@@ -14,28 +14,7 @@ set -euo pipefail
 
 BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
 CONTROL=$BIN/skiff-control
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-ctl-delpol.XXXXXX")
-PID=
-
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- skiff-control log" >&2
-  tail -50 "$TMP/control.log" >&2 || true
-  exit 1
-}
-
-PORT=$(free_port)
-ADMIN=$(free_port)
-[ "$PORT" != "$ADMIN" ] || ADMIN=$((PORT + 1))
+one_daemon ctl-delpol control # TMP, PID (killed at exit), PORT, ADMIN, fail
 URL=http://127.0.0.1:$PORT
 API=$URL/api/v1
 mkdir -p "$TMP/policies" "$TMP/state"

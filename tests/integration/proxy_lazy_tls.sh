@@ -7,21 +7,8 @@
 set -euo pipefail
 . "${SKIFF_SRC_DIR:?SKIFF_SRC_DIR not set}/tests/support/lib.sh"
 
-BIN=${SKIFF_BIN_DIR:?SKIFF_BIN_DIR not set}
-CERTS=${SKIFF_TEST_CERTS:?SKIFF_TEST_CERTS not set}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/skiff-proxy-lazy.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- proxy log" >&2; tail -30 "$TMP/proxy.log" >&2 || true
-  exit 1
-}
+. "$SKIFF_SRC_DIR/tests/support/proxy_lib.sh"
+px_basic proxy-lazy # BIN, CERTS, TMP, PIDS, PPID_ (all killed at exit), fail
 
 if [ "$(uname -m)" != x86_64 ]; then
   echo "SKIP: OpenSSL on first use is built on x86-64 only"
@@ -34,9 +21,7 @@ echo "$needed" | grep -qE 'libssl|libcrypto' && fail "skiff-proxy links OpenSSL 
 echo "no libssl/libcrypto in DT_NEEDED"
 
 E=$(free_port); EA=$(free_port); P=$(free_port); PT=$(free_port); PA=$(free_port)
-printf 'listen: 127.0.0.1:%s\nadmin: {listen: 127.0.0.1:%s}\n' "$E" "$EA" >"$TMP/echo.yaml"
-"$BIN/skiff-echo" --config "$TMP/echo.yaml" 2>"$TMP/echo.log" &
-PIDS+=($!)
+echo_at echo "$E" "$EA" v1
 wait_until 10 curl -sf "http://127.0.0.1:$EA/readyz" || fail "echo not ready"
 
 write_config() { # $1 = 1 to add the mTLS listener
@@ -66,7 +51,7 @@ maps_ssl() { grep -cE 'libssl|libcrypto' "/proc/$PX/maps" || true; }
 write_config 0
 "$BIN/skiff-proxy" --config "$TMP/proxy.yaml" 2>"$TMP/proxy.log" &
 PX=$!
-PIDS+=($PX)
+PPID_=$PX
 wait_until 10 curl -sf "http://127.0.0.1:$PA/readyz" || fail "proxy not ready"
 U="http://127.0.0.1:$P"
 

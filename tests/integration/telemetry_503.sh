@@ -66,11 +66,8 @@ start() {
 
 stop() { # SIGTERM, bounded wait, exit status 0
   kill -TERM "$PID"
-  wait_until 30 sh -c "! kill -0 $PID" || fail "still running 30 s after SIGTERM"
-  local st=0
-  wait "$PID" || st=$?
+  exited_ok "$PID" 30
   PID=
-  [ "$st" = 0 ] || fail "exit status $st after SIGTERM"
 }
 
 NOW=$(date +%s)
@@ -122,9 +119,8 @@ read -r code2 conns2 < <(tail -1 "$TMP/curl.out")
 tr -d '\r' <"$TMP/h2" | grep -qix 'retry-after: 1' || fail "503 while draining without Retry-After: $(cat "$TMP/h2")"
 tr -d '\r' <"$TMP/h2" | grep -qix 'connection: close' || fail "503 while draining kept the connection open"
 grep -qx 'shutting down' "$TMP/r2" || fail "503 body: $(cat "$TMP/r2")"
-wait_until 30 sh -c "! kill -0 $PID" || fail "still running 30 s after SIGTERM"
-st=0; wait "$PID" || st=$?; PID=
-[ "$st" = 0 ] || fail "exit status $st after SIGTERM"
+exited_ok "$PID" 30
+PID=
 start
 [ "$(trace_status "$T1")" = 200 ] || fail "span acknowledged before SIGTERM lost"
 [ "$(trace_status "$T2")" = 404 ] || fail "span answered 503 was stored anyway"
@@ -213,9 +209,8 @@ tail -c +1001 "$TMP/span5.json" >&5
 exec 5>&-
 h2_refused b "$CPB"
 CPB=
-wait_until 30 sh -c "! kill -0 $PID" || fail "still running 30 s after SIGTERM"
-st=0; wait "$PID" || st=$?; PID=
-[ "$st" = 0 ] || fail "exit status $st after SIGTERM"
+exited_ok "$PID" 30
+PID=
 start
 [ "$(trace_status "$T3")" = 200 ] || fail "span acknowledged over h2c before SIGTERM lost"
 [ "$(trace_status "$T4")" = 404 ] || fail "span answered 503 over h2c was stored anyway"

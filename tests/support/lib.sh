@@ -100,10 +100,16 @@ stop_daemon() {
 # stop_pid PID [WHAT]: SIGTERM to PID, a child of this shell: it must be gone
 # within 15 s with exit status 0 (fail's message starts with WHAT)
 stop_pid() {
-  local what=${2:+$2 } rc=0
   kill -TERM "$1"
-  for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$1" 2>/dev/null && fail "${what}still running 15s after SIGTERM"
+  exited_ok "$1" 15 "${2:-}"
+}
+
+# exited_ok PID SECS [WHAT]: PID, a child of this shell already told to stop,
+# must be gone within SECS seconds with exit status 0
+exited_ok() {
+  local what=${3:+$3 } rc=0
+  for _ in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && fail "${what}still running ${2}s after SIGTERM"
   wait "$1" || rc=$?
   [ "$rc" = 0 ] || fail "${what}exit status $rc after SIGTERM"
 }
